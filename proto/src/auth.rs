@@ -1,0 +1,385 @@
+//! JWT authentication as the contract says: `authorization: Bearer <JWT>`, HS256 with a shared
+//! secret, required claims `sub`, `aud` = `invest` and `exp`, space-separated `scope`.
+//!
+//! Servers verify with [`RequireScope`] (a tonic interceptor); clients that call on their own
+//! behalf (deposit-svc, the loader) attach a self-minted token with [`ServiceToken`].
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+use tonic::{Code, Request, Status, metadata::MetadataValue, service::Interceptor};
+
+use crate::status::error_status;
+
+/// The only audience tokens are minted for and accepted with.
+pub const AUDIENCE: &str = "invest";
+
+/// Scope of `PortfolioService`: read the caller's own accounts.
+pub const SCOPE_ACCOUNTS_READ: &str = "accounts:read";
+/// Scope of `PortfolioIngest` and `DirectoryIngest`: replace the daily data.
+pub const SCOPE_INGEST_WRITE: &str = "ingest:write";
+/// Scope of `PortfolioLedger`: credit confirmed deposits.
+pub const SCOPE_LEDGER_WRITE: &str = "ledger:write";
+/// Scope of `DepositService`: deposit into the caller's own accounts.
+pub const SCOPE_DEPOSITS_WRITE: &str = "deposits:write";
+
+/// Clock skew tolerated on `exp`.
+const LEEWAY_SECONDS: u64 = 30;
+
+/// The claims of an invest token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The customer name (or service name) the token speaks for.
+    pub sub: String,
+    /// Always [`AUDIENCE`].
+    pub aud: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Issue time, seconds since the Unix epoch.
+    #[serde(default)]
+    pub iat: u64,
+    /// Space-separated scopes.
+    #[serde(default)]
+    pub scope: String,
+}
+
+/// Where the shared secret comes from: the same flags and variables for all three binaries.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct JwtSecretArgs {
+    /// File holding the HS256 secret shared by all services (surrounding white space is
+    /// ignored).
+    #[arg(long, env = "INVEST_JWT_SECRET_FILE", value_name = "FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// The HS256 secret itself. Prefer the environment variable or the file: a flag shows in
+    /// the process list.
+    #[arg(long, env = "INVEST_JWT_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub jwt_secret: Option<String>,
+}
+
+/// Why the secret could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// Neither the file nor the variable was given.
+    #[error(
+        "no JWT secret configured: pass --jwt-secret-file FILE or set INVEST_JWT_SECRET_FILE or INVEST_JWT_SECRET"
+    )]
+    Missing,
+    /// The file could not be read.
+    #[error("cannot read the JWT secret file {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The secret is empty after trimming.
+    #[error("the JWT secret is empty")]
+    Empty,
+}
+
+impl JwtSecretArgs {
+    /// Loads the secret; the file wins over the variable when both are given.
+    pub fn load(&self) -> Result<JwtKeys, SecretError> {
+        let secret = match (&self.jwt_secret_file, &self.jwt_secret) {
+            (Some(path), _) => std::fs::read(path).map_err(|source| SecretError::Unreadable {
+                path: path.clone(),
+                source,
+            })?,
+            (None, Some(secret)) => secret.clone().into_bytes(),
+            (None, None) => return Err(SecretError::Missing),
+        };
+        let trimmed = secret.trim_ascii();
+        if trimmed.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        Ok(JwtKeys::from_secret(trimmed))
+    }
+}
+
+/// Signing and verification keys derived from the shared secret.
+#[derive(Clone)]
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtKeys(..)")
+    }
+}
+
+/// Who is calling, as proven by a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's `sub`: a customer name, or a service name for service tokens.
+    pub subject: String,
+    scopes: Vec<String>,
+}
+
+impl Caller {
+    /// Whether the token carries `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `authorization` metadata.
+    #[error("missing authorization metadata: send `authorization: Bearer <JWT>`")]
+    MissingToken,
+    /// Not of the form `Bearer <token>`.
+    #[error("authorization metadata must be `Bearer <JWT>`")]
+    MalformedHeader,
+    /// Expired.
+    #[error("the token has expired")]
+    Expired,
+    /// Wrong audience.
+    #[error("the token's audience is not `{AUDIENCE}`")]
+    WrongAudience,
+    /// Anything else: bad signature, bad shape, missing claims.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// Valid, but without the scope the method needs.
+    #[error("the token lacks the scope `{0}` this method needs")]
+    MissingScope(&'static str),
+}
+
+impl From<AuthError> for Status {
+    fn from(err: AuthError) -> Self {
+        let (code, reason) = match &err {
+            AuthError::MissingToken => (Code::Unauthenticated, "MISSING_TOKEN"),
+            AuthError::MalformedHeader => (Code::Unauthenticated, "MALFORMED_AUTHORIZATION"),
+            AuthError::Expired => (Code::Unauthenticated, "TOKEN_EXPIRED"),
+            AuthError::WrongAudience => (Code::Unauthenticated, "WRONG_AUDIENCE"),
+            AuthError::Invalid(_) => (Code::Unauthenticated, "INVALID_TOKEN"),
+            AuthError::MissingScope(_) => (Code::PermissionDenied, "MISSING_SCOPE"),
+        };
+        error_status(code, reason, err.to_string())
+    }
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl JwtKeys {
+    /// Keys for a raw secret.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        validation.leeway = LEEWAY_SECONDS;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Mints a token for `sub` with the given scopes, valid for `ttl`.
+    pub fn mint(&self, sub: &str, scopes: &[&str], ttl: Duration) -> String {
+        let iat = now_seconds();
+        let claims = Claims {
+            sub: sub.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            exp: iat.saturating_add(ttl.as_secs()),
+            iat,
+            scope: scopes.join(" "),
+        };
+        self.sign(&claims)
+    }
+
+    /// Signs arbitrary claims (tests use it to forge expired or mis-addressed tokens).
+    pub fn sign(&self, claims: &Claims) -> String {
+        // HS256 signing of serialisable claims cannot fail.
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .expect("HS256 signing does not fail")
+    }
+
+    /// Verifies a bare token (without the `Bearer ` prefix).
+    pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                _ => AuthError::Invalid(e.to_string()),
+            })?;
+        let claims = data.claims;
+        if claims.sub.is_empty() {
+            return Err(AuthError::Invalid("empty `sub` claim".into()));
+        }
+        Ok(Caller {
+            subject: claims.sub,
+            scopes: claims.scope.split_ascii_whitespace().map(str::to_owned).collect(),
+        })
+    }
+
+    /// Verifies the `authorization` metadata of a request.
+    pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, AuthError> {
+        let value = request
+            .metadata()
+            .get("authorization")
+            .ok_or(AuthError::MissingToken)?;
+        let value = value.to_str().map_err(|_| AuthError::MalformedHeader)?;
+        let (scheme, token) = value.split_once(' ').ok_or(AuthError::MalformedHeader)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(AuthError::MalformedHeader);
+        }
+        self.verify(token.trim())
+    }
+}
+
+/// Server interceptor: verifies the token, demands one scope, and puts the [`Caller`] into the
+/// request extensions for the handler.
+#[derive(Debug, Clone)]
+pub struct RequireScope {
+    keys: Arc<JwtKeys>,
+    scope: &'static str,
+}
+
+impl RequireScope {
+    /// Demands `scope` from every call.
+    pub fn new(keys: Arc<JwtKeys>, scope: &'static str) -> Self {
+        Self { keys, scope }
+    }
+}
+
+impl Interceptor for RequireScope {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let caller = self.keys.authenticate(&request)?;
+        if !caller.has_scope(self.scope) {
+            return Err(AuthError::MissingScope(self.scope).into());
+        }
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+/// The verified caller of a request that passed [`RequireScope`].
+pub fn caller<T>(request: &Request<T>) -> Result<&Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .ok_or_else(|| Status::unauthenticated("request did not pass authentication"))
+}
+
+/// Client interceptor: attaches a token this process mints for itself, renewed well before
+/// it expires.
+#[derive(Debug, Clone)]
+pub struct ServiceToken {
+    keys: Arc<JwtKeys>,
+    subject: String,
+    scopes: Vec<&'static str>,
+    cached: Arc<Mutex<Option<(MetadataValue<tonic::metadata::Ascii>, u64)>>>,
+}
+
+const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+impl ServiceToken {
+    /// Tokens for `subject` with `scopes`.
+    pub fn new(keys: Arc<JwtKeys>, subject: impl Into<String>, scopes: &[&'static str]) -> Self {
+        Self {
+            keys,
+            subject: subject.into(),
+            scopes: scopes.to_vec(),
+            cached: Arc::default(),
+        }
+    }
+
+    fn header(&self) -> MetadataValue<tonic::metadata::Ascii> {
+        let now = now_seconds();
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((value, renew_at)) = cached.as_ref()
+            && now < *renew_at
+        {
+            return value.clone();
+        }
+        let token = self.keys.mint(&self.subject, &self.scopes, SERVICE_TOKEN_TTL);
+        let value = MetadataValue::try_from(format!("Bearer {token}"))
+            .expect("a JWT is valid ASCII metadata");
+        *cached = Some((value.clone(), now + SERVICE_TOKEN_TTL.as_secs() / 2));
+        value
+    }
+}
+
+impl Interceptor for ServiceToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert("authorization", self.header());
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> JwtKeys {
+        JwtKeys::from_secret(b"test-secret-test-secret-test-secret")
+    }
+
+    #[test]
+    fn round_trip_and_scopes() {
+        let token = keys().mint("류영길", &["accounts:read", "deposits:write"], Duration::from_secs(60));
+        let caller = keys().verify(&token).unwrap();
+        assert_eq!(caller.subject, "류영길");
+        assert!(caller.has_scope("accounts:read"));
+        assert!(caller.has_scope("deposits:write"));
+        assert!(!caller.has_scope("ingest:write"));
+    }
+
+    #[test]
+    fn refusals() {
+        let k = keys();
+        let other = JwtKeys::from_secret(b"another-secret");
+        let token = other.mint("a", &["accounts:read"], Duration::from_secs(60));
+        assert!(matches!(k.verify(&token), Err(AuthError::Invalid(_))));
+
+        let now = now_seconds();
+        let expired = k.sign(&Claims {
+            sub: "a".into(),
+            aud: AUDIENCE.into(),
+            exp: now - 3600,
+            iat: now - 7200,
+            scope: String::new(),
+        });
+        assert_eq!(k.verify(&expired), Err(AuthError::Expired));
+
+        let wrong_aud = k.sign(&Claims {
+            sub: "a".into(),
+            aud: "elsewhere".into(),
+            exp: now + 3600,
+            iat: now,
+            scope: String::new(),
+        });
+        assert_eq!(k.verify(&wrong_aud), Err(AuthError::WrongAudience));
+        assert!(matches!(k.verify("not.a.jwt"), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn interceptor_demands_scope() {
+        let k = Arc::new(keys());
+        let mut guard = RequireScope::new(k.clone(), SCOPE_INGEST_WRITE);
+        let mut req = Request::new(());
+        let token = k.mint("loader", &[SCOPE_ACCOUNTS_READ], Duration::from_secs(60));
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        assert_eq!(guard.call(req).unwrap_err().code(), Code::PermissionDenied);
+        assert_eq!(guard.call(Request::new(())).unwrap_err().code(), Code::Unauthenticated);
+
+        let mut svc = ServiceToken::new(k.clone(), "loader", &[SCOPE_INGEST_WRITE]);
+        let req = svc.call(Request::new(())).unwrap();
+        let req = guard.call(req).unwrap();
+        assert_eq!(req.extensions().get::<Caller>().unwrap().subject, "loader");
+    }
+}

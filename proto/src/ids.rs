@@ -1,0 +1,171 @@
+//! Identifier formats shared by the daily files, the loader and both servers
+//! (`DATASET.md`): parsed once at the edge, so the rest of the code never re-checks them.
+
+use std::fmt;
+
+/// Why a text is not a valid identifier; the message is meant for a person.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FormatError(pub String);
+
+/// An account number: 6 to 20 ASCII digits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountNumber(String);
+
+impl AccountNumber {
+    /// Accepts `^[0-9]{6,20}$`.
+    pub fn parse(text: &str) -> Result<Self, FormatError> {
+        let digits = text.bytes().all(|b| b.is_ascii_digit());
+        if digits && (6..=20).contains(&text.len()) {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(FormatError(format!(
+                "account number must be 6 to 20 digits, got {text:?}"
+            )))
+        }
+    }
+
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The digits, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for AccountNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The ISIN under which the cash balance of an account is delivered.
+pub const CASH_ISIN: &str = "CASH";
+
+/// An instrument identifier: `CASH`, or an ISIN of the form `^[A-Z]{2}[A-Z0-9]{9}[0-9]$`.
+///
+/// The check digit is deliberately not enforced: the real master carries `KR7195980002`,
+/// whose check digit is wrong, and it must load ([`Isin::check_digit_ok`] tells).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Isin(String);
+
+impl Isin {
+    /// Accepts `CASH` or `^[A-Z]{2}[A-Z0-9]{9}[0-9]$`.
+    pub fn parse(text: &str) -> Result<Self, FormatError> {
+        let b = text.as_bytes();
+        let well_formed = text == CASH_ISIN
+            || (b.len() == 12
+                && b[..2].iter().all(u8::is_ascii_uppercase)
+                && b[2..11]
+                    .iter()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+                && b[11].is_ascii_digit());
+        if well_formed {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(FormatError(format!(
+                "ISIN must be CASH or 2 capital letters, 9 capitals or digits and a digit, got {text:?}"
+            )))
+        }
+    }
+
+    /// Whether this is the cash balance rather than an instrument.
+    pub fn is_cash(&self) -> bool {
+        self.0 == CASH_ISIN
+    }
+
+    /// Whether the last digit is the ISO 6166 (Luhn) check digit of the first eleven
+    /// characters. Always true for `CASH`.
+    pub fn check_digit_ok(&self) -> bool {
+        if self.is_cash() {
+            return true;
+        }
+        // Letters become two digits (A = 10 … Z = 35); then Luhn over the digit string.
+        let mut digits = Vec::with_capacity(22);
+        for c in self.0[..11].bytes() {
+            if c.is_ascii_digit() {
+                digits.push(c - b'0');
+            } else {
+                let v = c - b'A' + 10;
+                digits.push(v / 10);
+                digits.push(v % 10);
+            }
+        }
+        let sum: u32 = digits
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(i, &d)| {
+                let d = u32::from(d);
+                if i % 2 == 0 {
+                    let x = d * 2;
+                    x / 10 + x % 10
+                } else {
+                    d
+                }
+            })
+            .sum();
+        let check = (10 - sum % 10) % 10;
+        u32::from(self.0.as_bytes()[11] - b'0') == check
+    }
+
+    /// The identifier.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The identifier, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for Isin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Computes a valid ISIN check digit for an 11-character prefix (used by the generator).
+pub fn isin_with_check_digit(prefix: &str) -> Result<Isin, FormatError> {
+    for d in b'0'..=b'9' {
+        let candidate = Isin::parse(&format!("{prefix}{}", d as char))?;
+        if candidate.check_digit_ok() {
+            return Ok(candidate);
+        }
+    }
+    Err(FormatError(format!("no check digit fits {prefix:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_numbers() {
+        assert!(AccountNumber::parse("5736692368320").is_ok());
+        assert!(AccountNumber::parse("123456").is_ok());
+        assert!(AccountNumber::parse("12345").is_err());
+        assert!(AccountNumber::parse("123456789012345678901").is_err());
+        assert!(AccountNumber::parse("12345a").is_err());
+        assert!(AccountNumber::parse("-123456").is_err());
+        assert!(AccountNumber::parse("１２３４５６").is_err(), "full-width digits are not digits");
+    }
+
+    #[test]
+    fn isins() {
+        assert!(Isin::parse("KR7360750004").unwrap().check_digit_ok());
+        assert!(Isin::parse("US0378331005").unwrap().check_digit_ok());
+        // Real data with a wrong check digit must still parse.
+        let odd = Isin::parse("KR7195980002").unwrap();
+        assert!(!odd.check_digit_ok());
+        assert!(Isin::parse("CASH").unwrap().is_cash());
+        for bad in ["cash", "KR736075000", "KR73607500045", "kr7360750004", "K17360750004", "KR736075000A"] {
+            assert!(Isin::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(isin_with_check_digit("KR736075000").unwrap().as_str(), "KR7360750004");
+    }
+}
