@@ -10,6 +10,7 @@ pub mod auth;
 pub mod digest;
 pub mod ids;
 pub mod status;
+pub mod time;
 
 #[cfg(feature = "server")]
 pub mod server;

@@ -1,0 +1,403 @@
+//! One database layer for SQLite (the embedded default) and PostgreSQL (production, several
+//! replicas), chosen once from the URL.
+//!
+//! Queries are written once against [`DbConnection`], a diesel `MultiConnection`. Database
+//! work never runs on the async runtime: [`Database::run`] waits (bounded, asynchronously) for
+//! one of `pool_size` permits and then runs the closure on the blocking pool.
+
+use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
+
+use diesel::{
+    connection::{AnsiTransactionManager, SimpleConnection, TransactionManager},
+    prelude::*,
+    r2d2::R2D2Connection,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use tokio::sync::Semaphore;
+
+/// A connection to either backend. Queries written against it serve both.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    /// PostgreSQL.
+    Pg(PgConnection),
+    /// SQLite.
+    Sqlite(SqliteConnection),
+}
+
+impl fmt::Debug for DbConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pg(_) => f.write_str("DbConnection::Pg"),
+            Self::Sqlite(_) => f.write_str("DbConnection::Sqlite"),
+        }
+    }
+}
+
+/// Which database a URL names.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A `postgres://` or `postgresql://` URL.
+    Postgres(String),
+    /// An SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// A URL the server cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid database URL {url:?}: {reason}")]
+pub struct UrlError {
+    url: String,
+    reason: &'static str,
+}
+
+impl DatabaseUrl {
+    /// `postgres://…` and `postgresql://…` name PostgreSQL; `sqlite://PATH`, `sqlite:PATH` and
+    /// a plain path name an SQLite file.
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
+        let url = url.trim();
+        let err = |reason| UrlError {
+            url: url.to_owned(),
+            reason,
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.is_empty() {
+            return Err(err("empty path"));
+        }
+        if path == ":memory:" {
+            return Err(err(
+                "an in-memory SQLite database would be private to each pooled connection; use a file",
+            ));
+        }
+        if url.contains("://") && !url.starts_with("sqlite://") {
+            return Err(err(
+                "unknown scheme; use postgres://, postgresql://, sqlite:// or a plain path",
+            ));
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+
+    /// Which backend, for logs and metrics.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// Shown without the password.
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) => {
+                // postgres://user:password@host/db → postgres://user:***@host/db
+                match (url.find("://"), url.rfind('@')) {
+                    (Some(scheme_end), Some(at)) if at > scheme_end => {
+                        let userinfo = &url[scheme_end + 3..at];
+                        match userinfo.split_once(':') {
+                            Some((user, _)) => write!(
+                                f,
+                                "{}{user}:***{}",
+                                &url[..scheme_end + 3],
+                                &url[at..]
+                            ),
+                            None => f.write_str(url),
+                        }
+                    }
+                    _ => f.write_str(url),
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// How long SQLite waits for a lock held by another connection before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Opens connections of the right kind and prepares them (SQLite pragmas on connect).
+#[derive(Debug, Clone)]
+struct Manager {
+    url: DatabaseUrl,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = DbConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, Self::Error> {
+        match &self.url {
+            DatabaseUrl::Postgres(url) => PgConnection::establish(url)
+                .map(DbConnection::Pg)
+                .map_err(diesel::r2d2::Error::ConnectionError),
+            DatabaseUrl::Sqlite(path) => {
+                let path = path.to_string_lossy();
+                let mut conn = SqliteConnection::establish(&path)
+                    .map_err(diesel::r2d2::Error::ConnectionError)?;
+                // WAL lets readers go on while a writer writes; NORMAL is durable in WAL mode
+                // except for the last transactions on power loss, never corrupt.
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};
+                     PRAGMA journal_mode = WAL;
+                     PRAGMA synchronous = NORMAL;
+                     PRAGMA foreign_keys = ON;"
+                ))
+                .map_err(diesel::r2d2::Error::QueryError)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
+        conn.ping().map(|_| ()).map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// Errors of the database layer itself (not of a query's business rules).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had in time: the database is down or overloaded.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Every permit was taken for longer than the acquire timeout.
+    #[error("database busy: no connection free within {0:?}")]
+    Busy(Duration),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migration(String),
+}
+
+/// Settings of the pool.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// Where the database is.
+    pub url: DatabaseUrl,
+    /// Connections in the pool, which is also how many database tasks run at once.
+    pub pool_size: u32,
+    /// How long a request waits for a connection before it is answered UNAVAILABLE.
+    pub acquire_timeout: Duration,
+}
+
+/// The migrations of one service, for each backend, and the key that serialises them.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    /// `migrations/sqlite` (a function because embedded migrations are consumed by value).
+    pub sqlite: fn() -> EmbeddedMigrations,
+    /// `migrations/postgres`.
+    pub postgres: fn() -> EmbeddedMigrations,
+    /// PostgreSQL advisory-lock key held while migrating, so that replicas starting together
+    /// migrate one after the other.
+    pub lock_key: i64,
+}
+
+/// A pooled database with a bounded number of concurrent tasks.
+#[derive(Clone)]
+pub struct Database {
+    pool: r2d2::Pool<Manager>,
+    permits: Arc<Semaphore>,
+    acquire_timeout: Duration,
+    url: Arc<DatabaseUrl>,
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database").field("url", &self.url).finish()
+    }
+}
+
+impl Database {
+    /// Opens the pool and brings the schema up to date. Blocking: call it from
+    /// `spawn_blocking` or before the runtime serves requests.
+    pub fn open(config: &DbConfig, migrations: &Migrations) -> Result<Self, DbError> {
+        let pool_size = config.pool_size.max(1);
+        let manager = Manager {
+            url: config.url.clone(),
+        };
+        // Migrate on a dedicated connection before the pool exists, so that no pooled
+        // connection has seen the old schema.
+        let mut conn = r2d2::ManageConnection::connect(&manager)
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        migrate(&mut conn, migrations)?;
+        drop(conn);
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(pool_size.min(2)))
+            .connection_timeout(config.acquire_timeout)
+            .test_on_check_out(false)
+            .build(manager)
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        Ok(Self {
+            pool,
+            permits: Arc::new(Semaphore::new(pool_size as usize)),
+            acquire_timeout: config.acquire_timeout,
+            url: Arc::new(config.url.clone()),
+        })
+    }
+
+    /// The URL, for logs (the password is hidden by `Display`).
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// Runs `work` with a pooled connection on the blocking pool. Waits asynchronously for a
+    /// permit; waiting longer than the acquire timeout is [`DbError::Busy`]. A panic in `work`
+    /// is re-raised here rather than hidden.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let permit = tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| DbError::Busy(self.acquire_timeout))?
+            .map_err(|_| DbError::Unavailable("database pool closed".into()))?;
+        let pool = self.pool.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut conn = pool
+                .get()
+                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+            work(&mut conn)
+        })
+        .await;
+        match joined {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(DbError::Unavailable(format!("database task cancelled: {e}")).into()),
+        }
+    }
+}
+
+/// Runs `work` in a write transaction. On SQLite the transaction starts with
+/// `BEGIN IMMEDIATE`, so it takes the write lock up front (waiting for it under the busy
+/// timeout) instead of failing when a read turns into a write.
+pub fn write_transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    match conn {
+        DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
+        DbConnection::Pg(c) => AnsiTransactionManager::begin_transaction(c)?,
+    }
+    match work(conn) {
+        Ok(value) => match DbConnection::commit_transaction(conn) {
+            Ok(()) => Ok(value),
+            Err(e) => {
+                let _ = DbConnection::rollback_transaction(conn);
+                Err(e.into())
+            }
+        },
+        Err(e) => {
+            // The caller's error is what matters; a failed rollback marks the connection
+            // broken and the pool discards it.
+            let _ = DbConnection::rollback_transaction(conn);
+            Err(e)
+        }
+    }
+}
+
+/// Applies pending migrations, one replica at a time.
+fn migrate(conn: &mut DbConnection, migrations: &Migrations) -> Result<(), DbError> {
+    let fail = |e: Box<dyn std::error::Error + Send + Sync>| DbError::Migration(e.to_string());
+    match conn {
+        DbConnection::Pg(c) => {
+            // A session-level advisory lock: a replica that starts at the same time waits here
+            // and then finds nothing left to do. The lock dies with the session if we crash.
+            c.batch_execute(&format!("SELECT pg_advisory_lock({})", migrations.lock_key))?;
+            let result = c.run_pending_migrations((migrations.postgres)()).map(|_| ()).map_err(fail);
+            let unlock = c.batch_execute(&format!("SELECT pg_advisory_unlock({})", migrations.lock_key));
+            result?;
+            unlock?;
+        }
+        DbConnection::Sqlite(c) => {
+            // One IMMEDIATE transaction around all migrations: a second process waits for the
+            // write lock, then sees them applied. SQLite DDL is transactional.
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
+            match c.run_pending_migrations((migrations.sqlite)()) {
+                Ok(_) => AnsiTransactionManager::commit_transaction(c)?,
+                Err(e) => {
+                    let _ = AnsiTransactionManager::rollback_transaction(c);
+                    return Err(fail(e));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a diesel error means "the database is not reachable or not healthy" (as opposed to
+/// a rule of ours), so that it becomes UNAVAILABLE.
+pub fn is_unavailable(err: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match err {
+        Error::DatabaseError(kind, info) => {
+            matches!(
+                kind,
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::SerializationFailure
+            ) || info.message().contains("database is locked")
+                || info.message().contains("server closed the connection")
+        }
+        Error::BrokenTransactionManager | Error::AlreadyInTransaction => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/p.db").unwrap(),
+            DatabaseUrl::Sqlite("data/p.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("/var/lib/p.db").unwrap(),
+            DatabaseUrl::Sqlite("/var/lib/p.db".into())
+        );
+        assert_eq!(DatabaseUrl::parse("postgres://u@h/d").unwrap().backend(), "postgres");
+        assert_eq!(DatabaseUrl::parse("postgresql://u@h/d").unwrap().backend(), "postgres");
+        assert!(DatabaseUrl::parse("mysql://h/d").is_err());
+        assert!(DatabaseUrl::parse("").is_err());
+        assert!(DatabaseUrl::parse(":memory:").is_err());
+        assert_eq!(
+            DatabaseUrl::parse("postgres://app:s3cret@db:5432/invest").unwrap().to_string(),
+            "postgres://app:***@db:5432/invest"
+        );
+    }
+}
+
+/// Runs the same diesel code against the concrete connection of either backend, for the few
+/// statements `MultiConnection` cannot express (`RETURNING`, `ON CONFLICT`, `COPY`). The body
+/// is type-checked once per backend.
+#[macro_export]
+macro_rules! with_backend {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::server::db::DbConnection::Pg($c) => $body,
+            $crate::server::db::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}

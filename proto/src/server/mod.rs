@@ -1,0 +1,5 @@
+//! Plumbing shared by portfolio-svc and deposit-svc (feature `server`).
+
+pub mod db;
+pub mod grpc;
+pub mod telemetry;
