@@ -57,7 +57,12 @@ pub struct JwtSecretArgs {
     pub jwt_secret_file: Option<PathBuf>,
     /// The HS256 secret itself. Prefer the environment variable or the file: a flag shows in
     /// the process list.
-    #[arg(long, env = "INVEST_JWT_SECRET", hide_env_values = true, value_name = "SECRET")]
+    #[arg(
+        long,
+        env = "INVEST_JWT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
     pub jwt_secret: Option<String>,
 }
 
@@ -221,7 +226,11 @@ impl JwtKeys {
         }
         Ok(Caller {
             subject: claims.sub,
-            scopes: claims.scope.split_ascii_whitespace().map(str::to_owned).collect(),
+            scopes: claims
+                .scope
+                .split_ascii_whitespace()
+                .map(str::to_owned)
+                .collect(),
         })
     }
 
@@ -274,6 +283,9 @@ pub fn caller<T>(request: &Request<T>) -> Result<&Caller, Status> {
         .ok_or_else(|| Status::unauthenticated("request did not pass authentication"))
 }
 
+/// An `authorization` value and when to renew it (seconds since the epoch).
+type CachedHeader = (MetadataValue<tonic::metadata::Ascii>, u64);
+
 /// Client interceptor: attaches a token this process mints for itself, renewed well before
 /// it expires.
 #[derive(Debug, Clone)]
@@ -281,7 +293,7 @@ pub struct ServiceToken {
     keys: Arc<JwtKeys>,
     subject: String,
     scopes: Vec<&'static str>,
-    cached: Arc<Mutex<Option<(MetadataValue<tonic::metadata::Ascii>, u64)>>>,
+    cached: Arc<Mutex<Option<CachedHeader>>>,
 }
 
 const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -305,7 +317,9 @@ impl ServiceToken {
         {
             return value.clone();
         }
-        let token = self.keys.mint(&self.subject, &self.scopes, SERVICE_TOKEN_TTL);
+        let token = self
+            .keys
+            .mint(&self.subject, &self.scopes, SERVICE_TOKEN_TTL);
         let value = MetadataValue::try_from(format!("Bearer {token}"))
             .expect("a JWT is valid ASCII metadata");
         *cached = Some((value.clone(), now + SERVICE_TOKEN_TTL.as_secs() / 2));
@@ -315,7 +329,9 @@ impl ServiceToken {
 
 impl Interceptor for ServiceToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert("authorization", self.header());
+        request
+            .metadata_mut()
+            .insert("authorization", self.header());
         Ok(request)
     }
 }
@@ -330,7 +346,11 @@ mod tests {
 
     #[test]
     fn round_trip_and_scopes() {
-        let token = keys().mint("류영길", &["accounts:read", "deposits:write"], Duration::from_secs(60));
+        let token = keys().mint(
+            "류영길",
+            &["accounts:read", "deposits:write"],
+            Duration::from_secs(60),
+        );
         let caller = keys().verify(&token).unwrap();
         assert_eq!(caller.subject, "류영길");
         assert!(caller.has_scope("accounts:read"));
@@ -375,7 +395,10 @@ mod tests {
         req.metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
         assert_eq!(guard.call(req).unwrap_err().code(), Code::PermissionDenied);
-        assert_eq!(guard.call(Request::new(())).unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(
+            guard.call(Request::new(())).unwrap_err().code(),
+            Code::Unauthenticated
+        );
 
         let mut svc = ServiceToken::new(k.clone(), "loader", &[SCOPE_INGEST_WRITE]);
         let req = svc.call(Request::new(())).unwrap();

@@ -39,7 +39,8 @@ impl RecordDigest {
             .encode(&mut self.scratch)
             .expect("a Vec grows as needed");
         self.hasher.update(&[kind as u8]);
-        self.hasher.update(&(self.scratch.len() as u64).to_le_bytes());
+        self.hasher
+            .update(&(self.scratch.len() as u64).to_le_bytes());
         self.hasher.update(&self.scratch);
     }
 

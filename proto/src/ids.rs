@@ -152,7 +152,10 @@ mod tests {
         assert!(AccountNumber::parse("123456789012345678901").is_err());
         assert!(AccountNumber::parse("12345a").is_err());
         assert!(AccountNumber::parse("-123456").is_err());
-        assert!(AccountNumber::parse("１２３４５６").is_err(), "full-width digits are not digits");
+        assert!(
+            AccountNumber::parse("１２３４５６").is_err(),
+            "full-width digits are not digits"
+        );
     }
 
     #[test]
@@ -163,9 +166,19 @@ mod tests {
         let odd = Isin::parse("KR7195980002").unwrap();
         assert!(!odd.check_digit_ok());
         assert!(Isin::parse("CASH").unwrap().is_cash());
-        for bad in ["cash", "KR736075000", "KR73607500045", "kr7360750004", "K17360750004", "KR736075000A"] {
+        for bad in [
+            "cash",
+            "KR736075000",
+            "KR73607500045",
+            "kr7360750004",
+            "K17360750004",
+            "KR736075000A",
+        ] {
             assert!(Isin::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(isin_with_check_digit("KR736075000").unwrap().as_str(), "KR7360750004");
+        assert_eq!(
+            isin_with_check_digit("KR736075000").unwrap().as_str(),
+            "KR7360750004"
+        );
     }
 }

@@ -26,4 +26,5 @@ pub mod portfolio {
 
 /// Encoded `FileDescriptorSet` of every `.proto` file of this crate and its imports, for
 /// server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/invest_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/invest_descriptor.bin"));

@@ -48,7 +48,10 @@ pub fn invalid_field(reason: &str, field: &str, description: impl Into<String>) 
 
 /// The `ErrorInfo.reason` of a status, if it carries one (tests and clients use it).
 pub fn reason(status: &Status) -> Option<String> {
-    status.get_error_details().error_info().map(|i| i.reason.clone())
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
 }
 
 /// The fields named by the `BadRequest` of a status.

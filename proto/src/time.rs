@@ -47,10 +47,19 @@ mod tests {
             assert_eq!(to_micros(&from_micros(micros)), Some(micros));
         }
         assert_eq!(
-            to_micros(&Timestamp { seconds: i64::MAX, nanos: 0 }),
+            to_micros(&Timestamp {
+                seconds: i64::MAX,
+                nanos: 0
+            }),
             None
         );
-        assert_eq!(to_micros(&Timestamp { seconds: 0, nanos: -1 }), None);
+        assert_eq!(
+            to_micros(&Timestamp {
+                seconds: 0,
+                nanos: -1
+            }),
+            None
+        );
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     }
 }

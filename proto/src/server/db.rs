@@ -102,12 +102,9 @@ impl fmt::Display for DatabaseUrl {
                     (Some(scheme_end), Some(at)) if at > scheme_end => {
                         let userinfo = &url[scheme_end + 3..at];
                         match userinfo.split_once(':') {
-                            Some((user, _)) => write!(
-                                f,
-                                "{}{user}:***{}",
-                                &url[..scheme_end + 3],
-                                &url[at..]
-                            ),
+                            Some((user, _)) => {
+                                write!(f, "{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+                            }
                             None => f.write_str(url),
                         }
                     }
@@ -161,7 +158,9 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
-        conn.ping().map(|_| ()).map_err(diesel::r2d2::Error::QueryError)
+        conn.ping()
+            .map(|_| ())
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 
     fn has_broken(&self, conn: &mut DbConnection) -> bool {
@@ -267,10 +266,11 @@ impl Database {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let permit = tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| DbError::Busy(self.acquire_timeout))?
-            .map_err(|_| DbError::Unavailable("database pool closed".into()))?;
+        let permit =
+            tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| DbError::Busy(self.acquire_timeout))?
+                .map_err(|_| DbError::Unavailable("database pool closed".into()))?;
         let pool = self.pool.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -297,7 +297,9 @@ where
     E: From<diesel::result::Error>,
 {
     match conn {
-        DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
+        DbConnection::Sqlite(c) => {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
+        }
         DbConnection::Pg(c) => AnsiTransactionManager::begin_transaction(c)?,
     }
     match work(conn) {
@@ -325,8 +327,14 @@ fn migrate(conn: &mut DbConnection, migrations: &Migrations) -> Result<(), DbErr
             // A session-level advisory lock: a replica that starts at the same time waits here
             // and then finds nothing left to do. The lock dies with the session if we crash.
             c.batch_execute(&format!("SELECT pg_advisory_lock({})", migrations.lock_key))?;
-            let result = c.run_pending_migrations((migrations.postgres)()).map(|_| ()).map_err(fail);
-            let unlock = c.batch_execute(&format!("SELECT pg_advisory_unlock({})", migrations.lock_key));
+            let result = c
+                .run_pending_migrations((migrations.postgres)())
+                .map(|_| ())
+                .map_err(fail);
+            let unlock = c.batch_execute(&format!(
+                "SELECT pg_advisory_unlock({})",
+                migrations.lock_key
+            ));
             result?;
             unlock?;
         }
@@ -363,6 +371,19 @@ pub fn is_unavailable(err: &diesel::result::Error) -> bool {
     }
 }
 
+/// Runs the same diesel code against the concrete connection of either backend, for the few
+/// statements `MultiConnection` cannot express (`RETURNING`, `ON CONFLICT`, `COPY`). The body
+/// is type-checked once per backend.
+#[macro_export]
+macro_rules! with_backend {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::server::db::DbConnection::Pg($c) => $body,
+            $crate::server::db::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,27 +398,22 @@ mod tests {
             DatabaseUrl::parse("/var/lib/p.db").unwrap(),
             DatabaseUrl::Sqlite("/var/lib/p.db".into())
         );
-        assert_eq!(DatabaseUrl::parse("postgres://u@h/d").unwrap().backend(), "postgres");
-        assert_eq!(DatabaseUrl::parse("postgresql://u@h/d").unwrap().backend(), "postgres");
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u@h/d").unwrap().backend(),
+            "postgres"
+        );
+        assert_eq!(
+            DatabaseUrl::parse("postgresql://u@h/d").unwrap().backend(),
+            "postgres"
+        );
         assert!(DatabaseUrl::parse("mysql://h/d").is_err());
         assert!(DatabaseUrl::parse("").is_err());
         assert!(DatabaseUrl::parse(":memory:").is_err());
         assert_eq!(
-            DatabaseUrl::parse("postgres://app:s3cret@db:5432/invest").unwrap().to_string(),
+            DatabaseUrl::parse("postgres://app:s3cret@db:5432/invest")
+                .unwrap()
+                .to_string(),
             "postgres://app:***@db:5432/invest"
         );
     }
-}
-
-/// Runs the same diesel code against the concrete connection of either backend, for the few
-/// statements `MultiConnection` cannot express (`RETURNING`, `ON CONFLICT`, `COPY`). The body
-/// is type-checked once per backend.
-#[macro_export]
-macro_rules! with_backend {
-    ($conn:expr, $c:ident => $body:expr) => {
-        match $conn {
-            $crate::server::db::DbConnection::Pg($c) => $body,
-            $crate::server::db::DbConnection::Sqlite($c) => $body,
-        }
-    };
 }

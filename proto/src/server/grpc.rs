@@ -15,11 +15,7 @@ use std::{
 
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 use tonic::{
-    Status,
-    body::Body,
-    server::NamedService,
-    service::Routes,
-    transport::server::TcpIncoming,
+    Status, body::Body, server::NamedService, service::Routes, transport::server::TcpIncoming,
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{Layer, Service};
@@ -187,7 +183,13 @@ where
                     shared.config.max_in_flight
                 ));
                 let response = status.into_http();
-                record(server, service, method, response_code(&response), started.elapsed());
+                record(
+                    server,
+                    service,
+                    method,
+                    response_code(&response),
+                    started.elapsed(),
+                );
                 return Ok(response);
             };
             let response = if shared.config.untimed_methods.contains(path.as_str()) {
@@ -203,7 +205,13 @@ where
                 }
             };
             drop(permit);
-            record(server, service, method, response_code(&response), started.elapsed());
+            record(
+                server,
+                service,
+                method,
+                response_code(&response),
+                started.elapsed(),
+            );
             Ok(response)
         })
     }
@@ -244,8 +252,11 @@ impl Lifecycle {
     }
 }
 
+/// Why reflection could not be built.
+pub type ReflectionError = tonic_reflection::server::Error;
+
 /// Builds health and reflection for services named `services`.
-pub fn infrastructure(services: &[&'static str]) -> Result<Infrastructure, tonic_reflection::server::Error> {
+pub fn infrastructure(services: &[&'static str]) -> Result<Infrastructure, ReflectionError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
@@ -392,9 +403,18 @@ mod tests {
     fn metric_labels() {
         assert_eq!(
             labels("/invest.portfolio.v1.PortfolioService/GetAccount"),
-            ("invest.portfolio.v1.PortfolioService".into(), "GetAccount".into())
+            (
+                "invest.portfolio.v1.PortfolioService".into(),
+                "GetAccount".into()
+            )
         );
-        assert_eq!(labels("/wp-login.php"), ("unknown".into(), "unknown".into()));
-        assert_eq!(labels("/evil.Service/X"), ("unknown".into(), "unknown".into()));
+        assert_eq!(
+            labels("/wp-login.php"),
+            ("unknown".into(), "unknown".into())
+        );
+        assert_eq!(
+            labels("/evil.Service/X"),
+            ("unknown".into(), "unknown".into())
+        );
     }
 }

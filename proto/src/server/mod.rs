@@ -3,3 +3,5 @@
 pub mod db;
 pub mod grpc;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;

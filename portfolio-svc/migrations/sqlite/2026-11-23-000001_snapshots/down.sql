@@ -1,0 +1,4 @@
+DROP TABLE holdings;
+DROP TABLE accounts;
+DROP TABLE instruments;
+DROP TABLE snapshots;

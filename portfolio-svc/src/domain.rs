@@ -1,0 +1,154 @@
+//! Domain values and the arithmetic of the screens: money in `i64` won with checked
+//! arithmetic, rates as exact decimals, page tokens and page sizes.
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+
+use crate::error::{Error, Result};
+
+/// total_assets - principal, checked.
+pub fn total_profit(total_assets: i64, principal: i64) -> Result<i64> {
+    total_assets
+        .checked_sub(principal)
+        .ok_or_else(|| overflow("total profit"))
+}
+
+/// An arithmetic overflow on stored figures: the data is wrong, not the request.
+pub fn overflow(what: &str) -> Error {
+    Error::FailedPrecondition {
+        reason: "FIGURE_OUT_OF_RANGE",
+        message: format!("the {what} of this account does not fit in 64 bits"),
+    }
+}
+
+/// profit / principal * 100 with exactly two fractional digits, rounded half away from zero,
+/// in integer arithmetic; `None` when the principal is 0.
+pub fn profit_rate(profit: i64, principal: i64) -> Option<String> {
+    if principal == 0 {
+        return None;
+    }
+    // Hundredths of a percent: |profit| * 10_000 / |principal|, rounded half away from zero.
+    // i128 holds i64::MAX * 10_000 comfortably.
+    let numerator = i128::from(profit).abs() * 10_000;
+    let denominator = i128::from(principal).abs();
+    let mut hundredths = numerator / denominator;
+    if (numerator % denominator) * 2 >= denominator {
+        hundredths += 1;
+    }
+    let negative = (profit < 0) != (principal < 0) && hundredths != 0;
+    Some(format!(
+        "{}{}.{:02}",
+        if negative { "-" } else { "" },
+        hundredths / 100,
+        hundredths % 100
+    ))
+}
+
+/// Where a listing continues: the snapshot it started on and the last key returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageToken {
+    /// Snapshot of the first page; later pages read the same one.
+    pub snapshot_id: i64,
+    /// Last key (account number or ISIN) of the previous page.
+    pub after: String,
+}
+
+const TOKEN_VERSION: &str = "v1";
+
+impl PageToken {
+    /// Opaque text for `next_page_token`.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!(
+            "{TOKEN_VERSION}:{}:{}",
+            self.snapshot_id, self.after
+        ))
+    }
+
+    /// Parses `page_token`; empty means the first page.
+    pub fn decode(text: &str) -> Result<Option<Self>> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let invalid = || {
+            Error::invalid(
+                "INVALID_PAGE_TOKEN",
+                "page_token",
+                "not a token this server issued; pass the next_page_token of the previous response, or empty for the first page",
+            )
+        };
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
+        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let mut parts = text.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(TOKEN_VERSION), Some(id), Some(after)) => Ok(Some(Self {
+                snapshot_id: id.parse().map_err(|_| invalid())?,
+                after: after.to_owned(),
+            })),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+/// AIP-158 page size: 0 is the default, negative is INVALID_ARGUMENT, too large is capped.
+pub fn page_size(requested: i32, default: i64, max: i64) -> Result<i64> {
+    match requested {
+        0 => Ok(default),
+        n if n < 0 => Err(Error::invalid(
+            "INVALID_PAGE_SIZE",
+            "page_size",
+            format!("must not be negative, got {n}"),
+        )),
+        n => Ok(i64::from(n).min(max)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worked_example_of_the_dataset() {
+        // DATASET.md: account 5736692368320, total assets 1929245, principal 1911386.
+        let profit = total_profit(1_929_245, 1_911_386).unwrap();
+        assert_eq!(profit, 17_859);
+        assert_eq!(profit_rate(profit, 1_911_386).as_deref(), Some("0.93"));
+    }
+
+    #[test]
+    fn rates_round_half_away_from_zero() {
+        assert_eq!(profit_rate(-125, 1_000).as_deref(), Some("-12.50"));
+        assert_eq!(profit_rate(1, 8).as_deref(), Some("12.50"));
+        // 1/3 % = 0.3333… → 0.33; 2/3 → 0.67; exactly half → away from zero.
+        assert_eq!(profit_rate(1, 300).as_deref(), Some("0.33"));
+        assert_eq!(profit_rate(2, 300).as_deref(), Some("0.67"));
+        assert_eq!(profit_rate(1, 20_000).as_deref(), Some("0.01")); // 0.005 → 0.01
+        assert_eq!(profit_rate(-1, 20_000).as_deref(), Some("-0.01"));
+        assert_eq!(profit_rate(-1, 20_001).as_deref(), Some("0.00")); // no "-0.00"
+        assert_eq!(profit_rate(0, 5).as_deref(), Some("0.00"));
+        assert_eq!(profit_rate(5, 0), None);
+        assert_eq!(profit_rate(-1_000, 1_000).as_deref(), Some("-100.00"));
+        assert_eq!(
+            profit_rate(i64::MAX, 1).as_deref(),
+            Some("922337203685477580700.00")
+        );
+    }
+
+    #[test]
+    fn page_tokens() {
+        let token = PageToken {
+            snapshot_id: 42,
+            after: "KR7360750004".into(),
+        };
+        assert_eq!(PageToken::decode(&token.encode()).unwrap(), Some(token));
+        assert_eq!(PageToken::decode("").unwrap(), None);
+        assert!(PageToken::decode("garbage!").is_err());
+        assert!(PageToken::decode(&URL_SAFE_NO_PAD.encode("v2:1:x")).is_err());
+    }
+
+    #[test]
+    fn page_sizes() {
+        assert_eq!(page_size(0, 50, 500).unwrap(), 50);
+        assert_eq!(page_size(7, 50, 500).unwrap(), 7);
+        assert_eq!(page_size(10_000, 50, 500).unwrap(), 500);
+        assert!(page_size(-1, 50, 500).is_err());
+    }
+}

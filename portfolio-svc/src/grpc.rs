@@ -1,0 +1,270 @@
+//! The tonic services: thin adapters from requests to the store, with errors mapped once in
+//! `crate::error`.
+
+use std::sync::{Arc, OnceLock};
+
+use invest_proto::{
+    auth::caller,
+    ids::AccountNumber,
+    portfolio::v1::{
+        self as pb, portfolio_ingest_server::PortfolioIngest,
+        portfolio_service_server::PortfolioService,
+    },
+    server::db::Database,
+    time,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    domain::{PageToken, page_size, profit_rate, total_profit},
+    error::{Error, Result},
+    ingest::{self, IngestConfig},
+    store::read::{self, AccountRow, SnapshotRef},
+};
+
+const ACCOUNTS_PAGE_DEFAULT: i64 = 50;
+const ACCOUNTS_PAGE_MAX: i64 = 500;
+const HOLDINGS_PAGE_DEFAULT: i64 = 100;
+const HOLDINGS_PAGE_MAX: i64 = 1_000;
+
+/// State shared by the handlers.
+#[derive(Debug)]
+pub struct AppState {
+    /// Set once migrations are done; until then calls answer UNAVAILABLE.
+    pub db: OnceLock<Database>,
+    /// Ingest settings.
+    pub ingest: IngestConfig,
+}
+
+impl AppState {
+    fn db(&self) -> Result<Database> {
+        self.db.get().cloned().ok_or_else(|| {
+            Error::Unavailable(
+                "portfolio-svc is starting: the database is not ready yet; retry shortly".into(),
+            )
+        })
+    }
+}
+
+fn not_found(account_number: &str) -> Error {
+    Error::NotFound(format!("account {account_number} not found"))
+}
+
+fn parse_account_number(text: &str) -> Result<AccountNumber> {
+    AccountNumber::parse(text)
+        .map_err(|e| Error::invalid("INVALID_ACCOUNT_NUMBER", "account_number", e.0))
+}
+
+fn expired_token() -> Error {
+    Error::invalid(
+        "PAGE_TOKEN_EXPIRED",
+        "page_token",
+        "the snapshot this listing started on is no longer kept; start again from the first page",
+    )
+}
+
+fn summary(row: AccountRow) -> pb::AccountSummary {
+    pb::AccountSummary {
+        account_number: row.account_number,
+        account_name: row.account_name,
+        brokerage: row.brokerage,
+        total_assets: row.total_assets,
+    }
+}
+
+fn detail(snapshot: SnapshotRef, row: AccountRow) -> Result<pb::AccountDetail> {
+    let profit = total_profit(row.total_assets, row.principal)?;
+    Ok(pb::AccountDetail {
+        profit_rate: profit_rate(profit, row.principal),
+        account_number: row.account_number,
+        account_name: row.account_name,
+        brokerage: row.brokerage,
+        total_assets: row.total_assets,
+        principal: row.principal,
+        total_profit: profit,
+        as_of: Some(time::from_micros(snapshot.as_of)),
+    })
+}
+
+/// `invest.portfolio.v1.PortfolioService`.
+#[derive(Debug, Clone)]
+pub struct PortfolioApi {
+    state: Arc<AppState>,
+}
+
+impl PortfolioApi {
+    /// Handlers over shared state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl PortfolioService for PortfolioApi {
+    async fn list_accounts(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let owner = caller(&request)?.subject.clone();
+        let request = request.into_inner();
+        let limit = page_size(request.page_size, ACCOUNTS_PAGE_DEFAULT, ACCOUNTS_PAGE_MAX)?;
+        let token = PageToken::decode(&request.page_token)?;
+        let db = self.state.db()?;
+        let page = db
+            .run(move |c| -> Result<_> {
+                let snapshot = match &token {
+                    Some(token) => {
+                        read::readable_snapshot(c, token.snapshot_id)?.ok_or_else(expired_token)?
+                    }
+                    None => match read::current_ref(c)? {
+                        Some(snapshot) => snapshot,
+                        None => return Ok(None),
+                    },
+                };
+                let after = token.map(|t| t.after).unwrap_or_default();
+                let rows = read::accounts_page(c, snapshot.id, &owner, &after, limit + 1)?;
+                Ok(Some((snapshot, rows)))
+            })
+            .await?;
+        let Some((snapshot, mut rows)) = page else {
+            return Ok(Response::new(pb::ListAccountsResponse::default()));
+        };
+        let next_page_token = next_token(&mut rows, limit, snapshot.id, |r| &r.account_number);
+        Ok(Response::new(pb::ListAccountsResponse {
+            accounts: rows.into_iter().map(summary).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::AccountDetail>, Status> {
+        let owner = caller(&request)?.subject.clone();
+        let account_number = parse_account_number(&request.get_ref().account_number)?;
+        let db = self.state.db()?;
+        let found = db
+            .run(move |c| -> Result<_> {
+                Ok(read::owned_account_current(
+                    c,
+                    account_number.as_str(),
+                    &owner,
+                )?)
+            })
+            .await?;
+        let (snapshot, row) = found.ok_or_else(|| not_found(&request.get_ref().account_number))?;
+        Ok(Response::new(detail(snapshot, row)?))
+    }
+
+    async fn list_holdings(
+        &self,
+        request: Request<pb::ListHoldingsRequest>,
+    ) -> Result<Response<pb::ListHoldingsResponse>, Status> {
+        let owner = caller(&request)?.subject.clone();
+        let request = request.into_inner();
+        let account_number = parse_account_number(&request.account_number)?;
+        let limit = page_size(request.page_size, HOLDINGS_PAGE_DEFAULT, HOLDINGS_PAGE_MAX)?;
+        let token = PageToken::decode(&request.page_token)?;
+        let db = self.state.db()?;
+        let account = account_number.clone();
+        let page = db
+            .run(move |c| -> Result<_> {
+                let snapshot = match &token {
+                    Some(token) => {
+                        let snapshot = read::readable_snapshot(c, token.snapshot_id)?
+                            .ok_or_else(expired_token)?;
+                        read::owned_account_in(c, snapshot, account.as_str(), &owner)?
+                            .map(|_| snapshot)
+                    }
+                    None => {
+                        read::owned_account_current(c, account.as_str(), &owner)?.map(|(s, _)| s)
+                    }
+                };
+                let Some(snapshot) = snapshot else {
+                    return Ok(None);
+                };
+                let after = token.map(|t| t.after).unwrap_or_default();
+                let rows =
+                    read::holdings_page(c, snapshot.id, account.as_str(), &after, limit + 1)?;
+                Ok(Some((snapshot, rows)))
+            })
+            .await?;
+        let (snapshot, mut rows) = page.ok_or_else(|| not_found(account_number.as_str()))?;
+        let next_page_token = next_token(&mut rows, limit, snapshot.id, |r| &r.isin);
+        Ok(Response::new(pb::ListHoldingsResponse {
+            holdings: rows
+                .into_iter()
+                .map(|h| pb::Holding {
+                    isin: h.isin,
+                    name: h.name,
+                    asset_group: h.asset_group,
+                    quantity: h.quantity,
+                    current_price: h.current_price,
+                    valuation: h.valuation,
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+}
+
+/// Given `limit + 1` rows fetched, trims to `limit` and returns the token of the next page
+/// (empty when there is none).
+fn next_token<T>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    snapshot_id: i64,
+    key: impl Fn(&T) -> &String,
+) -> String {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if rows.len() <= limit {
+        return String::new();
+    }
+    rows.truncate(limit);
+    rows.last()
+        .map(|last| {
+            PageToken {
+                snapshot_id,
+                after: key(last).clone(),
+            }
+            .encode()
+        })
+        .unwrap_or_default()
+}
+
+/// `invest.portfolio.v1.PortfolioIngest`.
+#[derive(Debug, Clone)]
+pub struct IngestApi {
+    state: Arc<AppState>,
+    on_loaded: tokio::sync::mpsc::Sender<()>,
+}
+
+impl IngestApi {
+    /// Handlers over shared state; `on_loaded` wakes the janitor after a new snapshot.
+    pub fn new(state: Arc<AppState>, on_loaded: tokio::sync::mpsc::Sender<()>) -> Self {
+        Self { state, on_loaded }
+    }
+}
+
+#[tonic::async_trait]
+impl PortfolioIngest for IngestApi {
+    async fn load_snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotPart>>,
+    ) -> Result<Response<pb::LoadSnapshotResponse>, Status> {
+        let db = self.state.db()?;
+        let loaded = ingest::load_snapshot(db, request.into_inner(), self.state.ingest).await?;
+        if !loaded.unchanged {
+            let _ = self.on_loaded.try_send(());
+        }
+        let current = loaded.current;
+        Ok(Response::new(pb::LoadSnapshotResponse {
+            unchanged: loaded.unchanged,
+            as_of: Some(time::from_micros(current.as_of)),
+            digest: current.digest,
+            instrument_count: current.instrument_count,
+            account_count: current.account_count,
+            holding_count: current.holding_count,
+        }))
+    }
+}

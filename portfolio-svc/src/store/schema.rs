@@ -1,0 +1,50 @@
+//! Diesel schema, identical for both backends (see `migrations/{sqlite,postgres}`).
+
+diesel::table! {
+    snapshots (id) {
+        id -> BigInt,
+        as_of -> BigInt,
+        digest -> Text,
+        state -> Text,
+        started_at -> BigInt,
+        heartbeat_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+        instrument_count -> BigInt,
+        account_count -> BigInt,
+        holding_count -> BigInt,
+    }
+}
+
+diesel::table! {
+    instruments (snapshot_id, isin) {
+        snapshot_id -> BigInt,
+        isin -> Text,
+        name -> Text,
+        asset_group -> Text,
+    }
+}
+
+diesel::table! {
+    accounts (snapshot_id, account_number) {
+        snapshot_id -> BigInt,
+        account_number -> Text,
+        customer_name -> Text,
+        brokerage -> Text,
+        account_name -> Text,
+        principal -> BigInt,
+        total_assets -> BigInt,
+    }
+}
+
+diesel::table! {
+    holdings (snapshot_id, account_number, isin) {
+        snapshot_id -> BigInt,
+        account_number -> Text,
+        isin -> Text,
+        quantity -> BigInt,
+        current_price -> BigInt,
+        valuation -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(snapshots, instruments, accounts, holdings);

@@ -1,0 +1,190 @@
+//! Test support for both servers (feature `testkit`): a fresh database per test on SQLite or
+//! PostgreSQL. PostgreSQL tests need `INVEST_TEST_POSTGRES_URL` (e.g.
+//! `postgres://postgres@127.0.0.1:5432/test`); without it they say so and skip, unless
+//! `INVEST_TEST_REQUIRE_POSTGRES=1` (CI sets it) turns the skip into a failure.
+
+use std::{
+    fmt,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+
+/// The variable naming the PostgreSQL server tests may use.
+pub const POSTGRES_URL_VAR: &str = "INVEST_TEST_POSTGRES_URL";
+/// Set to `1` to make a missing PostgreSQL a test failure rather than a skip.
+pub const REQUIRE_POSTGRES_VAR: &str = "INVEST_TEST_REQUIRE_POSTGRES";
+
+/// Which backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the server named by `INVEST_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        })
+    }
+}
+
+/// A database that exists for one test and is dropped after it.
+pub struct TestDatabase {
+    url: String,
+    backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl fmt::Debug for TestDatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestDatabase")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}_{}_{n}_{nanos}", std::process::id())
+}
+
+/// Replaces the database name of a PostgreSQL URL.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map(|i| i + authority_start);
+    let root = match path_start {
+        Some(i) => &base[..i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+impl TestDatabase {
+    /// A fresh database, or `None` (after saying why on stderr) when PostgreSQL is not
+    /// configured.
+    pub fn create(backend: Backend, prefix: &str) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let url = format!(
+                    "sqlite://{}",
+                    dir.path().join(format!("{prefix}.db")).display()
+                );
+                Some(Self {
+                    url,
+                    backend,
+                    _dir: Some(dir),
+                    postgres: None,
+                })
+            }
+            Backend::Postgres => {
+                let Ok(admin) = std::env::var(POSTGRES_URL_VAR) else {
+                    if std::env::var(REQUIRE_POSTGRES_VAR).as_deref() == Ok("1") {
+                        panic!("{REQUIRE_POSTGRES_VAR}=1 but {POSTGRES_URL_VAR} is not set");
+                    }
+                    eprintln!(
+                        "SKIPPED on PostgreSQL: set {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/test to run it"
+                    );
+                    return None;
+                };
+                let name = unique_name(prefix);
+                let mut conn = PgConnection::establish(&admin).unwrap_or_else(|e| {
+                    panic!("cannot connect to {POSTGRES_URL_VAR} ({admin}): {e}")
+                });
+                diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+                    .execute(&mut conn)
+                    .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+                Some(Self {
+                    url: with_database(&admin, &name),
+                    backend,
+                    _dir: None,
+                    postgres: Some((admin, name)),
+                })
+            }
+        }
+    }
+
+    /// The URL to give the server.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.postgres.take()
+            && let Ok(mut conn) = PgConnection::establish(&admin)
+        {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut conn);
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per backend for an `async fn(Backend)`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        /// The tests on SQLite.
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::server::testkit::Backend::Sqlite).await
+                }
+            )+
+        }
+        /// The tests on PostgreSQL.
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::server::testkit::Backend::Postgres).await
+                }
+            )+
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_replaced() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+}
