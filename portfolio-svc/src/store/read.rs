@@ -1,5 +1,6 @@
-//! The read path of the three screens. Every query is an index range scan on a primary key or
-//! on `accounts_by_owner`; no query depends on the number of accounts in the snapshot.
+//! The read path of the three screens. Every query is an index search on a primary key or on
+//! the covering index `accounts_by_owner`; none depends on the number of accounts in the
+//! snapshot (`tests/plans.rs` checks the plans on both backends).
 
 use diesel::prelude::*;
 use invest_proto::server::db::DbConnection;
@@ -108,20 +109,17 @@ pub fn current_ref(conn: &mut DbConnection) -> QueryResult<Option<SnapshotRef>> 
         .optional()
 }
 
-/// An account of `owner` in the current snapshot, with that snapshot: one indexed lookup.
+/// An account of `owner` in the current snapshot, with that snapshot. Two primary-key
+/// lookups rather than one join, so that no planner can start from the wrong table.
 pub fn owned_account_current(
     conn: &mut DbConnection,
     account_number: &str,
     owner: &str,
 ) -> QueryResult<Option<(SnapshotRef, AccountRow)>> {
-    accounts::table
-        .inner_join(snapshots::table.on(snapshots::id.eq(accounts::snapshot_id)))
-        .filter(snapshots::state.eq(state::CURRENT))
-        .filter(accounts::account_number.eq(account_number))
-        .filter(accounts::customer_name.eq(owner))
-        .select(((snapshots::id, snapshots::as_of), AccountRow::as_select()))
-        .first(conn)
-        .optional()
+    let Some(snapshot) = current_ref(conn)? else {
+        return Ok(None);
+    };
+    Ok(owned_account_in(conn, snapshot, account_number, owner)?.map(|row| (snapshot, row)))
 }
 
 /// An account of `owner` in a given snapshot.

@@ -35,8 +35,9 @@ CREATE TABLE accounts (
     total_assets BIGINT NOT NULL CHECK (total_assets >= 0),
     PRIMARY KEY (snapshot_id, account_number)
 ) WITHOUT ROWID;
--- The investment screen: a customer's accounts in one snapshot, in account order.
-CREATE INDEX accounts_by_owner ON accounts (snapshot_id, customer_name, account_number);
+-- The investment screen: a customer's accounts in one snapshot, in account order. Covering,
+-- so that it is the obvious plan even before the planner has statistics.
+CREATE INDEX accounts_by_owner ON accounts (snapshot_id, customer_name, account_number, brokerage, account_name, principal, total_assets);
 
 CREATE TABLE holdings (
     snapshot_id BIGINT NOT NULL,

@@ -1,0 +1,155 @@
+//! Every query of the read path is answered from an index: the plan of each statement the
+//! screens run is checked on both backends, so that a query that would scan a table (and
+//! slow down with the number of accounts) fails here instead of in production.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use diesel::{
+    QueryableByName, RunQueryDsl, connection::SimpleConnection, prelude::*, sql_types::Text,
+};
+use invest_proto::{
+    backend_tests,
+    server::{
+        db::{Database, DatabaseUrl, DbConfig, DbConnection},
+        testkit::{Backend, TestDatabase},
+    },
+};
+use portfolio_svc::{
+    error::Result,
+    store::{
+        MIGRATIONS,
+        read::{self, SnapshotRef},
+    },
+};
+
+#[derive(QueryableByName)]
+struct SqlitePlanRow {
+    #[diesel(sql_type = Text)]
+    detail: String,
+}
+
+#[derive(QueryableByName)]
+struct PgPlanRow {
+    #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+    line: String,
+}
+
+/// A bind value as diesel's debug output prints it, back to an SQL literal.
+fn literal(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => format!("'{}'", s.replace('\'', "''")),
+        serde_json::Value::Array(items) => {
+            format!(
+                "ARRAY[{}]",
+                items.iter().map(literal).collect::<Vec<_>>().join(",")
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+fn plan(conn: &mut DbConnection, statement: &str) -> Vec<String> {
+    let (sql, binds) = statement
+        .split_once(" -- binds: ")
+        .unwrap_or((statement, "[]"));
+    match conn {
+        DbConnection::Sqlite(c) => diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+            .load::<SqlitePlanRow>(c)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.detail)
+            .collect(),
+        DbConnection::Pg(c) => {
+            let binds: Vec<serde_json::Value> = serde_json::from_str(binds).unwrap();
+            let args = binds.iter().map(literal).collect::<Vec<_>>().join(", ");
+            // With sequential scans priced out, a plan that still scans has no index to use.
+            c.batch_execute(&format!(
+                "SET enable_seqscan = off; DEALLOCATE ALL; PREPARE q AS {sql}"
+            ))
+            .unwrap();
+            let execute = if binds.is_empty() {
+                "EXECUTE q".to_owned()
+            } else {
+                format!("EXECUTE q({args})")
+            };
+            diesel::sql_query(format!("EXPLAIN {execute}"))
+                .load::<PgPlanRow>(c)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.line)
+                .collect()
+        }
+    }
+}
+
+async fn read_queries_use_indexes(backend: Backend) {
+    let Some(test_db) = TestDatabase::create(backend, "plans") else {
+        return;
+    };
+    let config = DbConfig {
+        url: DatabaseUrl::parse(test_db.url()).unwrap(),
+        pool_size: 1,
+        acquire_timeout: Duration::from_secs(10),
+    };
+    let db = tokio::task::spawn_blocking(move || Database::open(&config, &MIGRATIONS).unwrap())
+        .await
+        .unwrap();
+    db.run(|c| -> Result<()> {
+        let statements = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = statements.clone();
+        c.set_instrumentation(move |event: diesel::connection::InstrumentationEvent<'_>| {
+            if let diesel::connection::InstrumentationEvent::StartQuery { query, .. } = event {
+                sink.lock().unwrap().push(query.to_string());
+            }
+        });
+        let snapshot = SnapshotRef { id: 1, as_of: 0 };
+        read::current_snapshot(c)?;
+        read::current_ref(c)?;
+        read::readable_snapshot(c, 1)?;
+        read::owned_account_current(c, "111111111111", "이정희")?;
+        read::owned_account_in(c, snapshot, "111111111111", "이정희")?;
+        read::accounts_page(c, 1, "이정희", "", 51)?;
+        read::holdings_page(c, 1, "111111111111", "", 101)?;
+        c.set_instrumentation(|_: diesel::connection::InstrumentationEvent<'_>| {});
+        let statements = statements.lock().unwrap().clone();
+        assert_eq!(statements.len(), 7, "{statements:#?}");
+        for statement in statements {
+            let plan = plan(c, &statement);
+            // SQLite: no SCAN. PostgreSQL: no Seq Scan, and every index condition on a
+            // snapshot table starts from the snapshot (a condition without it walks the whole
+            // index).
+            let scans: Vec<_> = plan
+                .iter()
+                .filter(|line| {
+                    (line.starts_with("SCAN ") && !line.contains("CONSTANT ROW"))
+                        || line.contains("Seq Scan")
+                        || (line.contains("Index Cond")
+                            && !line.contains("snapshot_id =")
+                            && !line.contains("(id ="))
+                })
+                .collect();
+            assert!(
+                scans.is_empty(),
+                "{statement}\nscans a table:\n{}",
+                plan.join("\n")
+            );
+            // A customer's page must seek to the customer, not walk the snapshot's accounts
+            // in number order filtering by owner (which a primary-key range would also allow).
+            if statement.contains("ORDER BY") && statement.contains("customer_name") {
+                assert!(
+                    plan.iter().any(|line| line.contains("accounts_by_owner")),
+                    "{statement}\ndoes not seek by owner:\n{}",
+                    plan.join("\n")
+                );
+            }
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+backend_tests!(read_queries_use_indexes);
