@@ -1,1 +1,1359 @@
-//! placeholder
+//! Cleaning a delivery folder: reads the three files, applies the rules of [`crate::clean`],
+//! and produces the cleaned day (instruments in memory, accounts spooled to a temporary file)
+//! with its digest and a [`Report`] of what became of every row.
+//!
+//! Memory does not grow with the size of the day: instruments are few and kept in memory;
+//! principal and holding rows go through an external sort by account number (spilling to
+//! temporary files past [`CleanOptions::sort_budget_bytes`]), and the sorted stream is settled
+//! one account at a time straight into the spool. Raw text is never kept: a row's byte span
+//! is, and rejects read their text back from the file.
+
+mod csvfile;
+pub mod report;
+mod sort;
+mod spool;
+mod staged;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io;
+use std::mem;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use invest_proto::digest::{RecordDigest, RecordKind};
+use invest_proto::ids::Isin;
+use invest_proto::portfolio::v1::Instrument;
+
+use self::csvfile::{CsvFile, RawRow, RawText};
+pub use self::report::{
+    Counts, EXAMPLE_REJECTS, FileReport, Ratio, RejectRecord, Report, SortReport, Warning,
+};
+use self::report::{Ledger, Raw};
+use self::sort::{DEFAULT_FAN_IN, ExternalSorter};
+pub use self::spool::Accounts;
+use self::spool::{Spool, SpoolWriter};
+use self::staged::Staged;
+use crate::clean::{
+    FileKind, Fingerprint, HoldingFields, HoldingRow, InstrumentFields, PrincipalFields,
+    PrincipalRow, RowRef, check_digit_warning, check_holding_row, check_instrument_row,
+    check_principal_row, settle_account, settle_instruments, split_row,
+};
+
+/// Why a delivery cannot be cleaned at all (as opposed to rows being rejected).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// One of the three files is not in the folder.
+    #[error("{}: file not found; a delivery folder holds {}, {} and {}", path.display(),
+        FileKind::Instruments.file_name(), FileKind::Principal.file_name(), FileKind::Holdings.file_name())]
+    MissingFile {
+        /// The file looked for.
+        path: PathBuf,
+    },
+    /// The file has no line at all, so no header.
+    #[error("{}: the file is empty; its first line must be the header", path.display())]
+    EmptyFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A header name is not UTF-8, so columns cannot be found by name.
+    #[error("{}: header field {position} is not valid UTF-8; the file must be saved as UTF-8", path.display())]
+    HeaderNotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// 1-based position of the field.
+        position: usize,
+    },
+    /// A column the rules need is not in the header.
+    #[error("{}: required column {column} is not in the header {header:?}", path.display())]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// "Korean / english" names of the column.
+        column: String,
+        /// The header as found (trimmed).
+        header: Vec<String>,
+    },
+    /// A column the rules need appears twice (say as Korean and as English).
+    #[error("{}: column {column} appears twice, as fields {first} and {second}; we cannot tell which to read", path.display())]
+    DuplicateColumn {
+        /// The file.
+        path: PathBuf,
+        /// "Korean / english" names of the column.
+        column: String,
+        /// 1-based position of the first occurrence.
+        first: usize,
+        /// 1-based position of the second occurrence.
+        second: usize,
+    },
+    /// Reading a delivery file failed.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The CSV reader failed for a reason other than I/O.
+    #[error("{}: cannot read as CSV: {detail}", path.display())]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// What the CSV reader said.
+        detail: String,
+    },
+    /// Writing the rejects file failed.
+    #[error("{}: cannot write the rejects file: {source}", path.display())]
+    Rejects {
+        /// The rejects file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Temporary files (sort runs, spool) failed, typically a full disk.
+    #[error("temporary files ({what}): {source}; check the free space of the scratch folder")]
+    Scratch {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A threshold given as text is not a ratio.
+    #[error(
+        "invalid ratio {text:?}: expected a decimal such as 0.1, a percentage such as 5% or a fraction such as 1/20"
+    )]
+    InvalidRatio {
+        /// The text given.
+        text: String,
+    },
+}
+
+fn scratch(what: &'static str) -> impl Fn(io::Error) -> InputError {
+    move |source| InputError::Scratch { what, source }
+}
+
+/// The stage cleaning is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading and row-checking one file.
+    Reading(FileKind),
+    /// Merging spilled sort runs (instant when nothing spilled).
+    Sorting,
+    /// Applying the set rules account by account and writing the spool.
+    Settling,
+    /// Finished.
+    Done,
+}
+
+/// A progress event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A new phase starts.
+    Phase(Phase),
+    /// Bytes of a file read so far, out of its size.
+    Read {
+        /// The file.
+        file: FileKind,
+        /// Bytes read so far.
+        bytes: u64,
+        /// Size of the file.
+        total: u64,
+    },
+    /// Sorted rows settled so far, out of all principal and holding rows that passed their
+    /// row rules.
+    Settled {
+        /// Rows settled so far.
+        rows: u64,
+        /// Rows to settle.
+        total: u64,
+    },
+}
+
+/// Receives progress events (from the cleaning thread).
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Default memory budget of the sort: 64 MiB.
+pub const DEFAULT_SORT_BUDGET: usize = 64 << 20;
+
+/// How often settling reports progress, in rows.
+const SETTLE_PROGRESS_STEP: u64 = 1 << 16;
+
+/// How to clean a day.
+#[derive(Clone)]
+pub struct CleanOptions {
+    /// Where to write every rejected row as JSON Lines ([`RejectRecord`]); nowhere if `None`.
+    /// Order: the instruments file (row rules, then duplicates), the row rules of the
+    /// principal file, then of the holdings file, then the set rules account by account.
+    pub rejects: Option<PathBuf>,
+    /// Memory the sort may hold before spilling sorted runs to disk.
+    pub sort_budget_bytes: usize,
+    /// Folder for the sort runs and the spool; the system's temporary folder if `None`.
+    pub scratch_dir: Option<PathBuf>,
+    /// Called with progress events.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for CleanOptions {
+    fn default() -> Self {
+        Self {
+            rejects: None,
+            sort_budget_bytes: DEFAULT_SORT_BUDGET,
+            scratch_dir: None,
+            progress: None,
+        }
+    }
+}
+
+impl fmt::Debug for CleanOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CleanOptions")
+            .field("rejects", &self.rejects)
+            .field("sort_budget_bytes", &self.sort_budget_bytes)
+            .field("scratch_dir", &self.scratch_dir)
+            .field("progress", &self.progress.as_ref().map(|_| "callback"))
+            .finish()
+    }
+}
+
+/// The cleaned day: what the loader sends.
+#[derive(Debug, Clone)]
+pub struct CleanedDay {
+    /// Instruments that load, by ascending ISIN.
+    pub instruments: Vec<Instrument>,
+    /// Lowercase hex [`RecordDigest`] of the instruments then the accounts, in that order.
+    pub digest: String,
+    /// Accounts in the spool.
+    pub account_count: u64,
+    /// Holdings over all accounts.
+    pub holding_count: u64,
+    spool: Spool,
+}
+
+impl CleanedDay {
+    /// The accounts, by ascending account number (string order), each with its holdings by
+    /// ascending ISIN. Every call reads the spool again from the start; the readers are
+    /// independent and keep the spool alive.
+    pub fn accounts(&self) -> io::Result<Accounts> {
+        self.spool.accounts()
+    }
+}
+
+/// Cleans the delivery in `dir`. Rows that break a rule are counted in the report (and
+/// written to `options.rejects`); only a folder that cannot be read as a delivery at all
+/// is an error.
+pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Report), InputError> {
+    let progress = options.progress.clone();
+    let emit = |event: Progress| {
+        if let Some(progress) = &progress {
+            progress(event);
+        }
+    };
+    // All three headers are checked before any work, so a bad delivery fails in seconds.
+    let mut instruments_file = CsvFile::open(dir, FileKind::Instruments, progress.clone())?;
+    let mut principal_file = CsvFile::open(dir, FileKind::Principal, progress.clone())?;
+    let mut holdings_file = CsvFile::open(dir, FileKind::Holdings, progress.clone())?;
+    let mut ledger = Ledger::new(options.rejects.clone(), RawText::new(dir))?;
+
+    emit(Progress::Phase(Phase::Reading(FileKind::Instruments)));
+    let instruments = read_instruments(&mut instruments_file, &mut ledger)?;
+    let known: BTreeSet<Isin> = instruments
+        .iter()
+        .filter_map(|instrument| Isin::parse(&instrument.isin).ok())
+        .collect();
+
+    let mut sorter = ExternalSorter::new(
+        options.sort_budget_bytes,
+        DEFAULT_FAN_IN,
+        options.scratch_dir.clone(),
+    );
+    emit(Progress::Phase(Phase::Reading(FileKind::Principal)));
+    read_principal(&mut principal_file, &mut ledger, &mut sorter)?;
+    emit(Progress::Phase(Phase::Reading(FileKind::Holdings)));
+    read_holdings(&mut holdings_file, &known, &mut ledger, &mut sorter)?;
+    let sort_report = SortReport {
+        rows: sorter.len(),
+        runs_spilled: sorter.runs_spilled(),
+    };
+
+    emit(Progress::Phase(Phase::Sorting));
+    let sorted = sorter.finish().map_err(scratch("merging sort runs"))?;
+
+    emit(Progress::Phase(Phase::Settling));
+    let mut digest = RecordDigest::new();
+    for instrument in &instruments {
+        digest.add(RecordKind::Instrument, instrument);
+    }
+    let mut settler = Settler {
+        spool: SpoolWriter::create(options.scratch_dir.as_deref())
+            .map_err(scratch("creating the spool"))?,
+        digest,
+        ledger,
+        account_count: 0,
+        holding_count: 0,
+    };
+    let mut current = None;
+    let (mut holdings, mut principals) = (Vec::new(), Vec::new());
+    let mut settled_rows = 0;
+    for staged in sorted {
+        let staged = staged.map_err(scratch("reading sort runs"))?;
+        if current.as_ref() != Some(staged.account_number()) {
+            if current.is_some() {
+                settler.settle(mem::take(&mut holdings), mem::take(&mut principals))?;
+            }
+            current = Some(staged.account_number().clone());
+        }
+        match staged {
+            Staged::Principal(row) => principals.push(row),
+            Staged::Holding(row) => holdings.push(row),
+        }
+        settled_rows += 1;
+        if settled_rows % SETTLE_PROGRESS_STEP == 0 {
+            emit(Progress::Settled {
+                rows: settled_rows,
+                total: sort_report.rows,
+            });
+        }
+    }
+    if current.is_some() {
+        settler.settle(holdings, principals)?;
+    }
+    emit(Progress::Settled {
+        rows: settled_rows,
+        total: sort_report.rows,
+    });
+
+    let Settler {
+        spool,
+        digest,
+        ledger,
+        account_count,
+        holding_count,
+    } = settler;
+    let spool = spool.finish().map_err(scratch("writing the spool"))?;
+    let report = ledger.finish(sort_report)?;
+    debug_assert!(
+        report.files.iter().all(|file| file.counts.balanced()),
+        "{report:?}"
+    );
+    emit(Progress::Phase(Phase::Done));
+    let day = CleanedDay {
+        instruments,
+        digest: digest.finish(),
+        account_count,
+        holding_count,
+        spool,
+    };
+    Ok((day, report))
+}
+
+/// The fields at the positions of the file kind's columns, in `FileKind::columns` order.
+fn pick<'a, const N: usize>(fields: &[&'a str], columns: &[usize]) -> [&'a str; N] {
+    // Positions come from the header and `split_row` checked the row has as many fields.
+    std::array::from_fn(|index| {
+        columns
+            .get(index)
+            .and_then(|&column| fields.get(column))
+            .copied()
+            .unwrap_or("")
+    })
+}
+
+fn row_ref(raw: &RawRow<'_>, fields: &[&str]) -> RowRef {
+    RowRef {
+        line: raw.line,
+        offset: raw.offset,
+        len: raw.raw.len() as u64,
+        content: Fingerprint::of(fields.iter().copied()),
+    }
+}
+
+fn span(row: &RowRef) -> Raw<'static> {
+    Raw::Span {
+        offset: row.offset,
+        len: row.len,
+    }
+}
+
+fn read_instruments(
+    file: &mut CsvFile,
+    ledger: &mut Ledger,
+) -> Result<Vec<Instrument>, InputError> {
+    let kind = FileKind::Instruments;
+    let mut rows = Vec::new();
+    while let Some(raw) = file.next_row()? {
+        ledger.read(kind);
+        let checked = split_row(raw.record.iter(), raw.header).and_then(|fields| {
+            let [name, isin, asset_group] = pick(&fields, raw.columns);
+            check_instrument_row(
+                &InstrumentFields {
+                    name,
+                    isin,
+                    asset_group,
+                },
+                row_ref(&raw, &fields),
+            )
+        });
+        match checked {
+            Ok(row) => {
+                if let Some(warning) = check_digit_warning(&row.isin) {
+                    ledger.warn(kind, row.row.line, warning);
+                }
+                rows.push(row);
+            }
+            Err(fault) => ledger.reject(
+                kind,
+                raw.line,
+                fault.rule,
+                fault.detail,
+                Raw::Bytes(raw.raw),
+            )?,
+        }
+    }
+    let settlement = settle_instruments(rows);
+    for reject in settlement.rejects {
+        ledger.reject(
+            reject.file,
+            reject.row.line,
+            reject.rule,
+            reject.detail,
+            span(&reject.row),
+        )?;
+    }
+    ledger.collapsed(kind, settlement.collapsed);
+    ledger.loaded(kind, settlement.instruments.len() as u64);
+    Ok(settlement.instruments)
+}
+
+fn stage(sorter: &mut ExternalSorter<Staged>, staged: Staged) -> Result<(), InputError> {
+    sorter.push(staged).map_err(scratch("spilling sort runs"))
+}
+
+fn read_principal(
+    file: &mut CsvFile,
+    ledger: &mut Ledger,
+    sorter: &mut ExternalSorter<Staged>,
+) -> Result<(), InputError> {
+    let kind = FileKind::Principal;
+    while let Some(raw) = file.next_row()? {
+        ledger.read(kind);
+        let checked = split_row(raw.record.iter(), raw.header).and_then(|fields| {
+            let [account_number, principal] = pick(&fields, raw.columns);
+            check_principal_row(
+                &PrincipalFields {
+                    account_number,
+                    principal,
+                },
+                row_ref(&raw, &fields),
+            )
+        });
+        match checked {
+            Ok(row) => stage(sorter, Staged::Principal(row))?,
+            Err(fault) => ledger.reject(
+                kind,
+                raw.line,
+                fault.rule,
+                fault.detail,
+                Raw::Bytes(raw.raw),
+            )?,
+        }
+    }
+    Ok(())
+}
+
+fn read_holdings(
+    file: &mut CsvFile,
+    known: &BTreeSet<Isin>,
+    ledger: &mut Ledger,
+    sorter: &mut ExternalSorter<Staged>,
+) -> Result<(), InputError> {
+    let kind = FileKind::Holdings;
+    while let Some(raw) = file.next_row()? {
+        ledger.read(kind);
+        let checked = split_row(raw.record.iter(), raw.header).and_then(|fields| {
+            let [
+                customer_name,
+                brokerage,
+                account_number,
+                account_name,
+                isin,
+                current_price,
+                quantity,
+            ] = pick(&fields, raw.columns);
+            let fields_by_name = HoldingFields {
+                customer_name,
+                brokerage,
+                account_number,
+                account_name,
+                isin,
+                current_price,
+                quantity,
+            };
+            check_holding_row(&fields_by_name, row_ref(&raw, &fields), |isin| {
+                known.contains(isin)
+            })
+        });
+        match checked {
+            Ok(row) => stage(sorter, Staged::Holding(row))?,
+            Err(fault) => ledger.reject(
+                kind,
+                raw.line,
+                fault.rule,
+                fault.detail,
+                Raw::Bytes(raw.raw),
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// Settles accounts one by one into the spool and the digest.
+struct Settler {
+    spool: SpoolWriter,
+    digest: RecordDigest,
+    ledger: Ledger,
+    account_count: u64,
+    holding_count: u64,
+}
+
+impl Settler {
+    fn settle(
+        &mut self,
+        holdings: Vec<HoldingRow>,
+        principals: Vec<PrincipalRow>,
+    ) -> Result<(), InputError> {
+        let settlement = settle_account(holdings, principals);
+        for reject in settlement.rejects {
+            self.ledger.reject(
+                reject.file,
+                reject.row.line,
+                reject.rule,
+                reject.detail,
+                span(&reject.row),
+            )?;
+        }
+        self.ledger
+            .collapsed(FileKind::Holdings, settlement.holdings_collapsed);
+        self.ledger
+            .collapsed(FileKind::Principal, settlement.principal_collapsed);
+        if let Some(account) = settlement.account {
+            self.spool
+                .write(&account)
+                .map_err(scratch("writing the spool"))?;
+            self.digest.add(RecordKind::Account, &account);
+            let holdings = account.holdings.len() as u64;
+            self.ledger.loaded(FileKind::Principal, 1);
+            self.ledger.loaded(FileKind::Holdings, holdings);
+            self.account_count += 1;
+            self.holding_count += holdings;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::sync::Mutex;
+
+    use invest_proto::portfolio::v1::SnapshotAccount;
+    use serde_json::Value;
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::clean::Rule;
+
+    const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/sample");
+
+    const INSTRUMENTS: &str =
+        "종목명,ISIN,자산그룹\n미국S&P500,KR7360750004,미국 주식\n현금,CASH,채권 / 현금\n";
+    const PRINCIPAL: &str = "계좌번호,투자원금\n111111,1000\n222222,2000\n";
+    const HOLDINGS: &str = "고객이름,증권사,계좌번호,계좌명,ISIN,현재가,보유수량\n\
+        김,A증권,111111,계좌1,KR7360750004,100,3\n\
+        김,A증권,111111,계좌1,CASH,1,50\n\
+        이,B증권,222222,계좌1,CASH,1,2000\n";
+
+    /// A delivery folder written by the test, plus a place for the rejects file.
+    struct Delivery {
+        root: TempDir,
+    }
+
+    struct Cleaned {
+        day: CleanedDay,
+        report: Report,
+        rejects: Vec<Value>,
+        rejects_text: String,
+    }
+
+    impl Cleaned {
+        fn accounts(&self) -> Vec<SnapshotAccount> {
+            self.day
+                .accounts()
+                .unwrap()
+                .collect::<io::Result<_>>()
+                .unwrap()
+        }
+
+        fn account(&self, number: &str) -> SnapshotAccount {
+            self.accounts()
+                .into_iter()
+                .find(|account| account.account_number == number)
+                .unwrap()
+        }
+
+        /// (file, line, rule) of every reject, by file (settling order) and line.
+        fn rejected(&self) -> Vec<(FileKind, u64, Rule)> {
+            let mut rejected: Vec<_> = self
+                .rejects
+                .iter()
+                .map(|reject| {
+                    let file = FileKind::ALL
+                        .into_iter()
+                        .find(|kind| reject["file"] == kind.file_name())
+                        .unwrap();
+                    (
+                        file,
+                        reject["line"].as_u64().unwrap(),
+                        Rule::from_name(reject["rule"].as_str().unwrap()).unwrap(),
+                    )
+                })
+                .collect();
+            rejected.sort();
+            rejected
+        }
+
+        fn reject_at(&self, file: FileKind, line: u64) -> &Value {
+            self.rejects
+                .iter()
+                .find(|reject| reject["file"] == file.file_name() && reject["line"] == line)
+                .unwrap_or_else(|| panic!("no reject at {file}:{line} in {:#?}", self.rejects))
+        }
+    }
+
+    fn reject(file: FileKind, line: u64, rule: Rule) -> (FileKind, u64, Rule) {
+        (file, line, rule)
+    }
+
+    impl Delivery {
+        fn new(
+            instruments: impl AsRef<[u8]>,
+            principal: impl AsRef<[u8]>,
+            holdings: impl AsRef<[u8]>,
+        ) -> Self {
+            let root = TempDir::new().unwrap();
+            fs::create_dir(root.path().join("day")).unwrap();
+            let delivery = Self { root };
+            delivery.write(FileKind::Instruments, instruments);
+            delivery.write(FileKind::Principal, principal);
+            delivery.write(FileKind::Holdings, holdings);
+            delivery
+        }
+
+        fn dir(&self) -> PathBuf {
+            self.root.path().join("day")
+        }
+
+        fn write(&self, kind: FileKind, content: impl AsRef<[u8]>) {
+            fs::write(self.dir().join(kind.file_name()), content).unwrap();
+        }
+
+        fn clean_with(&self, options: CleanOptions) -> Cleaned {
+            let path = self
+                .root
+                .path()
+                .join(format!("rejects-{}.jsonl", options.sort_budget_bytes));
+            let options = CleanOptions {
+                rejects: Some(path.clone()),
+                ..options
+            };
+            let (day, report) = clean_day(&self.dir(), &options).unwrap();
+            let rejects_text = fs::read_to_string(&path).unwrap();
+            let rejects = rejects_text
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect();
+            let cleaned = Cleaned {
+                day,
+                report,
+                rejects,
+                rejects_text,
+            };
+            check_balance(&cleaned);
+            cleaned
+        }
+
+        fn clean(&self) -> Cleaned {
+            self.clean_with(CleanOptions::default())
+        }
+
+        fn error(&self) -> InputError {
+            clean_day(&self.dir(), &CleanOptions::default()).unwrap_err()
+        }
+    }
+
+    /// Every row read is exactly one of loaded, collapsed, rejected; and the rejects file,
+    /// the counts and the cleaned day agree.
+    fn check_balance(cleaned: &Cleaned) {
+        let report = &cleaned.report;
+        for file in &report.files {
+            assert!(file.counts.balanced(), "{file:?}");
+        }
+        assert!(report.totals.balanced());
+        assert_eq!(report.totals.rejected, cleaned.rejects.len() as u64);
+        for kind in FileKind::ALL {
+            let in_file = cleaned
+                .rejects
+                .iter()
+                .filter(|reject| reject["file"] == kind.file_name())
+                .count();
+            assert_eq!(report.file(kind).rejected, in_file as u64, "{kind}");
+        }
+        assert_eq!(
+            report.file(FileKind::Instruments).loaded,
+            cleaned.day.instruments.len() as u64
+        );
+        assert_eq!(
+            report.file(FileKind::Principal).loaded,
+            cleaned.day.account_count
+        );
+        assert_eq!(
+            report.file(FileKind::Holdings).loaded,
+            cleaned.day.holding_count
+        );
+        let accounts = cleaned.accounts();
+        assert_eq!(accounts.len() as u64, cleaned.day.account_count);
+        assert_eq!(
+            accounts
+                .iter()
+                .map(|a| a.holdings.len() as u64)
+                .sum::<u64>(),
+            cleaned.day.holding_count
+        );
+        let examples: Vec<Value> = report
+            .examples
+            .iter()
+            .map(|example| serde_json::to_value(example).unwrap())
+            .collect();
+        let expected: Vec<Value> = cleaned
+            .rejects
+            .iter()
+            .take(EXAMPLE_REJECTS)
+            .cloned()
+            .collect();
+        assert_eq!(examples, expected);
+        // Accounts in ascending order, holdings by ISIN, digest over instruments then accounts.
+        assert!(
+            accounts
+                .windows(2)
+                .all(|pair| pair[0].account_number < pair[1].account_number)
+        );
+        assert!(accounts.iter().all(
+            |a| !a.holdings.is_empty() && a.holdings.windows(2).all(|p| p[0].isin < p[1].isin)
+        ));
+        let mut digest = RecordDigest::new();
+        cleaned
+            .day
+            .instruments
+            .iter()
+            .for_each(|instrument| digest.add(RecordKind::Instrument, instrument));
+        accounts
+            .iter()
+            .for_each(|account| digest.add(RecordKind::Account, account));
+        assert_eq!(digest.finish(), cleaned.day.digest);
+    }
+
+    fn total_assets(account: &SnapshotAccount) -> i64 {
+        account
+            .holdings
+            .iter()
+            .map(|holding| holding.current_price * holding.quantity)
+            .sum()
+    }
+
+    #[test]
+    fn the_real_sample() {
+        let (day, report) = clean_day(Path::new(SAMPLE), &CleanOptions::default()).unwrap();
+        assert_eq!(day.instruments.len(), 14);
+        assert_eq!(day.account_count, 50);
+        assert_eq!(day.holding_count, 700);
+        assert_eq!(report.totals.rejected, 0, "{:#?}", report.examples);
+        assert_eq!(report.totals.collapsed, 0);
+        assert_eq!(report.totals.read, 14 + 50 + 700);
+        assert_eq!(
+            report.reject_ratio(),
+            Ratio {
+                numerator: 0,
+                denominator: 764
+            }
+        );
+        assert!(!report.exceeds("0".parse().unwrap()));
+        assert_eq!(report.sort.runs_spilled, 0, "a small day stays in memory");
+        assert_eq!(report.sort.rows, 750);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        let warning = &report.warnings[0];
+        assert_eq!((warning.file, warning.line), (FileKind::Instruments, 10));
+        assert!(warning.message.contains("KR7195980002"));
+
+        let accounts: Vec<SnapshotAccount> =
+            day.accounts().unwrap().collect::<io::Result<_>>().unwrap();
+        assert_eq!(accounts.len(), 50);
+        let account = accounts
+            .iter()
+            .find(|a| a.account_number == "5736692368320")
+            .unwrap();
+        assert_eq!(
+            (
+                account.customer_name.as_str(),
+                account.brokerage.as_str(),
+                account.account_name.as_str()
+            ),
+            ("류영길", "디셈버증권", "계좌1")
+        );
+        assert_eq!(account.principal, 1_911_386);
+        assert_eq!(account.holdings.len(), 14);
+        assert_eq!(total_assets(account), 1_929_245);
+        assert_eq!(
+            accounts
+                .iter()
+                .filter(|a| a.customer_name == "이정희")
+                .count(),
+            2
+        );
+        // Re-readable, identically.
+        let again: Vec<SnapshotAccount> =
+            day.accounts().unwrap().collect::<io::Result<_>>().unwrap();
+        assert_eq!(accounts, again);
+        let cleaned = Cleaned {
+            day,
+            report,
+            rejects: Vec::new(),
+            rejects_text: String::new(),
+        };
+        check_balance(&cleaned);
+    }
+
+    #[test]
+    fn a_plain_delivery() {
+        let cleaned = Delivery::new(INSTRUMENTS, PRINCIPAL, HOLDINGS).clean();
+        assert!(cleaned.rejects.is_empty());
+        assert_eq!(cleaned.rejects_text, "");
+        let instruments: Vec<&str> = cleaned
+            .day
+            .instruments
+            .iter()
+            .map(|i| i.isin.as_str())
+            .collect();
+        assert_eq!(instruments, ["CASH", "KR7360750004"]);
+        let kim = cleaned.account("111111");
+        assert_eq!(
+            (
+                kim.customer_name.as_str(),
+                kim.principal,
+                total_assets(&kim)
+            ),
+            ("김", 1000, 350)
+        );
+        assert_eq!(cleaned.report.file(FileKind::Holdings).read, 3);
+        assert!(cleaned.report.warnings.is_empty());
+        let json = serde_json::to_value(&cleaned.report).unwrap();
+        assert_eq!(json["files"][2]["file"], "account_asset_info_set.csv");
+        assert_eq!(json["files"][2]["loaded"], 3);
+        assert_eq!(
+            json["reject_ratio"],
+            serde_json::json!({"numerator": 0, "denominator": 7})
+        );
+    }
+
+    #[test]
+    fn bom_crlf_and_quoted_fields() {
+        let instruments = "\u{feff}\"종목명\",\"ISIN\",\"자산그룹\"\r\n\
+            \"S&P 500, \"\"hedged\"\"\",\"KR7360750004\",\"미국 주식\"\r\n\
+            현금,CASH,\"채권 / 현금\"\r\n";
+        let principal = "\u{feff}계좌번호,투자원금\r\n111111,1000\r\n\"222222\",\"2000\"";
+        let holdings = format!("\u{feff}{}", HOLDINGS.replace('\n', "\r\n"));
+        let cleaned = Delivery::new(instruments, principal, holdings).clean();
+        assert!(cleaned.rejects.is_empty(), "{:#?}", cleaned.rejects);
+        let names: Vec<&str> = cleaned
+            .day
+            .instruments
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        assert_eq!(names, ["현금", "S&P 500, \"hedged\""]);
+        assert_eq!(cleaned.day.account_count, 2);
+        assert_eq!(cleaned.account("222222").principal, 2000);
+    }
+
+    #[test]
+    fn english_headers_in_another_order_with_extra_columns() {
+        let instruments =
+            "ISIN,Asset_Group,NAME,note\nKR7360750004,미국 주식,미국S&P500,x\nCASH,현금,현금,\n";
+        let principal = "Principal,memo,ACCOUNT_NUMBER\n1000,,111111\n";
+        let holdings = "quantity,Isin,memo,account_number,customer_name,brokerage,account_name,current_price\n\
+            3,KR7360750004,hello,111111,김,A증권,계좌1,100\n";
+        let cleaned = Delivery::new(instruments, principal, holdings).clean();
+        assert!(cleaned.rejects.is_empty(), "{:#?}", cleaned.rejects);
+        let kim = cleaned.account("111111");
+        assert_eq!(
+            (kim.brokerage.as_str(), kim.principal, total_assets(&kim)),
+            ("A증권", 1000, 300)
+        );
+        assert_eq!(cleaned.day.instruments[1].asset_group, "미국 주식");
+        // Extra columns still count for field_count.
+        let holdings = format!("{holdings}3,KR7360750004,111111,김,A증권,계좌1,100\n");
+        let cleaned = Delivery::new(instruments, principal, holdings).clean();
+        assert_eq!(
+            cleaned.rejected(),
+            [reject(FileKind::Holdings, 3, Rule::FieldCount)]
+        );
+    }
+
+    #[test]
+    fn blank_and_separator_only_lines_are_not_rows() {
+        let holdings = "고객이름,증권사,계좌번호,계좌명,ISIN,현재가,보유수량\n\
+            \n\
+            ,,,,,,\n\
+            김,A증권,111111,계좌1,KR7360750004,100,3\n   \n\
+            \t, ,\u{3000},\n\
+            \r\n\
+            김,A증권,111111,계좌1,CASH,1,50\n\
+            이,B증권,222222,계좌1,CASH,1,2000\n\
+            \"\",\"\",\"\",\"\",\"\",\"\",\"\"\n\n";
+        let cleaned = Delivery::new(INSTRUMENTS, PRINCIPAL, holdings).clean();
+        // The quoted empty row is a row (quotes are neither separators nor white space).
+        assert_eq!(cleaned.report.file(FileKind::Holdings).read, 4);
+        assert_eq!(
+            cleaned.rejected(),
+            [reject(FileKind::Holdings, 10, Rule::EmptyField)]
+        );
+        assert_eq!(cleaned.day.holding_count, 3);
+    }
+
+    #[test]
+    fn white_space_is_trimmed_including_around_numbers() {
+        let principal = "계좌번호,투자원금\n  111111 , 0 \n\t222222\t,\t2000\n";
+        let holdings = "고객이름,증권사,계좌번호,계좌명,ISIN,현재가,보유수량\n\
+            \u{20}김 , A증권 ,111111, 계좌1 , KR7360750004 , 100 ,  3\n\
+            \"  김\",A증권,111111,계좌1,CASH,\" 0001 \",0\n\
+            이,B증권,222222,계좌1,CASH,1,2000\n";
+        let cleaned = Delivery::new(INSTRUMENTS, principal, holdings).clean();
+        assert!(cleaned.rejects.is_empty(), "{:#?}", cleaned.rejects);
+        let kim = cleaned.account("111111");
+        assert_eq!(
+            (
+                kim.customer_name.as_str(),
+                kim.account_name.as_str(),
+                kim.principal
+            ),
+            ("김", "계좌1", 0)
+        );
+        assert_eq!(
+            (
+                kim.holdings[0].isin.as_str(),
+                kim.holdings[0].current_price,
+                kim.holdings[0].quantity
+            ),
+            ("CASH", 1, 0)
+        );
+        assert_eq!(total_assets(&kim), 300);
+    }
+
+    #[test]
+    fn physical_line_numbers_and_raw_text() {
+        let holdings = "고객이름,증권사,계좌번호,계좌명,ISIN,현재가,보유수량\n\
+            \n\
+            김,A증권,111111,\"계좌\n1\",KR7360750004,100,3\n\
+            \n\
+            김,A증권,111111,\"계좌\n1\",CASH,1,x\n\
+            ,,,\n\
+            \"이\", B증권 ,222222,계좌1,CASH,1.5,2000\n\
+            이,B증권,222222,계좌1,CASH,1,2000";
+        let cleaned = Delivery::new(INSTRUMENTS, PRINCIPAL, holdings).clean();
+        assert_eq!(
+            cleaned.rejected(),
+            [
+                reject(FileKind::Holdings, 6, Rule::BadNumber),
+                reject(FileKind::Holdings, 9, Rule::BadNumber)
+            ]
+        );
+        let first = cleaned.reject_at(FileKind::Holdings, 6);
+        assert_eq!(first["raw"], "김,A증권,111111,\"계좌\n1\",CASH,1,x");
+        assert!(
+            first["detail"]
+                .as_str()
+                .unwrap()
+                .contains("보유수량 (quantity)")
+        );
+        let second = cleaned.reject_at(FileKind::Holdings, 9);
+        assert_eq!(second["raw"], "\"이\", B증권 ,222222,계좌1,CASH,1.5,2000");
+        assert!(second["detail"].as_str().unwrap().contains("\"1.5\""));
+        assert_eq!(cleaned.account("111111").account_name, "계좌\n1");
+        // The JSON Lines file has one object per line, raw line breaks escaped.
+        assert_eq!(cleaned.rejects_text.lines().count(), 2);
+        assert!(cleaned.rejects_text.starts_with(
+            r#"{"file":"account_asset_info_set.csv","line":6,"rule":"bad_number","detail":"#
+        ));
+    }
+
+    #[test]
+    fn line_numbers_with_crlf_and_set_rule_raw_text() {
+        // Set-rule rejects read their raw text back from the file by byte span.
+        let principal =
+            "\u{feff}계좌번호,투자원금\r\n\r\n111111,1000\r\n333333,5\r\n  \r\n222222,2000\r\n";
+        let holdings = "\u{feff}고객이름,증권사,계좌번호,계좌명,ISIN,현재가,보유수량\r\n\
+            김,A증권,111111,계좌1,KR7360750004,100,3\r\n\
+            \r\n\
+            \"김\",A증권,111111,\"계좌\r\n1\",CASH,1,50\r\n\
+            이,B증권,222222,계좌1,CASH,1,2000\r\n\
+            박,C증권,444444,계좌1,CASH,1,2000\r\n";
+        let cleaned = Delivery::new(INSTRUMENTS, principal, holdings).clean();
+        assert_eq!(
+            cleaned.rejected(),
+            [
+                reject(FileKind::Principal, 3, Rule::AccountWithoutHoldings),
+                reject(FileKind::Principal, 4, Rule::AccountWithoutHoldings),
+                reject(FileKind::Holdings, 2, Rule::AttributesNoMajority),
+                reject(FileKind::Holdings, 4, Rule::AttributesNoMajority),
+                reject(FileKind::Holdings, 7, Rule::AccountWithoutPrincipal),
+            ]
+        );
+        assert_eq!(cleaned.reject_at(FileKind::Principal, 4)["raw"], "333333,5");
+        assert_eq!(
+            cleaned.reject_at(FileKind::Principal, 3)["raw"],
+            "111111,1000"
+        );
+        assert_eq!(
+            cleaned.reject_at(FileKind::Holdings, 2)["raw"],
+            "김,A증권,111111,계좌1,KR7360750004,100,3"
+        );
+        assert_eq!(
+            cleaned.reject_at(FileKind::Holdings, 4)["raw"],
+            "\"김\",A증권,111111,\"계좌\r\n1\",CASH,1,50"
+        );
+        assert_eq!(
+            cleaned.reject_at(FileKind::Holdings, 7)["raw"],
+            "박,C증권,444444,계좌1,CASH,1,2000"
+        );
+        assert_eq!(cleaned.day.account_count, 1);
+    }
+
+    #[test]
+    fn invalid_utf8_and_field_count_rows() {
+        let mut holdings = HOLDINGS.as_bytes().to_vec();
+        // "류영길" in EUC-KR.
+        holdings
+            .extend_from_slice(b"\xb7\xf9\xbf\xb5\xb1\xe6,A\xc1\xf5\xb1\xc7,111111,x,CASH,1,1\n");
+        holdings.extend_from_slice("김,A증권,111111,계좌1,KR7360750004,100\n".as_bytes());
+        let cleaned = Delivery::new(INSTRUMENTS, PRINCIPAL, holdings).clean();
+        assert_eq!(
+            cleaned.rejected(),
+            [
+                reject(FileKind::Holdings, 5, Rule::InvalidUtf8),
+                reject(FileKind::Holdings, 6, Rule::FieldCount)
+            ]
+        );
+        let bad = cleaned.reject_at(FileKind::Holdings, 5);
+        assert!(bad["raw"].as_str().unwrap().contains('\u{fffd}'));
+        assert!(bad["raw"].as_str().unwrap().ends_with(",111111,x,CASH,1,1"));
+        assert!(bad["detail"].as_str().unwrap().contains("고객이름"));
+        assert_eq!(cleaned.day.holding_count, 3);
+    }
+
+    #[test]
+    fn a_rejected_instrument_rejects_its_holdings() {
+        let instruments = "종목명,ISIN,자산그룹\n미국S&P500,KR7360750004,\n현금,CASH,채권 / 현금\n";
+        let holdings = "고객이름,증권사,계좌번호,계좌명,ISIN,현재가,보유수량\n\
+            김,A증권,111111,계좌1,KR7360750004,100,3\n\
+            이,B증권,222222,계좌1,CASH,1,2000\n";
+        let cleaned = Delivery::new(instruments, PRINCIPAL, holdings).clean();
+        assert_eq!(
+            cleaned.rejected(),
+            [
+                reject(FileKind::Instruments, 2, Rule::EmptyField),
+                reject(FileKind::Principal, 2, Rule::AccountWithoutHoldings),
+                reject(FileKind::Holdings, 2, Rule::UnknownIsin),
+            ]
+        );
+        assert_eq!(cleaned.day.account_count, 1);
+        assert_eq!(
+            cleaned.report.reject_ratio(),
+            Ratio {
+                numerator: 3,
+                denominator: 6
+            }
+        );
+        assert!(cleaned.report.exceeds("0.4".parse().unwrap()));
+        assert!(!cleaned.report.exceeds("1/2".parse().unwrap()));
+        assert!(!cleaned.report.exceeds("50%".parse().unwrap()));
+    }
+
+    #[test]
+    fn duplicates_across_the_pipeline() {
+        let instruments = format!("{INSTRUMENTS}현금,CASH,채권 / 현금\n현금 ,CASH, 채권 / 현금\n");
+        let principal = format!("{PRINCIPAL}111111,1000\n222222,02000\n");
+        let holdings = format!(
+            "{HOLDINGS}김,A증권,111111,계좌1,KR7360750004,100,3\n이,B증권,222222,계좌1,KR7360750004,1,1\n\
+             이,B증권,222222,계좌1,KR7360750004,1,2\n"
+        );
+        let cleaned = Delivery::new(instruments, principal, holdings).clean();
+        assert_eq!(cleaned.report.file(FileKind::Instruments).collapsed, 2);
+        assert_eq!(cleaned.report.file(FileKind::Principal).collapsed, 1);
+        assert_eq!(cleaned.report.file(FileKind::Holdings).collapsed, 1);
+        assert_eq!(
+            cleaned.rejected(),
+            [
+                reject(FileKind::Principal, 3, Rule::DuplicateConflict),
+                reject(FileKind::Principal, 5, Rule::DuplicateConflict),
+                reject(FileKind::Holdings, 4, Rule::AccountWithoutPrincipal),
+                reject(FileKind::Holdings, 6, Rule::DuplicateConflict),
+                reject(FileKind::Holdings, 7, Rule::DuplicateConflict),
+            ]
+        );
+        assert_eq!(cleaned.day.account_count, 1);
+        assert_eq!(cleaned.account("111111").holdings.len(), 2);
+    }
+
+    #[test]
+    fn fatal_input_errors() {
+        let delivery = Delivery::new(INSTRUMENTS, PRINCIPAL, HOLDINGS);
+        fs::remove_file(delivery.dir().join(FileKind::Principal.file_name())).unwrap();
+        let error = delivery.error();
+        assert!(matches!(error, InputError::MissingFile { .. }), "{error}");
+        assert!(error.to_string().contains("account_basic_info_set.csv"));
+
+        let delivery = Delivery::new(INSTRUMENTS, "계좌번호,원금\n111111,1\n", HOLDINGS);
+        let error = delivery.error();
+        assert!(matches!(error, InputError::MissingColumn { .. }), "{error}");
+        assert!(
+            error.to_string().contains("투자원금 / principal"),
+            "{error}"
+        );
+
+        let delivery = Delivery::new(
+            INSTRUMENTS,
+            "계좌번호,투자원금,Account_Number\n111111,1,1\n",
+            HOLDINGS,
+        );
+        let error = delivery.error();
+        assert!(
+            matches!(
+                error,
+                InputError::DuplicateColumn {
+                    first: 1,
+                    second: 3,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+
+        let delivery = Delivery::new("", PRINCIPAL, HOLDINGS);
+        assert!(matches!(delivery.error(), InputError::EmptyFile { .. }));
+        let delivery = Delivery::new("\u{feff}", PRINCIPAL, HOLDINGS);
+        assert!(matches!(delivery.error(), InputError::EmptyFile { .. }));
+
+        let delivery = Delivery::new(
+            b"\xc1\xbe,ISIN,asset_group\n".as_slice(),
+            PRINCIPAL,
+            HOLDINGS,
+        );
+        assert!(matches!(
+            delivery.error(),
+            InputError::HeaderNotUtf8 { position: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn header_only_files_make_an_empty_day() {
+        let delivery = Delivery::new(
+            "name,isin,asset_group\n",
+            "account_number,principal",
+            "고객이름,증권사,계좌번호,계좌명,ISIN,현재가,보유수량\n",
+        );
+        let cleaned = delivery.clean();
+        assert_eq!(
+            (cleaned.day.account_count, cleaned.report.totals.read),
+            (0, 0)
+        );
+        assert_eq!(
+            cleaned.report.reject_ratio(),
+            Ratio {
+                numerator: 0,
+                denominator: 1
+            }
+        );
+        assert_eq!(cleaned.day.accounts().unwrap().count(), 0);
+    }
+
+    #[test]
+    fn progress_is_reported() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&events);
+        let options = CleanOptions {
+            progress: Some(Arc::new(move |event| sink.lock().unwrap().push(event))),
+            ..CleanOptions::default()
+        };
+        let (_, _) = clean_day(Path::new(SAMPLE), &options).unwrap();
+        let events = events.lock().unwrap();
+        let phases: Vec<Phase> = events
+            .iter()
+            .filter_map(|event| match event {
+                Progress::Phase(phase) => Some(*phase),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                Phase::Reading(FileKind::Instruments),
+                Phase::Reading(FileKind::Principal),
+                Phase::Reading(FileKind::Holdings),
+                Phase::Sorting,
+                Phase::Settling,
+                Phase::Done
+            ]
+        );
+        for kind in FileKind::ALL {
+            let size = fs::metadata(Path::new(SAMPLE).join(kind.file_name()))
+                .unwrap()
+                .len();
+            assert!(
+                events.contains(&Progress::Read {
+                    file: kind,
+                    bytes: size,
+                    total: size
+                }),
+                "{kind}"
+            );
+        }
+        assert!(events.contains(&Progress::Settled {
+            rows: 750,
+            total: 750
+        }));
+    }
+
+    /// A synthetic day of a few thousand rows, in scrambled order, with every kind of fault.
+    fn synthetic_day() -> Delivery {
+        let isins = [
+            "CASH",
+            "KR7360750004",
+            "KR7133690008",
+            "KR7203780002",
+            "KR7200020006",
+            "KR7251350005",
+        ];
+        let mut instruments = String::from("종목명,ISIN,자산그룹\n");
+        for (index, isin) in isins.iter().enumerate() {
+            instruments.push_str(&format!("종목{index},{isin},그룹{}\n", index % 3));
+        }
+        instruments.push_str("나쁜종목,KR720378000X,그룹\n");
+        let mut principal = String::from("계좌번호,투자원금\n");
+        let mut rows: Vec<(u64, String)> = Vec::new();
+        let accounts = 400u64;
+        for account in 0..accounts {
+            let number = format!("{:08}", (account * 7_919) % 100_000_000 + 100_000);
+            if account % 31 != 5 {
+                principal.push_str(&format!("{number},{}\n", account * 1_000));
+            }
+            if account % 37 == 3 {
+                principal.push_str(&format!("{number},{}\n", account * 1_000 + 1));
+            }
+            if account % 41 == 7 {
+                continue; // principal without holdings
+            }
+            let holdings = 1 + account % isins.len() as u64;
+            for index in 0..holdings {
+                let isin = isins[index as usize];
+                let brokerage = if account % 29 == 2 && index == 0 {
+                    "다른증권"
+                } else {
+                    "디셈버증권"
+                };
+                let price = if account % 43 == 9 && index == 1 {
+                    "12.5".to_owned()
+                } else {
+                    (1_000 + account * 3 + index).to_string()
+                };
+                let row = format!(
+                    "고객{},{brokerage},{number},계좌{},{isin},{price},{}\n",
+                    account % 97,
+                    account % 3,
+                    index * 2
+                );
+                // Scramble: rows of one account are far apart in the file.
+                let position = (account * 131 + index * 7_907) % 10_007;
+                if account % 17 == 0 && index == 0 {
+                    rows.push((position + 5_003, row.clone()));
+                }
+                if account % 23 == 1 && index == 0 {
+                    rows.push((position + 3, row.replace(",0\n", ",1\n")));
+                }
+                rows.push((position, row));
+            }
+        }
+        rows.sort();
+        let mut holdings = String::from("고객이름,증권사,계좌번호,계좌명,ISIN,현재가,보유수량\n");
+        for (_, row) in rows {
+            holdings.push_str(&row);
+        }
+        Delivery::new(instruments, principal, holdings)
+    }
+
+    #[test]
+    fn spilling_gives_the_same_day_as_memory() {
+        let delivery = synthetic_day();
+        let in_memory = delivery.clean();
+        let spilled = delivery.clean_with(CleanOptions {
+            sort_budget_bytes: 4 << 10,
+            ..CleanOptions::default()
+        });
+        assert_eq!(in_memory.report.sort.runs_spilled, 0);
+        assert!(
+            spilled.report.sort.runs_spilled > DEFAULT_FAN_IN as u64,
+            "{:?}",
+            spilled.report.sort
+        );
+        assert!(
+            in_memory.report.totals.read > 1_500,
+            "{:?}",
+            in_memory.report.totals
+        );
+        assert!(in_memory.day.account_count > 300);
+
+        assert_eq!(spilled.day.digest, in_memory.day.digest);
+        assert_eq!(spilled.day.account_count, in_memory.day.account_count);
+        assert_eq!(spilled.day.holding_count, in_memory.day.holding_count);
+        assert_eq!(spilled.accounts(), in_memory.accounts());
+        assert_eq!(spilled.rejects_text, in_memory.rejects_text);
+        let without_sort = |report: &Report| Report {
+            sort: SortReport::default(),
+            ..report.clone()
+        };
+        assert_eq!(
+            without_sort(&spilled.report),
+            without_sort(&in_memory.report)
+        );
+
+        // Every fault the generator planted shows up.
+        let by_rule = &in_memory.report.totals.rejected_by_rule;
+        for rule in [
+            Rule::BadIsin,
+            Rule::BadNumber,
+            Rule::AttributesMinority,
+            Rule::DuplicateConflict,
+            Rule::AccountWithoutPrincipal,
+            Rule::AccountWithoutHoldings,
+        ] {
+            assert!(
+                by_rule.get(&rule).copied().unwrap_or(0) > 0,
+                "{rule}: {by_rule:?}"
+            );
+        }
+        assert!(in_memory.report.file(FileKind::Holdings).collapsed > 0);
+        let rules: BTreeMap<Rule, u64> = in_memory.report.totals.rejected_by_rule.clone();
+        assert_eq!(rules.values().sum::<u64>(), in_memory.rejects.len() as u64);
+    }
+}

@@ -1,0 +1,522 @@
+//! The command line: `load`, `validate`, `token`, `gen`. Each command returns an [`Exit`]
+//! code; every code is documented in the README and in `loader --help`.
+
+use std::{
+    io::IsTerminal as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    str::FromStr as _,
+    sync::Arc,
+    time::Duration,
+};
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use invest_proto::auth::JwtSecretArgs;
+use prost_types::Timestamp;
+
+use crate::{
+    generate::{self, CsvFormat, GenError, GenOptions},
+    pipeline::{self, CleanOptions, CleanedDay, Phase, Progress, report::Ratio, report::Report},
+    push::{self, PushError},
+    summary,
+};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done: the day was loaded (or was already loaded), or validated within the reject ratio
+  1  unexpected failure (a bug or the machine); see the log
+  2  usage or configuration error (flags, JWT secret, URLs)
+  3  the delivery cannot be read (missing file or column, unreadable folder)
+  4  too many rejected rows (above --max-reject-ratio) or nothing to load: nothing was pushed
+  5  a service refused the day or could not be reached: the summary says which; re-running
+     the same day is safe and repairs it";
+
+/// The daily loader of the invest services.
+#[derive(Debug, Parser)]
+#[command(name = "loader", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Log format (logs go to stderr; summaries to stdout).
+    #[arg(long, env = "LOADER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON objects, for log collectors.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Clean a delivery folder and stream it to portfolio-svc.
+    Load(LoadArgs),
+    /// Clean a delivery folder and report, pushing nothing.
+    Validate(CleanArgs),
+    /// Print a JWT signed with the configured secret, for grpcurl.
+    Token(TokenArgs),
+    /// Write a synthetic delivery in the exact format.
+    Gen(GenArgs),
+}
+
+/// What cleaning needs.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// The delivery folder (asset_group_info_set.csv, account_asset_info_set.csv,
+    /// account_basic_info_set.csv).
+    pub dir: PathBuf,
+    /// Write every rejected row here as JSON Lines (file, line, rule, detail, raw).
+    #[arg(long, value_name = "FILE")]
+    pub rejects: Option<PathBuf>,
+    /// Above this share of rejected rows nothing is pushed (protects yesterday's good data):
+    /// a decimal (0.1), a percentage (10%) or a fraction (1/10).
+    #[arg(long, default_value = "0.1", value_parser = parse_ratio)]
+    pub max_reject_ratio: Ratio,
+    /// Also write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// Folder for temporary files (sort runs, the cleaned day); the system's by default.
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
+    /// Memory the sort may use before spilling to the scratch folder, in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub sort_memory_mib: usize,
+}
+
+/// `loader load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The cleaning options.
+    #[command(flatten)]
+    pub clean: CleanArgs,
+    /// portfolio-svc.
+    #[arg(
+        long,
+        env = "LOADER_PORTFOLIO_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub portfolio_url: String,
+    /// deposit-svc (receives the account directory).
+    #[arg(
+        long,
+        env = "LOADER_DEPOSIT_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub deposit_url: String,
+    /// The moment the delivery describes (RFC 3339); now by default.
+    #[arg(long, value_parser = parse_timestamp)]
+    pub as_of: Option<Timestamp>,
+    /// Holdings per streamed part.
+    #[arg(long, default_value_t = 20_000)]
+    pub batch_holdings: usize,
+    /// Attempts per service when it is unreachable or overloaded.
+    #[arg(long, default_value_t = 3)]
+    pub attempts: u32,
+    /// The shared JWT secret (the loader mints its own `ingest:write` token).
+    #[command(flatten)]
+    pub jwt: JwtSecretArgs,
+}
+
+/// `loader token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The `sub` claim: a customer name (e.g. 류영길) or a service name.
+    #[arg(long)]
+    pub sub: String,
+    /// Space-separated scopes, e.g. "accounts:read deposits:write".
+    #[arg(long)]
+    pub scope: String,
+    /// Lifetime, e.g. 1h, 30m.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// The shared JWT secret.
+    #[command(flatten)]
+    pub jwt: JwtSecretArgs,
+}
+
+/// `loader gen`.
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Folder to write the three files into (created if missing).
+    pub dir: PathBuf,
+    /// Accounts that must load.
+    #[arg(long, default_value_t = 50)]
+    pub accounts: u64,
+    /// Seed: the same seed and options give byte-identical files.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Instruments in the master.
+    #[arg(long, default_value_t = 14)]
+    pub instruments: usize,
+    /// Faults of each kind to inject (0: a clean day).
+    #[arg(long, default_value_t = 0)]
+    pub faults: u64,
+    /// CSV style: `sample` mimics the real delivery (BOM, CRLF, quoting), `plain` is the
+    /// simplest, `varied` mixes headers, column orders, blank lines and padding.
+    #[arg(long, value_enum, default_value_t = GenFormat::Sample)]
+    pub format: GenFormat,
+}
+
+/// The CSV style presets of `loader gen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenFormat {
+    /// Like the real sample.
+    Sample,
+    /// Korean headers, LF, no BOM, quoting only when needed.
+    Plain,
+    /// English and Korean headers, reversed columns, blank lines, padding.
+    Varied,
+}
+
+fn parse_ratio(text: &str) -> Result<Ratio, String> {
+    text.parse::<Ratio>().map_err(|e| e.to_string())
+}
+
+fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
+    Timestamp::from_str(text)
+        .map_err(|e| format!("expected RFC 3339 such as 2026-11-23T06:00:00+09:00: {e}"))
+}
+
+/// A process exit code (see `EXIT_CODES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0.
+    Ok,
+    /// 1.
+    Unexpected,
+    /// 2.
+    Usage,
+    /// 3.
+    Input,
+    /// 4.
+    Rejected,
+    /// 5.
+    PushFailed,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(match exit {
+            Exit::Ok => 0,
+            Exit::Unexpected => 1,
+            Exit::Usage => 2,
+            Exit::Input => 3,
+            Exit::Rejected => 4,
+            Exit::PushFailed => 5,
+        })
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Exit {
+    match cli.command {
+        Command::Load(args) => load(args).await,
+        Command::Validate(args) => validate(args).await,
+        Command::Token(args) => token(&args),
+        Command::Gen(args) => gen_day(&args).await,
+    }
+}
+
+fn fail(exit: Exit, message: impl std::fmt::Display) -> Exit {
+    eprintln!("loader: {message}");
+    exit
+}
+
+/// Progress on a terminal, log lines otherwise.
+struct Feedback {
+    bar: Option<ProgressBar>,
+}
+
+impl Feedback {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {msg:28} [{bar:40}] {percent:>3}% {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Self { bar }
+    }
+
+    fn clean_progress(&self) -> pipeline::ProgressFn {
+        let bar = self.bar.clone();
+        let last_logged = Arc::new(std::sync::Mutex::new((String::new(), 0u64)));
+        Arc::new(move |event: Progress| {
+            let (label, done, total) = match event {
+                Progress::Phase(phase) => {
+                    let label = match phase {
+                        Phase::Reading(file) => format!("reading {}", file.file_name()),
+                        Phase::Sorting => "sorting".to_owned(),
+                        Phase::Settling => "applying the set rules".to_owned(),
+                        Phase::Done => "cleaned".to_owned(),
+                    };
+                    if bar.is_none() {
+                        tracing::info!("{label}");
+                    }
+                    if let Some(bar) = &bar {
+                        bar.set_message(label);
+                        bar.set_position(0);
+                    }
+                    return;
+                }
+                Progress::Read { file, bytes, total } => {
+                    (format!("reading {}", file.file_name()), bytes, total)
+                }
+                Progress::Settled { rows, total } => {
+                    ("applying the set rules".to_owned(), rows, total)
+                }
+            };
+            match &bar {
+                Some(bar) => {
+                    bar.set_length(total.max(1));
+                    bar.set_position(done);
+                }
+                None => {
+                    // Plain logs: one line per tenth.
+                    let tenth = done.saturating_mul(10).checked_div(total).unwrap_or(10);
+                    let mut last = last_logged.lock().unwrap_or_else(|p| p.into_inner());
+                    if last.0 != label || tenth > last.1 {
+                        tracing::info!("{label}: {}%", tenth * 10);
+                        *last = (label, tenth);
+                    }
+                }
+            }
+        })
+    }
+
+    fn push_progress(&self, total: u64) -> push::PushProgress {
+        let bar = self.bar.clone();
+        if let Some(bar) = &bar {
+            bar.set_message("streaming to portfolio-svc");
+            bar.set_length(total.max(1));
+            bar.set_position(0);
+        }
+        let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        Arc::new(move |sent: u64| match &bar {
+            Some(bar) => bar.set_position(sent),
+            None => {
+                let tenth = sent.saturating_mul(10).checked_div(total).unwrap_or(10);
+                if tenth > last.swap(tenth, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::info!("streaming to portfolio-svc: {}%", tenth * 10);
+                }
+            }
+        })
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Cleans the folder on a blocking thread; prints the summary; writes the JSON report.
+async fn clean(args: &CleanArgs, feedback: &Feedback) -> Result<(CleanedDay, Report), Exit> {
+    let options = CleanOptions {
+        rejects: args.rejects.clone(),
+        sort_budget_bytes: args.sort_memory_mib.max(1) << 20,
+        scratch_dir: args.scratch_dir.clone(),
+        progress: Some(feedback.clean_progress()),
+    };
+    let dir = args.dir.clone();
+    let cleaned = tokio::task::spawn_blocking(move || pipeline::clean_day(&dir, &options)).await;
+    feedback.finish();
+    let (day, report) = match cleaned {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => return Err(fail(Exit::Input, e)),
+        Err(e) => return Err(fail(Exit::Unexpected, format!("cleaning failed: {e}"))),
+    };
+    print!(
+        "{}",
+        summary::render(
+            &args.dir,
+            &report,
+            &day,
+            args.max_reject_ratio,
+            args.rejects.as_deref()
+        )
+    );
+    if let Some(path) = &args.report_json {
+        write_json(path, &report)?;
+    }
+    Ok((day, report))
+}
+
+fn write_json(path: &Path, report: &Report) -> Result<(), Exit> {
+    let json = serde_json::to_vec_pretty(report).map_err(|e| fail(Exit::Unexpected, e))?;
+    std::fs::write(path, json)
+        .map_err(|e| fail(Exit::Input, format!("cannot write {}: {e}", path.display())))
+}
+
+/// The ratio check shared by `load` and `validate`.
+fn within_ratio(day: &CleanedDay, report: &Report, max: Ratio) -> Result<(), Exit> {
+    if report.exceeds(max) {
+        println!(
+            "NOT LOADED: {} of rows rejected is above the limit of {}; the services keep the previous day.",
+            report.reject_ratio(),
+            max
+        );
+        return Err(Exit::Rejected);
+    }
+    if day.account_count == 0 {
+        println!("NOT LOADED: no account survived cleaning; the services keep the previous day.");
+        return Err(Exit::Rejected);
+    }
+    Ok(())
+}
+
+async fn validate(args: CleanArgs) -> Exit {
+    let feedback = Feedback::new();
+    let (day, report) = match clean(&args, &feedback).await {
+        Ok(result) => result,
+        Err(exit) => return exit,
+    };
+    match within_ratio(&day, &report, args.max_reject_ratio) {
+        Ok(()) => {
+            println!(
+                "VALID: the day would load ({} accounts, {} holdings).",
+                day.account_count, day.holding_count
+            );
+            Exit::Ok
+        }
+        Err(exit) => exit,
+    }
+}
+
+async fn load(args: LoadArgs) -> Exit {
+    let keys = match args.jwt.load() {
+        Ok(keys) => Arc::new(keys),
+        Err(e) => return fail(Exit::Usage, e),
+    };
+    let as_of = args
+        .as_of
+        .unwrap_or_else(|| invest_proto::time::from_micros(invest_proto::time::now_micros()));
+    let feedback = Feedback::new();
+    let (day, report) = match clean(&args.clean, &feedback).await {
+        Ok(result) => result,
+        Err(exit) => return exit,
+    };
+    if let Err(exit) = within_ratio(&day, &report, args.clean.max_reject_ratio) {
+        return exit;
+    }
+    let day = Arc::new(day);
+
+    let outcome = push_with_retries(&args, keys, day.clone(), as_of, &feedback).await;
+    feedback.finish();
+    match outcome {
+        Ok(response) => {
+            println!("{}", summary::portfolio_loaded(&response));
+            println!("RESULT: OK");
+            Exit::Ok
+        }
+        Err(e) => {
+            println!("portfolio-svc: FAILED: {e}");
+            println!(
+                "RESULT: FAILED; re-run the same command once the cause is fixed (loading is idempotent)."
+            );
+            Exit::PushFailed
+        }
+    }
+}
+
+async fn push_with_retries(
+    args: &LoadArgs,
+    keys: Arc<invest_proto::auth::JwtKeys>,
+    day: Arc<CleanedDay>,
+    as_of: Timestamp,
+    feedback: &Feedback,
+) -> Result<invest_proto::portfolio::v1::LoadSnapshotResponse, PushError> {
+    let mut delay = Duration::from_secs(1);
+    let mut attempt = 1;
+    loop {
+        let result = async {
+            let channel = push::connect(&args.portfolio_url, 3).await?;
+            push::push_snapshot(
+                channel,
+                keys.clone(),
+                day.clone(),
+                as_of,
+                args.batch_holdings,
+                Some(feedback.push_progress(day.account_count)),
+            )
+            .await
+        }
+        .await;
+        match result {
+            Err(e) if e.is_transient() && attempt < args.attempts.max(1) => {
+                tracing::warn!(attempt, error = %e, retry_in = ?delay, "portfolio-svc push failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn token(args: &TokenArgs) -> Exit {
+    let keys = match args.jwt.load() {
+        Ok(keys) => keys,
+        Err(e) => return fail(Exit::Usage, e),
+    };
+    let scopes: Vec<&str> = args.scope.split_ascii_whitespace().collect();
+    if scopes.is_empty() {
+        return fail(
+            Exit::Usage,
+            "--scope must name at least one scope, e.g. \"accounts:read\"",
+        );
+    }
+    println!("{}", keys.mint(&args.sub, &scopes, args.ttl));
+    Exit::Ok
+}
+
+async fn gen_day(args: &GenArgs) -> Exit {
+    let options = GenOptions {
+        accounts: args.accounts,
+        seed: args.seed,
+        instruments: args.instruments,
+        faults: args.faults,
+        format: match args.format {
+            GenFormat::Sample => CsvFormat::sample(),
+            GenFormat::Plain => CsvFormat::plain(),
+            GenFormat::Varied => CsvFormat::varied(),
+        },
+    };
+    let dir = args.dir.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(GenError::Io)?;
+        generate::write_day(&dir, &options)
+    })
+    .await;
+    match written {
+        Ok(Ok(summary)) => {
+            println!(
+                "wrote {} instruments, {} accounts, {} holdings to {}",
+                summary.instruments,
+                summary.accounts,
+                summary.holdings,
+                args.dir.display()
+            );
+            print!("{summary}");
+            Exit::Ok
+        }
+        Ok(Err(GenError::Options(e))) => fail(Exit::Usage, e),
+        Ok(Err(e)) => fail(
+            Exit::Input,
+            format!("cannot write {}: {e}", args.dir.display()),
+        ),
+        Err(e) => fail(Exit::Unexpected, e),
+    }
+}

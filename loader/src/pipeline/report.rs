@@ -1,0 +1,464 @@
+//! What became of every row: counts per file and rule, warnings, example rejects, and the
+//! rejects file. Fractions are exact (numerator and denominator), never floating point.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use super::InputError;
+use super::csvfile::RawText;
+use crate::clean::{FileKind, Rule};
+
+/// How many rejects the report keeps as examples.
+pub const EXAMPLE_REJECTS: usize = 10;
+
+/// What became of the rows of one file (or of all files).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Rows read (blank lines are not rows).
+    pub read: u64,
+    /// Rows that are in the cleaned day.
+    pub loaded: u64,
+    /// Identical copies folded into a loaded row.
+    pub collapsed: u64,
+    /// Rows rejected, all rules together.
+    pub rejected: u64,
+    /// Rows rejected, per rule.
+    pub rejected_by_rule: BTreeMap<Rule, u64>,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.read += other.read;
+        self.loaded += other.loaded;
+        self.collapsed += other.collapsed;
+        self.rejected += other.rejected;
+        for (rule, count) in &other.rejected_by_rule {
+            *self.rejected_by_rule.entry(*rule).or_default() += count;
+        }
+    }
+
+    /// Whether every row read is exactly one of loaded, collapsed, rejected.
+    pub fn balanced(&self) -> bool {
+        self.read == self.loaded + self.collapsed + self.rejected
+            && self.rejected == self.rejected_by_rule.values().sum::<u64>()
+    }
+}
+
+/// The counts of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileReport {
+    /// Which file.
+    pub file: FileKind,
+    /// Its counts.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// Something worth telling that does not reject the row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    /// The file.
+    pub file: FileKind,
+    /// Physical line number.
+    pub line: u64,
+    /// What is odd, for the operator.
+    pub message: String,
+}
+
+/// One rejected row, as written to the rejects file (one JSON object per line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectRecord {
+    /// The file.
+    pub file: FileKind,
+    /// Physical line number of the row's first line.
+    pub line: u64,
+    /// The rule it broke.
+    pub rule: Rule,
+    /// What is wrong, for the operator.
+    pub detail: String,
+    /// The row exactly as in the file (its lines, without the final line terminator);
+    /// bytes that are not UTF-8 show as U+FFFD.
+    pub raw: String,
+}
+
+/// Sort figures, to see whether a day spilled to disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SortReport {
+    /// Principal and holding rows that went through the sort.
+    pub rows: u64,
+    /// Sorted runs spilled to temporary files (0 when the day fit in the budget).
+    pub runs_spilled: u64,
+}
+
+/// The outcome of cleaning a day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Per file, in settling order (instruments, principal, holdings).
+    pub files: Vec<FileReport>,
+    /// All files together.
+    pub totals: Counts,
+    /// Rows rejected over rows read, all files together.
+    pub reject_ratio: Ratio,
+    /// Warnings, in file order.
+    pub warnings: Vec<Warning>,
+    /// The first rejects, in the order they were found.
+    pub examples: Vec<RejectRecord>,
+    /// How the sort went.
+    pub sort: SortReport,
+}
+
+impl Report {
+    /// The counts of one file.
+    pub fn file(&self, kind: FileKind) -> &Counts {
+        self.files
+            .iter()
+            .find(|report| report.file == kind)
+            .map_or(&EMPTY_COUNTS, |report| &report.counts)
+    }
+
+    /// Rejected rows over rows read, all files together (0/1 when nothing was read).
+    pub fn reject_ratio(&self) -> Ratio {
+        self.reject_ratio
+    }
+
+    /// Whether the reject ratio is strictly above `max`.
+    pub fn exceeds(&self, max: Ratio) -> bool {
+        self.reject_ratio.exceeds(max)
+    }
+}
+
+static EMPTY_COUNTS: Counts = Counts {
+    read: 0,
+    loaded: 0,
+    collapsed: 0,
+    rejected: 0,
+    rejected_by_rule: BTreeMap::new(),
+};
+
+/// An exact non-negative fraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ratio {
+    /// Above the line.
+    pub numerator: u64,
+    /// Below the line; never 0.
+    pub denominator: u64,
+}
+
+impl Ratio {
+    /// `numerator / denominator`, or `None` when the denominator is 0.
+    pub fn new(numerator: u64, denominator: u64) -> Option<Self> {
+        (denominator != 0).then_some(Self {
+            numerator,
+            denominator,
+        })
+    }
+
+    /// Whether `self > other`, by cross-multiplication in 128 bits (cannot overflow).
+    pub fn exceeds(self, other: Ratio) -> bool {
+        u128::from(self.numerator) * u128::from(other.denominator)
+            > u128::from(other.numerator) * u128::from(self.denominator)
+    }
+}
+
+impl fmt::Display for Ratio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.numerator, self.denominator)
+    }
+}
+
+/// Parses a threshold such as `0.1`, `.05`, `1`, `2%` or `1/20`.
+impl FromStr for Ratio {
+    type Err = InputError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || InputError::InvalidRatio {
+            text: text.to_owned(),
+        };
+        let trimmed = text.trim();
+        if let Some((numerator, denominator)) = trimmed.split_once('/') {
+            let numerator = parse_digits(numerator.trim()).ok_or_else(invalid)?;
+            let denominator = parse_digits(denominator.trim()).ok_or_else(invalid)?;
+            return Ratio::new(numerator, denominator).ok_or_else(invalid);
+        }
+        let (decimal, percent) = match trimmed.strip_suffix('%') {
+            Some(decimal) => (decimal.trim_end(), true),
+            None => (trimmed, false),
+        };
+        let (whole, fraction) = decimal.split_once('.').unwrap_or((decimal, ""));
+        if whole.is_empty() && fraction.is_empty() {
+            return Err(invalid());
+        }
+        let digits = format!("{whole}{fraction}");
+        let numerator = parse_digits(&digits).ok_or_else(invalid)?;
+        let scale = u32::try_from(fraction.len())
+            .ok()
+            .filter(|scale| *scale <= 18)
+            .ok_or_else(invalid)?;
+        let denominator = 10u64.checked_pow(scale).ok_or_else(invalid)?;
+        let denominator = if percent {
+            denominator.checked_mul(100).ok_or_else(invalid)?
+        } else {
+            denominator
+        };
+        Ratio::new(numerator, denominator).ok_or_else(invalid)
+    }
+}
+
+fn parse_digits(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.bytes().try_fold(0u64, |acc, b| {
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+/// Where the raw text of a reject comes from.
+pub(crate) enum Raw<'a> {
+    /// Still in hand (row rules, while the file is being read).
+    Bytes(&'a [u8]),
+    /// To be read back from the file (set rules).
+    Span { offset: u64, len: u64 },
+}
+
+/// Keeps the counts and writes the rejects as they happen.
+pub(crate) struct Ledger {
+    counts: BTreeMap<FileKind, Counts>,
+    warnings: Vec<Warning>,
+    examples: Vec<RejectRecord>,
+    rejects: Option<(PathBuf, BufWriter<File>)>,
+    raw_text: RawText,
+}
+
+impl Ledger {
+    pub fn new(rejects: Option<PathBuf>, raw_text: RawText) -> Result<Self, InputError> {
+        let rejects = match rejects {
+            None => None,
+            Some(path) => {
+                let file = File::create(&path).map_err(|source| InputError::Rejects {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some((path, BufWriter::new(file)))
+            }
+        };
+        let counts = FileKind::ALL
+            .into_iter()
+            .map(|kind| (kind, Counts::default()))
+            .collect();
+        Ok(Self {
+            counts,
+            warnings: Vec::new(),
+            examples: Vec::new(),
+            rejects,
+            raw_text,
+        })
+    }
+
+    fn counts(&mut self, file: FileKind) -> &mut Counts {
+        self.counts.entry(file).or_default()
+    }
+
+    pub fn read(&mut self, file: FileKind) {
+        self.counts(file).read += 1;
+    }
+
+    pub fn loaded(&mut self, file: FileKind, rows: u64) {
+        self.counts(file).loaded += rows;
+    }
+
+    pub fn collapsed(&mut self, file: FileKind, rows: u64) {
+        self.counts(file).collapsed += rows;
+    }
+
+    pub fn warn(&mut self, file: FileKind, line: u64, message: String) {
+        self.warnings.push(Warning {
+            file,
+            line,
+            message,
+        });
+    }
+
+    /// Counts a reject and writes it out; the raw text is read back only when someone will
+    /// see it (the rejects file or the examples).
+    pub fn reject(
+        &mut self,
+        file: FileKind,
+        line: u64,
+        rule: Rule,
+        detail: String,
+        raw: Raw<'_>,
+    ) -> Result<(), InputError> {
+        let counts = self.counts(file);
+        counts.rejected += 1;
+        *counts.rejected_by_rule.entry(rule).or_default() += 1;
+        let wanted = self.rejects.is_some() || self.examples.len() < EXAMPLE_REJECTS;
+        if !wanted {
+            return Ok(());
+        }
+        let raw = match raw {
+            Raw::Bytes(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            Raw::Span { offset, len } => {
+                String::from_utf8_lossy(&self.raw_text.read(file, offset, len)?).into_owned()
+            }
+        };
+        let record = RejectRecord {
+            file,
+            line,
+            rule,
+            detail,
+            raw,
+        };
+        if let Some((path, writer)) = &mut self.rejects {
+            let rejects_error = |source| InputError::Rejects {
+                path: path.clone(),
+                source,
+            };
+            serde_json::to_writer(&mut *writer, &record)
+                .map_err(|error| rejects_error(error.into()))?;
+            writer.write_all(b"\n").map_err(rejects_error)?;
+        }
+        if self.examples.len() < EXAMPLE_REJECTS {
+            self.examples.push(record);
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self, sort: SortReport) -> Result<Report, InputError> {
+        if let Some((path, writer)) = &mut self.rejects {
+            writer.flush().map_err(|source| InputError::Rejects {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let files: Vec<FileReport> = FileKind::ALL
+            .into_iter()
+            .map(|file| FileReport {
+                file,
+                counts: self.counts(file).clone(),
+            })
+            .collect();
+        let mut totals = Counts::default();
+        for file in &files {
+            totals.add(&file.counts);
+        }
+        let reject_ratio = Ratio::new(totals.rejected, totals.read).unwrap_or(Ratio {
+            numerator: 0,
+            denominator: 1,
+        });
+        Ok(Report {
+            files,
+            totals,
+            reject_ratio,
+            warnings: self.warnings,
+            examples: self.examples,
+            sort,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ratio(text: &str) -> Ratio {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_thresholds() {
+        assert_eq!(
+            ratio("0.1"),
+            Ratio {
+                numerator: 1,
+                denominator: 10
+            }
+        );
+        assert_eq!(
+            ratio(" .05 "),
+            Ratio {
+                numerator: 5,
+                denominator: 100
+            }
+        );
+        assert_eq!(
+            ratio("1"),
+            Ratio {
+                numerator: 1,
+                denominator: 1
+            }
+        );
+        assert_eq!(
+            ratio("2%"),
+            Ratio {
+                numerator: 2,
+                denominator: 100
+            }
+        );
+        assert_eq!(
+            ratio("0.5%"),
+            Ratio {
+                numerator: 5,
+                denominator: 1000
+            }
+        );
+        assert_eq!(
+            ratio("1/20"),
+            Ratio {
+                numerator: 1,
+                denominator: 20
+            }
+        );
+        assert_eq!(
+            ratio("3."),
+            Ratio {
+                numerator: 3,
+                denominator: 1
+            }
+        );
+        for bad in [
+            "",
+            ".",
+            "-0.1",
+            "0,1",
+            "1e-3",
+            "abc",
+            "1/0",
+            "0.1234567890123456789",
+            "1.2.3",
+        ] {
+            assert!(bad.parse::<Ratio>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn compares_exactly() {
+        let tenth = ratio("0.1");
+        assert!(
+            !Ratio::new(1, 10).unwrap().exceeds(tenth),
+            "equal is not above"
+        );
+        assert!(
+            Ratio::new(100_000_001, 1_000_000_000)
+                .unwrap()
+                .exceeds(tenth)
+        );
+        assert!(
+            !Ratio::new(99_999_999, 1_000_000_000)
+                .unwrap()
+                .exceeds(tenth)
+        );
+        assert!(
+            Ratio::new(u64::MAX, u64::MAX - 1)
+                .unwrap()
+                .exceeds(ratio("1"))
+        );
+        assert!(!Ratio::new(0, 1).unwrap().exceeds(ratio("0")));
+    }
+}

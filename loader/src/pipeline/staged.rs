@@ -1,0 +1,238 @@
+//! Principal and holding rows on their way through the external sort: ordered by account,
+//! principal before holdings, then by line, so that one pass over the sorted stream sees each
+//! account's rows together and in file order.
+
+use std::cmp::Ordering;
+use std::io;
+
+use invest_proto::ids::{AccountNumber, Isin};
+
+use super::sort::Spill;
+use crate::clean::{Fingerprint, HoldingRow, PrincipalRow, RowRef};
+
+#[derive(Debug, Clone)]
+pub(crate) enum Staged {
+    Principal(PrincipalRow),
+    Holding(HoldingRow),
+}
+
+impl Staged {
+    pub fn account_number(&self) -> &AccountNumber {
+        match self {
+            Staged::Principal(row) => &row.account_number,
+            Staged::Holding(row) => &row.account_number,
+        }
+    }
+
+    fn key(&self) -> (&str, u8, u64) {
+        match self {
+            Staged::Principal(row) => (row.account_number.as_str(), 0, row.row.line),
+            Staged::Holding(row) => (row.account_number.as_str(), 1, row.row.line),
+        }
+    }
+}
+
+// Keys are unique (a line holds one row of one file), so ordering by key alone is total.
+impl PartialEq for Staged {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Staged {}
+
+impl PartialOrd for Staged {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Staged {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, text: &str) {
+    put_u64(out, text.len() as u64);
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn put_row(out: &mut Vec<u8>, row: &RowRef) {
+    put_u64(out, row.line);
+    put_u64(out, row.offset);
+    put_u64(out, row.len);
+    out.extend_from_slice(&row.content.0);
+}
+
+/// Reads back what the `put_*` functions wrote.
+struct Decoder<'a>(&'a [u8]);
+
+fn corrupt(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("sort run is corrupt: {what}"),
+    )
+}
+
+impl<'a> Decoder<'a> {
+    fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(corrupt("truncated item"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> io::Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> io::Result<u64> {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    fn i64(&mut self) -> io::Result<i64> {
+        i64::try_from(self.u64()?).map_err(|_| corrupt("negative amount"))
+    }
+
+    fn str(&mut self) -> io::Result<&'a str> {
+        let len = usize::try_from(self.u64()?).map_err(|_| corrupt("length"))?;
+        std::str::from_utf8(self.take(len)?).map_err(|_| corrupt("text"))
+    }
+
+    fn row(&mut self) -> io::Result<RowRef> {
+        let line = self.u64()?;
+        let offset = self.u64()?;
+        let len = self.u64()?;
+        let mut content = [0; 16];
+        content.copy_from_slice(self.take(16)?);
+        Ok(RowRef {
+            line,
+            offset,
+            len,
+            content: Fingerprint(content),
+        })
+    }
+
+    fn account_number(&mut self) -> io::Result<AccountNumber> {
+        AccountNumber::parse(self.str()?).map_err(|error| corrupt(&error.0))
+    }
+}
+
+const PRINCIPAL: u8 = 0;
+const HOLDING: u8 = 1;
+
+impl Spill for Staged {
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Staged::Principal(row) => row.account_number.as_str().len(),
+            Staged::Holding(row) => {
+                row.account_number.as_str().len()
+                    + row.customer_name.len()
+                    + row.brokerage.len()
+                    + row.account_name.len()
+                    + row.isin.as_str().len()
+            }
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Staged::Principal(row) => {
+                out.push(PRINCIPAL);
+                put_row(out, &row.row);
+                put_str(out, row.account_number.as_str());
+                put_u64(out, row.principal.unsigned_abs());
+            }
+            Staged::Holding(row) => {
+                out.push(HOLDING);
+                put_row(out, &row.row);
+                put_str(out, row.account_number.as_str());
+                put_str(out, &row.customer_name);
+                put_str(out, &row.brokerage);
+                put_str(out, &row.account_name);
+                put_str(out, row.isin.as_str());
+                // Amounts passed the row rules, so they are not negative.
+                put_u64(out, row.current_price.unsigned_abs());
+                put_u64(out, row.quantity.unsigned_abs());
+                put_u64(out, row.valuation.unsigned_abs());
+            }
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> io::Result<Self> {
+        let mut decoder = Decoder(bytes);
+        let staged = match decoder.u8()? {
+            PRINCIPAL => Staged::Principal(PrincipalRow {
+                row: decoder.row()?,
+                account_number: decoder.account_number()?,
+                principal: decoder.i64()?,
+            }),
+            HOLDING => Staged::Holding(HoldingRow {
+                row: decoder.row()?,
+                account_number: decoder.account_number()?,
+                customer_name: decoder.str()?.to_owned(),
+                brokerage: decoder.str()?.to_owned(),
+                account_name: decoder.str()?.to_owned(),
+                isin: Isin::parse(decoder.str()?).map_err(|error| corrupt(&error.0))?,
+                current_price: decoder.i64()?,
+                quantity: decoder.i64()?,
+                valuation: decoder.i64()?,
+            }),
+            _ => return Err(corrupt("unknown tag")),
+        };
+        if decoder.0.is_empty() {
+            Ok(staged)
+        } else {
+            Err(corrupt("trailing bytes"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let row = RowRef {
+            line: 17,
+            offset: 1234,
+            len: 56,
+            content: Fingerprint([7; 16]),
+        };
+        let items = [
+            Staged::Principal(PrincipalRow {
+                row,
+                account_number: AccountNumber::parse("5736692368320").unwrap(),
+                principal: i64::MAX,
+            }),
+            Staged::Holding(HoldingRow {
+                row,
+                account_number: AccountNumber::parse("000123").unwrap(),
+                customer_name: "류영길".into(),
+                brokerage: "디셈버증권".into(),
+                account_name: "계좌1".into(),
+                isin: Isin::parse("CASH").unwrap(),
+                current_price: 0,
+                quantity: 3,
+                valuation: 0,
+            }),
+        ];
+        for item in items {
+            let mut bytes = Vec::new();
+            item.encode(&mut bytes);
+            let back = Staged::decode(&bytes).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{item:?}"));
+            assert!(Staged::decode(&bytes[..bytes.len() - 1]).is_err());
+        }
+    }
+}
