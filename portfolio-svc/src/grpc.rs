@@ -31,7 +31,7 @@ const HOLDINGS_PAGE_MAX: i64 = 1_000;
 #[derive(Debug)]
 pub struct AppState {
     /// Set once migrations are done; until then calls answer UNAVAILABLE.
-    pub db: OnceLock<Database>,
+    pub db: Arc<OnceLock<Database>>,
     /// Ingest settings.
     pub ingest: IngestConfig,
 }

@@ -4,7 +4,7 @@ use portfolio_svc::{Config, init_tracing, start};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let mut config = Config::parse();
-    config.handle_signals = true;
+    config.server.handle_signals = true;
     init_tracing(&config);
     let server = match start(config).await {
         Ok(server) => server,

@@ -54,8 +54,8 @@ pub fn test_config(database_url: &str) -> Config {
         "--database-url",
         database_url,
     ]);
-    config.jwt.jwt_secret = Some(TEST_SECRET.to_owned());
-    config.jwt.jwt_secret_file = None;
+    config.server.jwt.jwt_secret = Some(TEST_SECRET.to_owned());
+    config.server.jwt.jwt_secret_file = None;
     config
 }
 

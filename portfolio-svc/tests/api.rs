@@ -636,7 +636,7 @@ async fn health_reflection_and_metrics(backend: Backend) {
     let Some(db) = TestDatabase::create(backend, "portfolio") else {
         return;
     };
-    let app = TestPortfolio::spawn_on(db, |c| c.drain_delay = Duration::from_secs(30)).await;
+    let app = TestPortfolio::spawn_on(db, |c| c.server.drain_delay = Duration::from_secs(30)).await;
     load(&app, &fixture(AS_OF)).await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
     for service in [

@@ -2,6 +2,7 @@
 
 pub mod db;
 pub mod grpc;
+pub mod launch;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -1,0 +1,227 @@
+//! How both servers start and stop, in one place: bind, serve health and reflection at once
+//! (NOT_SERVING), open and migrate the database in the background with backoff, report
+//! SERVING, and stop gracefully.
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use tokio::{net::TcpListener, sync::watch};
+use tonic::service::RoutesBuilder;
+
+use super::{
+    db::{Database, DatabaseUrl, DbConfig, Migrations, UrlError},
+    grpc::{self, GuardConfig, GuardLayer, ReflectionError, RunningServer, ShutdownConfig},
+    telemetry::{self, LogFormat},
+};
+use crate::auth::{JwtKeys, JwtSecretArgs, SecretError};
+
+/// Settings both servers share. The names are the same for both (`INVEST_*`); what the
+/// contract fixes per server (listen address, database URL, metrics address) is in each
+/// server's own configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// The shared JWT secret.
+    #[command(flatten)]
+    pub jwt: JwtSecretArgs,
+    /// Database connections, which is also how many database tasks run at once.
+    #[arg(long, env = "INVEST_DB_POOL_SIZE", default_value_t = 8)]
+    pub db_pool_size: u32,
+    /// How long a call waits for a database connection before it is answered UNAVAILABLE.
+    #[arg(long, env = "INVEST_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
+    /// Deadline of a unary call (ingest streams are exempt).
+    #[arg(long, env = "INVEST_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Calls served at once; more are answered UNAVAILABLE at once.
+    #[arg(long, env = "INVEST_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// After SIGTERM, how long to keep serving while reporting NOT_SERVING.
+    #[arg(long, env = "INVEST_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
+    /// How long in-flight calls may take to finish after the listener closes.
+    #[arg(long, env = "INVEST_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Log format (`RUST_LOG` filters; default `info`).
+    #[arg(long, env = "INVEST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Stop on SIGTERM/SIGINT (the binaries set it; tests call `shutdown` instead).
+    #[arg(skip)]
+    pub handle_signals: bool,
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// No usable JWT secret.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// A database URL we cannot use.
+    #[error(transparent)]
+    DatabaseUrl(#[from] UrlError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Reflection could not be built (a bug in the descriptors).
+    #[error("cannot build reflection: {0}")]
+    Reflection(#[from] ReflectionError),
+}
+
+/// What a server is and where it listens.
+#[derive(Debug)]
+pub struct Launch<'a> {
+    /// Name in logs and metrics, e.g. `portfolio-svc`.
+    pub name: &'static str,
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// Metrics address.
+    pub metrics_listen: SocketAddr,
+    /// Database URL as configured.
+    pub database_url: &'a str,
+    /// Shared settings.
+    pub args: &'a ServerArgs,
+    /// Full names of the services, for health.
+    pub services: &'a [&'static str],
+    /// Streaming methods exempt from the request timeout.
+    pub untimed_methods: HashSet<&'static str>,
+    /// The schema.
+    pub migrations: Migrations,
+}
+
+/// Work to start once the database is ready (janitors, delivery loops).
+pub type OnReady = Box<dyn FnOnce(Database) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound gRPC address.
+    pub addr: SocketAddr,
+    /// The bound metrics address.
+    pub metrics_addr: SocketAddr,
+    server: RunningServer,
+    ready: watch::Receiver<bool>,
+}
+
+impl Running {
+    /// Resolves once migrations are done and the server reports SERVING.
+    pub async fn ready(&self) {
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+
+    /// Graceful shutdown, as on SIGTERM.
+    pub fn shutdown(&self) {
+        self.server.shutdown();
+    }
+
+    /// Stops at once without draining (a crash, for tests).
+    pub fn abort(&self) {
+        self.server.abort();
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) -> Result<(), tonic::transport::Error> {
+        self.server.wait().await
+    }
+}
+
+impl Launch<'_> {
+    /// Loads the JWT keys (a server refuses to start without them).
+    pub fn keys(&self) -> Result<Arc<JwtKeys>, LaunchError> {
+        Ok(Arc::new(self.args.jwt.load()?))
+    }
+
+    /// Binds and serves `routes` (plus health and reflection); the database is opened in the
+    /// background and put into `db` when migrated, then `on_ready` runs.
+    pub async fn start(
+        self,
+        db: Arc<OnceLock<Database>>,
+        add_routes: impl FnOnce(&mut RoutesBuilder),
+        on_ready: OnReady,
+    ) -> Result<Running, LaunchError> {
+        let url = DatabaseUrl::parse(self.database_url)?;
+        let bind_error = |addr| move |source| LaunchError::Bind { addr, source };
+        let listener = TcpListener::bind(self.listen)
+            .await
+            .map_err(bind_error(self.listen))?;
+        let metrics_listener = TcpListener::bind(self.metrics_listen)
+            .await
+            .map_err(bind_error(self.metrics_listen))?;
+        let metrics_addr =
+            telemetry::serve_metrics(metrics_listener).map_err(bind_error(self.metrics_listen))?;
+
+        let infra = grpc::infrastructure(self.services)?;
+        let mut routes = infra.routes;
+        add_routes(&mut routes);
+        let guard = GuardLayer::new(GuardConfig {
+            server: self.name,
+            max_in_flight: self.args.max_in_flight,
+            request_timeout: self.args.request_timeout,
+            untimed_methods: self.untimed_methods,
+        });
+        let lifecycle = infra.lifecycle;
+        lifecycle.set_not_serving().await;
+        let server = grpc::spawn(
+            listener,
+            routes.routes(),
+            guard,
+            lifecycle.clone(),
+            ShutdownConfig {
+                drain_delay: self.args.drain_delay,
+                grace: self.args.shutdown_grace,
+            },
+            self.args.handle_signals,
+        )
+        .map_err(bind_error(self.listen))?;
+        tracing::info!(server = self.name, addr = %server.addr, metrics = %metrics_addr, database = %url, "listening on {}", server.addr);
+
+        let (ready_tx, ready) = watch::channel(false);
+        let config = DbConfig {
+            url,
+            pool_size: self.args.db_pool_size,
+            acquire_timeout: self.args.db_acquire_timeout,
+        };
+        let migrations = self.migrations;
+        tokio::spawn(async move {
+            let database = open_with_backoff(config, migrations).await;
+            let _ = db.set(database.clone());
+            lifecycle.set_serving().await;
+            let _ = ready_tx.send(true);
+            on_ready(database).await;
+        });
+        Ok(Running {
+            addr: server.addr,
+            metrics_addr,
+            server,
+            ready,
+        })
+    }
+}
+
+/// Opens (and migrates) the database, retrying while it is unreachable.
+async fn open_with_backoff(config: DbConfig, migrations: Migrations) -> Database {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let attempt = config.clone();
+        match tokio::task::spawn_blocking(move || Database::open(&attempt, &migrations)).await {
+            Ok(Ok(db)) => {
+                tracing::info!(database = %db.url(), "database migrated; serving");
+                return db;
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, retry_in = ?backoff, "database not ready"),
+            Err(e) => tracing::error!(error = %e, "database start-up task failed"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
