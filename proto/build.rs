@@ -6,7 +6,10 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message as _;
 
-const PROTOS: &[&str] = &["invest/portfolio/v1/portfolio.proto"];
+const PROTOS: &[&str] = &[
+    "invest/portfolio/v1/portfolio.proto",
+    "invest/deposit/v1/deposit.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

@@ -33,6 +33,14 @@ pub enum Error {
         /// For a person.
         message: String,
     },
+    /// The request conflicts with what is stored (an idempotency key reused).
+    #[error("{message}")]
+    AlreadyExists {
+        /// `ErrorInfo.reason`.
+        reason: &'static str,
+        /// For a person.
+        message: String,
+    },
     /// Not ready yet (still migrating) or shutting down.
     #[error("{0}")]
     Unavailable(String),
@@ -72,6 +80,9 @@ impl From<Error> for Status {
             } => invalid_argument(reason, message, fields),
             Error::FailedPrecondition { reason, message } => {
                 error_status(Code::FailedPrecondition, reason, message)
+            }
+            Error::AlreadyExists { reason, message } => {
+                error_status(Code::AlreadyExists, reason, message)
             }
             Error::Unavailable(message) => error_status(Code::Unavailable, "NOT_READY", message),
             Error::Db(DbError::Busy(wait)) => error_status(

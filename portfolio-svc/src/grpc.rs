@@ -5,10 +5,10 @@ use std::sync::{Arc, OnceLock};
 
 use invest_proto::{
     auth::caller,
-    ids::AccountNumber,
+    ids::{AccountNumber, CASH_ISIN},
     portfolio::v1::{
         self as pb, portfolio_ingest_server::PortfolioIngest,
-        portfolio_service_server::PortfolioService,
+        portfolio_ledger_server::PortfolioLedger, portfolio_service_server::PortfolioService,
     },
     server::db::Database,
     time,
@@ -16,10 +16,13 @@ use invest_proto::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    domain::{PageToken, page_size, profit_rate, total_profit},
+    domain::{PageToken, overflow, page_size, profit_rate, total_profit},
     error::{Error, Result},
     ingest::{self, IngestConfig},
-    store::read::{self, AccountRow, SnapshotRef},
+    store::{
+        ledger::{self, Applied, Credit},
+        read::{self, AccountRow, HoldingRow, SnapshotRef},
+    },
 };
 
 const ACCOUNTS_PAGE_DEFAULT: i64 = 50;
@@ -122,7 +125,14 @@ impl PortfolioService for PortfolioApi {
                     },
                 };
                 let after = token.map(|t| t.after).unwrap_or_default();
-                let rows = read::accounts_page(c, snapshot.id, &owner, &after, limit + 1)?;
+                let mut rows = read::accounts_page(c, snapshot.id, &owner, &after, limit + 1)?;
+                let numbers: Vec<&str> = rows.iter().map(|r| r.account_number.as_str()).collect();
+                let deposits = ledger::overlay(c, &numbers, snapshot.as_of)?;
+                for row in &mut rows {
+                    if let Some(amount) = deposits.get(&row.account_number) {
+                        credit(row, *amount)?;
+                    }
+                }
                 Ok(Some((snapshot, rows)))
             })
             .await?;
@@ -145,11 +155,16 @@ impl PortfolioService for PortfolioApi {
         let db = self.state.db()?;
         let found = db
             .run(move |c| -> Result<_> {
-                Ok(read::owned_account_current(
-                    c,
-                    account_number.as_str(),
-                    &owner,
-                )?)
+                let Some((snapshot, mut row)) =
+                    read::owned_account_current(c, account_number.as_str(), &owner)?
+                else {
+                    return Ok(None);
+                };
+                let deposits = ledger::overlay(c, &[account_number.as_str()], snapshot.as_of)?;
+                if let Some(amount) = deposits.get(account_number.as_str()) {
+                    credit(&mut row, *amount)?;
+                }
+                Ok(Some((snapshot, row)))
             })
             .await?;
         let (snapshot, row) = found.ok_or_else(|| not_found(&request.get_ref().account_number))?;
@@ -184,8 +199,13 @@ impl PortfolioService for PortfolioApi {
                     return Ok(None);
                 };
                 let after = token.map(|t| t.after).unwrap_or_default();
-                let rows =
+                let mut rows =
                     read::holdings_page(c, snapshot.id, account.as_str(), &after, limit + 1)?;
+                let deposits = ledger::overlay(c, &[account.as_str()], snapshot.as_of)?;
+                if let Some(amount) = deposits.get(account.as_str()) {
+                    let (held, instrument) = ledger::cash_line(c, snapshot.id, account.as_str())?;
+                    credit_cash(&mut rows, *amount, held, instrument, &after)?;
+                }
                 Ok(Some((snapshot, rows)))
             })
             .await?;
@@ -206,6 +226,63 @@ impl PortfolioService for PortfolioApi {
             next_page_token,
         }))
     }
+}
+
+/// Adds deposits confirmed after the snapshot to an account's figures: principal and total
+/// assets rise by the amount, profit does not change.
+fn credit(row: &mut AccountRow, amount: i64) -> Result<()> {
+    row.principal = row
+        .principal
+        .checked_add(amount)
+        .ok_or_else(|| overflow("principal"))?;
+    row.total_assets = row
+        .total_assets
+        .checked_add(amount)
+        .ok_or_else(|| overflow("total assets"))?;
+    Ok(())
+}
+
+/// Name and asset group of `CASH` when the snapshot's master has no such instrument.
+const CASH_NAME: (&str, &str) = ("현금", "채권 / 현금");
+
+/// Adds deposits to the `CASH` line of a holdings page: the line shows quantity 1 and the
+/// whole cash balance as its price. An account without a `CASH` line gets one, in ISIN order
+/// (so on whichever page that order puts it).
+fn credit_cash(
+    rows: &mut Vec<HoldingRow>,
+    amount: i64,
+    held: bool,
+    instrument: Option<(String, String)>,
+    after: &str,
+) -> Result<()> {
+    if let Some(cash) = rows.iter_mut().find(|h| h.isin == CASH_ISIN) {
+        cash.valuation = cash
+            .valuation
+            .checked_add(amount)
+            .ok_or_else(|| overflow("cash balance"))?;
+        cash.quantity = 1;
+        cash.current_price = cash.valuation;
+        return Ok(());
+    }
+    if held || after >= CASH_ISIN {
+        // The cash line exists on another page, or this page starts after where it belongs.
+        return Ok(());
+    }
+    let (name, asset_group) =
+        instrument.unwrap_or_else(|| (CASH_NAME.0.to_owned(), CASH_NAME.1.to_owned()));
+    let at = rows.partition_point(|h| h.isin.as_str() < CASH_ISIN);
+    rows.insert(
+        at,
+        HoldingRow {
+            isin: CASH_ISIN.to_owned(),
+            name,
+            asset_group,
+            quantity: 1,
+            current_price: amount,
+            valuation: amount,
+        },
+    );
+    Ok(())
 }
 
 /// Given `limit + 1` rows fetched, trims to `limit` and returns the token of the next page
@@ -265,6 +342,84 @@ impl PortfolioIngest for IngestApi {
             instrument_count: current.instrument_count,
             account_count: current.account_count,
             holding_count: current.holding_count,
+        }))
+    }
+}
+
+/// `invest.portfolio.v1.PortfolioLedger`.
+#[derive(Debug, Clone)]
+pub struct LedgerApi {
+    state: Arc<AppState>,
+}
+
+impl LedgerApi {
+    /// Handlers over shared state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+/// A transfer id as deposit-svc issues it, or any other opaque id of 1 to 64 characters from
+/// `[A-Za-z0-9_-]`.
+fn parse_transfer_id(text: &str) -> Result<String> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(Error::invalid(
+            "INVALID_TRANSFER_ID",
+            "transfer_id",
+            "must be 1 to 64 characters among letters, digits, '_' and '-'",
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl PortfolioLedger for LedgerApi {
+    async fn apply_deposit(
+        &self,
+        request: Request<pb::ApplyDepositRequest>,
+    ) -> Result<Response<pb::ApplyDepositResponse>, Status> {
+        let request = request.into_inner();
+        let transfer_id = parse_transfer_id(&request.transfer_id)?;
+        let account_number = parse_account_number(&request.account_number)?;
+        if request.amount <= 0 {
+            return Err(Error::invalid(
+                "AMOUNT_OUT_OF_RANGE",
+                "amount",
+                format!("must be positive, got {}", request.amount),
+            )
+            .into());
+        }
+        let confirmed_at = request
+            .confirmed_at
+            .as_ref()
+            .and_then(time::to_micros)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "INVALID_CONFIRMED_AT",
+                    "confirmed_at",
+                    "required, a valid timestamp",
+                )
+            })?;
+        let credit = Credit {
+            transfer_id,
+            account_number: account_number.into_string(),
+            amount: request.amount,
+            confirmed_at,
+            applied_at: time::now_micros(),
+        };
+        let db = self.state.db()?;
+        let applied = db.run(move |c| ledger::apply(c, &credit)).await?;
+        if applied == Applied::New {
+            metrics::counter!("portfolio_deposits_applied_total").increment(1);
+        }
+        Ok(Response::new(pb::ApplyDepositResponse {
+            already_applied: applied == Applied::Already,
         }))
     }
 }

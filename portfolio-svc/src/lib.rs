@@ -20,9 +20,10 @@ use std::{
 };
 
 use invest_proto::{
-    auth::{RequireScope, SCOPE_ACCOUNTS_READ, SCOPE_INGEST_WRITE},
+    auth::{RequireScope, SCOPE_ACCOUNTS_READ, SCOPE_INGEST_WRITE, SCOPE_LEDGER_WRITE},
     portfolio::v1::{
         portfolio_ingest_server::PortfolioIngestServer,
+        portfolio_ledger_server::PortfolioLedgerServer,
         portfolio_service_server::PortfolioServiceServer,
     },
     server::{
@@ -34,7 +35,7 @@ use invest_proto::{
 };
 
 use crate::{
-    grpc::{AppState, IngestApi, PortfolioApi},
+    grpc::{AppState, IngestApi, LedgerApi, PortfolioApi},
     ingest::IngestConfig,
 };
 
@@ -99,6 +100,7 @@ pub async fn start(config: Config) -> Result<Portfolio, StartError> {
         services: &[
             <PortfolioServiceServer<PortfolioApi> as tonic::server::NamedService>::NAME,
             <PortfolioIngestServer<IngestApi> as tonic::server::NamedService>::NAME,
+            <PortfolioLedgerServer<LedgerApi> as tonic::server::NamedService>::NAME,
         ],
         untimed_methods: HashSet::from(["/invest.portfolio.v1.PortfolioIngest/LoadSnapshot"]),
         migrations: store::MIGRATIONS,
@@ -130,6 +132,10 @@ pub async fn start(config: Config) -> Result<Portfolio, StartError> {
                         PortfolioIngestServer::new(IngestApi::new(state.clone(), loaded_tx))
                             .max_decoding_message_size(MAX_INGEST_MESSAGE),
                         RequireScope::new(keys.clone(), SCOPE_INGEST_WRITE),
+                    ))
+                    .add_service(PortfolioLedgerServer::with_interceptor(
+                        LedgerApi::new(state.clone()),
+                        RequireScope::new(keys.clone(), SCOPE_LEDGER_WRITE),
                     ));
             },
             Box::new(move |db| Box::pin(janitor.run(db))),

@@ -6,10 +6,11 @@ use std::{sync::Arc, time::Duration};
 
 use clap::Parser as _;
 use invest_proto::{
-    auth::{JwtKeys, SCOPE_ACCOUNTS_READ, SCOPE_INGEST_WRITE, ServiceToken},
+    auth::{JwtKeys, SCOPE_ACCOUNTS_READ, SCOPE_INGEST_WRITE, SCOPE_LEDGER_WRITE, ServiceToken},
     digest::{RecordDigest, RecordKind},
     portfolio::v1::{
         self as pb, portfolio_ingest_client::PortfolioIngestClient,
+        portfolio_ledger_client::PortfolioLedgerClient,
         portfolio_service_client::PortfolioServiceClient, snapshot_part::Part,
     },
     server::testkit::{Backend, TestDatabase},
@@ -112,6 +113,16 @@ impl TestPortfolio {
             ServiceToken::new(self.keys.clone(), "loader", &[SCOPE_INGEST_WRITE]),
         )
         .max_encoding_message_size(32 * 1024 * 1024)
+    }
+}
+
+impl TestPortfolio {
+    /// A ledger client with deposit-svc's scope.
+    pub async fn ledger(&self) -> PortfolioLedgerClient<Authed<ServiceToken>> {
+        PortfolioLedgerClient::with_interceptor(
+            self.channel().await,
+            ServiceToken::new(self.keys.clone(), "deposit-svc", &[SCOPE_LEDGER_WRITE]),
+        )
     }
 }
 

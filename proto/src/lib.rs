@@ -24,6 +24,15 @@ pub mod portfolio {
     }
 }
 
+/// `invest.deposit.v1`: two-phase deposits and the account directory.
+pub mod deposit {
+    /// Version 1 of the package.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("invest.deposit.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every `.proto` file of this crate and its imports, for
 /// server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -2,6 +2,7 @@
 //! backend and is meant to run inside `Database::run`.
 
 pub mod ingest;
+pub mod ledger;
 pub mod read;
 pub mod schema;
 

@@ -47,4 +47,20 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(snapshots, instruments, accounts, holdings);
+diesel::allow_tables_to_appear_in_same_query!(
+    snapshots,
+    instruments,
+    accounts,
+    holdings,
+    ledger_deposits
+);
+
+diesel::table! {
+    ledger_deposits (transfer_id) {
+        transfer_id -> Text,
+        account_number -> Text,
+        amount -> BigInt,
+        confirmed_at -> BigInt,
+        applied_at -> BigInt,
+    }
+}

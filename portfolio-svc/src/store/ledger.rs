@@ -1,0 +1,127 @@
+//! Deposits credited by deposit-svc, and the overlay they put on top of a snapshot.
+
+use std::collections::HashMap;
+
+use diesel::{prelude::*, result::DatabaseErrorKind};
+use invest_proto::server::db::{DbConnection, write_transaction};
+
+use super::schema::{holdings, instruments, ledger_deposits};
+use crate::error::{Error, Result};
+
+/// A deposit to credit.
+#[derive(Debug, Clone, PartialEq, Eq, Insertable, Queryable)]
+#[diesel(table_name = ledger_deposits)]
+pub struct Credit {
+    /// Idempotency key.
+    pub transfer_id: String,
+    /// Account credited.
+    pub account_number: String,
+    /// Won, positive.
+    pub amount: i64,
+    /// Microseconds since the Unix epoch.
+    pub confirmed_at: i64,
+    /// When portfolio-svc recorded it.
+    pub applied_at: i64,
+}
+
+/// Whether a credit was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Recorded now.
+    New,
+    /// Recorded before: nothing credited now.
+    Already,
+}
+
+fn existing(conn: &mut DbConnection, transfer_id: &str) -> QueryResult<Option<Credit>> {
+    ledger_deposits::table
+        .filter(ledger_deposits::transfer_id.eq(transfer_id))
+        .first(conn)
+        .optional()
+}
+
+fn same_credit(a: &Credit, b: &Credit) -> bool {
+    (&a.account_number, a.amount, a.confirmed_at) == (&b.account_number, b.amount, b.confirmed_at)
+}
+
+fn reused(transfer_id: &str) -> Error {
+    Error::AlreadyExists {
+        reason: "TRANSFER_ID_REUSED",
+        message: format!(
+            "transfer {transfer_id} was already credited with other fields; a transfer id credits one deposit only"
+        ),
+    }
+}
+
+/// Records a credit once. The primary key on the transfer id is the guarantee: of two
+/// concurrent calls one inserts, the other finds it.
+pub fn apply(conn: &mut DbConnection, credit: &Credit) -> Result<Applied> {
+    let inserted = write_transaction(conn, |conn| -> Result<Applied> {
+        if let Some(previous) = existing(conn, &credit.transfer_id)? {
+            return if same_credit(&previous, credit) {
+                Ok(Applied::Already)
+            } else {
+                Err(reused(&credit.transfer_id))
+            };
+        }
+        diesel::insert_into(ledger_deposits::table)
+            .values(credit)
+            .execute(conn)?;
+        Ok(Applied::New)
+    });
+    match inserted {
+        Err(Error::Db(invest_proto::server::db::DbError::Query(
+            diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
+        ))) => match existing(conn, &credit.transfer_id)? {
+            Some(previous) if same_credit(&previous, credit) => Ok(Applied::Already),
+            _ => Err(reused(&credit.transfer_id)),
+        },
+        other => other,
+    }
+}
+
+/// Sum of the deposits of each account confirmed after `after` (a snapshot's as_of), with
+/// checked arithmetic. Accounts without such deposits are absent.
+pub fn overlay(
+    conn: &mut DbConnection,
+    accounts: &[&str],
+    after: i64,
+) -> Result<HashMap<String, i64>> {
+    let rows: Vec<(String, i64)> = ledger_deposits::table
+        .filter(ledger_deposits::account_number.eq_any(accounts))
+        .filter(ledger_deposits::confirmed_at.gt(after))
+        .select((ledger_deposits::account_number, ledger_deposits::amount))
+        .load(conn)?;
+    let mut sums: HashMap<String, i64> = HashMap::new();
+    for (account, amount) in rows {
+        let sum = sums.entry(account).or_insert(0);
+        *sum = sum
+            .checked_add(amount)
+            .ok_or_else(|| crate::domain::overflow("sum of recent deposits"))?;
+    }
+    Ok(sums)
+}
+
+/// Whether the account holds `CASH` in the snapshot, and the name and asset group of the
+/// `CASH` instrument of the snapshot (if the master has one).
+pub fn cash_line(
+    conn: &mut DbConnection,
+    snapshot_id: i64,
+    account_number: &str,
+) -> QueryResult<(bool, Option<(String, String)>)> {
+    let held = holdings::table
+        .filter(holdings::snapshot_id.eq(snapshot_id))
+        .filter(holdings::account_number.eq(account_number))
+        .filter(holdings::isin.eq(invest_proto::ids::CASH_ISIN))
+        .select(holdings::isin)
+        .first::<String>(conn)
+        .optional()?
+        .is_some();
+    let instrument = instruments::table
+        .filter(instruments::snapshot_id.eq(snapshot_id))
+        .filter(instruments::isin.eq(invest_proto::ids::CASH_ISIN))
+        .select((instruments::name, instruments::asset_group))
+        .first(conn)
+        .optional()?;
+    Ok((held, instrument))
+}
