@@ -1,7 +1,8 @@
 //! Domain values and the arithmetic of the screens: money in `i64` won with checked
 //! arithmetic, rates as exact decimals, page tokens and page sizes.
 
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+pub use invest_proto::server::paging::page_size;
+use invest_proto::server::paging::{decode_token, encode_token};
 
 use crate::error::{Error, Result};
 
@@ -52,52 +53,25 @@ pub struct PageToken {
     pub after: String,
 }
 
-const TOKEN_VERSION: &str = "v1";
-
 impl PageToken {
     /// Opaque text for `next_page_token`.
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!(
-            "{TOKEN_VERSION}:{}:{}",
-            self.snapshot_id, self.after
-        ))
+        encode_token(&[&self.snapshot_id.to_string(), &self.after])
     }
 
     /// Parses `page_token`; empty means the first page.
     pub fn decode(text: &str) -> Result<Option<Self>> {
-        if text.is_empty() {
+        let Some([id, after]) = decode_token::<2>(text)? else {
             return Ok(None);
-        }
-        let invalid = || {
+        };
+        let snapshot_id = id.parse().map_err(|_| {
             Error::invalid(
                 "INVALID_PAGE_TOKEN",
                 "page_token",
-                "not a token this server issued; pass the next_page_token of the previous response, or empty for the first page",
+                "not a token this server issued",
             )
-        };
-        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
-        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-        let mut parts = text.splitn(3, ':');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(TOKEN_VERSION), Some(id), Some(after)) => Ok(Some(Self {
-                snapshot_id: id.parse().map_err(|_| invalid())?,
-                after: after.to_owned(),
-            })),
-            _ => Err(invalid()),
-        }
-    }
-}
-
-/// AIP-158 page size: 0 is the default, negative is INVALID_ARGUMENT, too large is capped.
-pub fn page_size(requested: i32, default: i64, max: i64) -> Result<i64> {
-    match requested {
-        0 => Ok(default),
-        n if n < 0 => Err(Error::invalid(
-            "INVALID_PAGE_SIZE",
-            "page_size",
-            format!("must not be negative, got {n}"),
-        )),
-        n => Ok(i64::from(n).min(max)),
+        })?;
+        Ok(Some(Self { snapshot_id, after }))
     }
 }
 
@@ -141,14 +115,5 @@ mod tests {
         assert_eq!(PageToken::decode(&token.encode()).unwrap(), Some(token));
         assert_eq!(PageToken::decode("").unwrap(), None);
         assert!(PageToken::decode("garbage!").is_err());
-        assert!(PageToken::decode(&URL_SAFE_NO_PAD.encode("v2:1:x")).is_err());
-    }
-
-    #[test]
-    fn page_sizes() {
-        assert_eq!(page_size(0, 50, 500).unwrap(), 50);
-        assert_eq!(page_size(7, 50, 500).unwrap(), 7);
-        assert_eq!(page_size(10_000, 50, 500).unwrap(), 500);
-        assert!(page_size(-1, 50, 500).is_err());
     }
 }
