@@ -8,7 +8,7 @@ use invest_proto::{
     digest::{RecordDigest, RecordKind},
     ids::{AccountNumber, Isin},
     portfolio::v1::{self as pb, snapshot_part::Part},
-    server::db::Database,
+    server::{db::Database, launch::CleanupGuard},
     time,
 };
 use tokio::task::JoinHandle;
@@ -256,30 +256,19 @@ pub struct IngestConfig {
     pub flip_lock_key: i64,
 }
 
-/// Deletes the rows of a load that did not finish, even when the request future is dropped
-/// (client gone): the cleanup runs as its own task.
-struct DiscardOnDrop {
-    db: Database,
-    snapshot_id: i64,
-    armed: bool,
-}
-
-impl Drop for DiscardOnDrop {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
+/// A guard that deletes the rows of a load that did not finish.
+fn discard_unless_finished(db: Database, snapshot_id: i64) -> CleanupGuard {
+    CleanupGuard::new(async move {
+        match db
+            .run(move |c| store::ingest::discard(c, snapshot_id))
+            .await
+        {
+            Ok(()) => tracing::info!(snapshot_id, "discarded unfinished load"),
+            Err(e) => {
+                tracing::warn!(snapshot_id, error = %e, "could not discard unfinished load; the janitor will")
+            }
         }
-        let db = self.db.clone();
-        let id = self.snapshot_id;
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                match db.run(move |c| store::ingest::discard(c, id)).await {
-                    Ok(()) => tracing::info!(snapshot_id = id, "discarded unfinished load"),
-                    Err(e) => tracing::warn!(snapshot_id = id, error = %e, "could not discard unfinished load; the janitor will"),
-                }
-            });
-        }
-    }
+    })
 }
 
 /// One database write in flight while the next batch is received and checked.
@@ -351,11 +340,7 @@ where
         }
         Begin::Started(id) => id,
     };
-    let mut guard = DiscardOnDrop {
-        db: db.clone(),
-        snapshot_id,
-        armed: true,
-    };
+    let mut guard = discard_unless_finished(db.clone(), snapshot_id);
     tracing::info!(snapshot_id, as_of = %time::rfc3339(header.as_of), accounts = header.account_count, "loading snapshot");
 
     let mut digest = RecordDigest::new();
@@ -506,7 +491,7 @@ where
     };
     match finish {
         Finish::Current(current) => {
-            guard.armed = false;
+            guard.disarm();
             tracing::info!(
                 snapshot_id,
                 accounts = current.account_count,

@@ -1,0 +1,4 @@
+DROP TABLE outbox;
+DROP TABLE deposits;
+DROP TABLE directory_entries;
+DROP TABLE directories;

@@ -1,0 +1,164 @@
+//! Exactly-once credit: every confirmed deposit has an outbox row, written in the
+//! confirmation's transaction. The confirming call delivers it at once; whatever fails
+//! (portfolio-svc down, this process killed) the background loop of any replica delivers it
+//! later, with backoff and jitter, until portfolio-svc acknowledges it. ApplyDeposit is
+//! idempotent on the transfer id, so a delivery repeated after a crash credits nothing twice.
+//!
+//! Leases and backoff run on the system clock (they are about this machine's timing, not
+//! about the business time of a deposit).
+
+use std::{sync::Arc, time::Duration};
+
+use invest_proto::{
+    auth::ServiceToken,
+    portfolio::v1::{ApplyDepositRequest, portfolio_ledger_client::PortfolioLedgerClient},
+    server::db::Database,
+    time,
+};
+use rand::Rng as _;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
+
+use crate::store::outbox::{self, Lease, OutboxRow};
+
+/// Rows claimed per round of the background loop.
+const CLAIM_BATCH: i64 = 64;
+
+/// Settings of delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Deadline of one ApplyDeposit call.
+    pub timeout: Duration,
+    /// How long a claim holds; longer than `timeout`.
+    pub lease: Duration,
+    /// Longest wait between two attempts of one row.
+    pub max_backoff: Duration,
+    /// How often the background loop looks for due rows.
+    pub poll: Duration,
+}
+
+/// Delivers outbox rows to `PortfolioLedger.ApplyDeposit`.
+#[derive(Debug)]
+pub struct Delivery {
+    db: Database,
+    ledger: PortfolioLedgerClient<InterceptedService<Channel, ServiceToken>>,
+    lease: Lease,
+    config: DeliveryConfig,
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl Delivery {
+    /// A deliverer for this process; `lease_owner` must be unique per process start.
+    pub fn new(
+        db: Database,
+        ledger: PortfolioLedgerClient<InterceptedService<Channel, ServiceToken>>,
+        lease_owner: String,
+        config: DeliveryConfig,
+    ) -> Self {
+        Self {
+            db,
+            ledger,
+            lease: Lease {
+                owner: lease_owner,
+                micros: micros(config.lease),
+            },
+            config,
+        }
+    }
+
+    /// The lease new outbox rows are written with (the confirming replica delivers them).
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Delivers one row this process holds the lease of. True when portfolio-svc has the
+    /// credit and it is recorded here.
+    pub async fn deliver(&self, row: &OutboxRow) -> bool {
+        let request = ApplyDepositRequest {
+            transfer_id: row.transfer_id.clone(),
+            account_number: row.account_number.clone(),
+            amount: row.amount,
+            confirmed_at: Some(time::from_micros(row.confirmed_at)),
+        };
+        let mut ledger = self.ledger.clone();
+        let outcome =
+            tokio::time::timeout(self.config.timeout, ledger.apply_deposit(request)).await;
+        let error = match outcome {
+            Ok(Ok(response)) => {
+                let transfer_id = row.transfer_id.clone();
+                let now = time::now_micros();
+                match self
+                    .db
+                    .run(move |c| outbox::delivered(c, &transfer_id, now))
+                    .await
+                {
+                    Ok(()) => {
+                        let result = if response.into_inner().already_applied {
+                            "already_applied"
+                        } else {
+                            "applied"
+                        };
+                        metrics::counter!("deposit_deliveries_total", "result" => result)
+                            .increment(1);
+                        tracing::info!(transfer_id = %row.transfer_id, result, "deposit credited in portfolio-svc");
+                        return true;
+                    }
+                    // Credited, but not recorded: the lease lapses and a later attempt finds it
+                    // already applied.
+                    Err(e) => format!("credited, but recording it failed: {e}"),
+                }
+            }
+            Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+            Err(_) => format!("no answer within {:?}", self.config.timeout),
+        };
+        metrics::counter!("deposit_deliveries_total", "result" => "failed").increment(1);
+        let next = time::now_micros() + self.backoff(row.attempts);
+        tracing::warn!(transfer_id = %row.transfer_id, attempts = row.attempts + 1, error = %error, retry_at = %time::rfc3339(next), "deposit not credited yet; will retry");
+        let (transfer_id, lease) = (row.transfer_id.clone(), self.lease.clone());
+        if let Err(e) = self
+            .db
+            .run(move |c| outbox::failed(c, &transfer_id, &lease, &error, next))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the failed delivery; the lease will lapse and it will be retried");
+        }
+        false
+    }
+
+    /// Exponential backoff from one second to `max_backoff`, with full jitter over its
+    /// upper half, so that replicas and rows do not retry in lockstep.
+    fn backoff(&self, attempts: i64) -> i64 {
+        let exponent = u32::try_from(attempts.clamp(0, 30)).unwrap_or(30);
+        let ceiling = 1_000_000i64
+            .saturating_mul(1i64 << exponent)
+            .min(micros(self.config.max_backoff))
+            .max(1);
+        rand::rng().random_range(ceiling / 2..=ceiling)
+    }
+
+    /// Delivers due rows forever.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let now = time::now_micros();
+            let lease = self.lease.clone();
+            match self
+                .db
+                .run(move |c| outbox::claim_due(c, now, &lease, CLAIM_BATCH))
+                .await
+            {
+                Ok(rows) => {
+                    for row in &rows {
+                        self.deliver(row).await;
+                    }
+                    if rows.len() as i64 == CLAIM_BATCH {
+                        continue;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot claim deposits to deliver"),
+            }
+            tokio::time::sleep(self.config.poll).await;
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Domain values of deposits, parsed once at the edge: transfer ids, signatures, request
+//! ids, amounts and statuses.
+
+use invest_proto::deposit::v1::DepositStatus;
+
+use crate::error::{Error, Result};
+
+/// Where a transfer stands, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting for phase 2.
+    Pending,
+    /// Confirmed.
+    Confirmed,
+    /// Not confirmed in time.
+    Expired,
+    /// Too many wrong signatures.
+    Rejected,
+}
+
+impl Status {
+    /// Stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Confirmed => "confirmed",
+            Self::Expired => "expired",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// From stored text (the database's CHECK constraint allows nothing else; anything
+    /// unexpected reads as rejected, the state that credits nothing).
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "pending" => Self::Pending,
+            "confirmed" => Self::Confirmed,
+            "expired" => Self::Expired,
+            _ => Self::Rejected,
+        }
+    }
+
+    /// On the wire.
+    pub fn to_wire(self) -> DepositStatus {
+        match self {
+            Self::Pending => DepositStatus::Pending,
+            Self::Confirmed => DepositStatus::Confirmed,
+            Self::Expired => DepositStatus::Expired,
+            Self::Rejected => DepositStatus::Rejected,
+        }
+    }
+
+    /// From a list filter; UNSPECIFIED is "any".
+    pub fn from_filter(value: i32) -> Result<Option<Self>> {
+        match DepositStatus::try_from(value) {
+            Ok(DepositStatus::Unspecified) => Ok(None),
+            Ok(DepositStatus::Pending) => Ok(Some(Self::Pending)),
+            Ok(DepositStatus::Confirmed) => Ok(Some(Self::Confirmed)),
+            Ok(DepositStatus::Expired) => Ok(Some(Self::Expired)),
+            Ok(DepositStatus::Rejected) => Ok(Some(Self::Rejected)),
+            Err(_) => Err(Error::invalid(
+                "INVALID_STATUS",
+                "status",
+                format!("unknown status {value}"),
+            )),
+        }
+    }
+}
+
+/// A transfer id: 128 random bits as 32 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferId(String);
+
+impl TransferId {
+    /// A fresh id from the operating system's random source.
+    pub fn generate() -> Result<Self> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            Error::Unavailable(format!("no randomness available for a transfer id: {e}"))
+        })?;
+        Ok(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    /// Accepts exactly what `generate` produces (hex case-insensitive).
+    pub fn parse(text: &str) -> Result<Self> {
+        if text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(text.to_ascii_lowercase()))
+        } else {
+            Err(Error::invalid(
+                "INVALID_TRANSFER_ID",
+                "transfer_id",
+                "must be the 32 hex digits RegisterDeposit returned",
+            ))
+        }
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// The phase-2 signature: BLAKE3 of account_number + customer_name + amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature(blake3::Hash);
+
+impl Signature {
+    /// Parses 64 hex digits, either case.
+    pub fn parse(text: &str) -> Result<Self> {
+        if text.len() != 64 {
+            return Err(Error::invalid(
+                "INVALID_SIGNATURE",
+                "signature",
+                format!(
+                    "must be the 64 hex digits of a BLAKE3 hash, got {} characters",
+                    text.len()
+                ),
+            ));
+        }
+        blake3::Hash::from_hex(text.to_ascii_lowercase())
+            .map(Self)
+            .map_err(|_| {
+                Error::invalid(
+                    "INVALID_SIGNATURE",
+                    "signature",
+                    "must be 64 hexadecimal digits (0-9, a-f)",
+                )
+            })
+    }
+
+    /// What the signature of these phase-1 fields must be.
+    pub fn expected(account_number: &str, customer_name: &str, amount: i64) -> Self {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(account_number.as_bytes());
+        hasher.update(customer_name.as_bytes());
+        hasher.update(amount.to_string().as_bytes());
+        Self(hasher.finalize())
+    }
+
+    /// Compares in constant time (`blake3::Hash` equality is constant-time).
+    pub fn matches(&self, expected: &Signature) -> bool {
+        self.0 == expected.0
+    }
+
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        self.0.to_hex().to_string()
+    }
+}
+
+/// An AIP-155 request id: up to 128 printable ASCII characters; empty means none.
+pub fn parse_request_id(text: &str) -> Result<Option<String>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > 128 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::invalid(
+            "INVALID_REQUEST_ID",
+            "request_id",
+            "must be at most 128 printable ASCII characters without spaces (a UUID is ideal)",
+        ));
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// 0 < amount <= max.
+pub fn check_amount(amount: i64, max: i64) -> Result<i64> {
+    if amount <= 0 || amount > max {
+        return Err(Error::invalid(
+            "AMOUNT_OUT_OF_RANGE",
+            "amount",
+            format!("must be between 1 and {max} won, got {amount}"),
+        ));
+    }
+    Ok(amount)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_of_the_contract_example() {
+        // CONTRACT.md: printf '%s' '5736692368320류영길1000' | b3sum
+        let expected = Signature::expected("5736692368320", "류영길", 1000);
+        assert_eq!(
+            expected.to_hex(),
+            blake3::hash("5736692368320류영길1000".as_bytes())
+                .to_hex()
+                .to_string()
+        );
+        let upper = Signature::parse(&expected.to_hex().to_uppercase()).unwrap();
+        assert!(upper.matches(&expected), "hex is case-insensitive");
+        assert!(!Signature::expected("5736692368320", "류영길", 1001).matches(&expected));
+        assert!(Signature::parse("abc").is_err());
+        assert!(Signature::parse(&"g".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn transfer_ids() {
+        let a = TransferId::generate().unwrap();
+        let b = TransferId::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 32);
+        assert_eq!(TransferId::parse(&a.as_str().to_uppercase()).unwrap(), a);
+        assert!(TransferId::parse("1234").is_err());
+    }
+
+    #[test]
+    fn amounts_and_request_ids() {
+        assert!(check_amount(0, 10).is_err());
+        assert!(check_amount(-1, 10).is_err());
+        assert!(check_amount(11, 10).is_err());
+        assert_eq!(check_amount(10, 10).unwrap(), 10);
+        assert_eq!(parse_request_id("").unwrap(), None);
+        assert!(parse_request_id("has space").is_err());
+        assert!(parse_request_id(&"x".repeat(129)).is_err());
+        assert_eq!(parse_request_id("9b2f").unwrap().as_deref(), Some("9b2f"));
+    }
+}

@@ -1,0 +1,424 @@
+//! The tonic services: thin adapters from requests to the store and the delivery, with errors
+//! mapped once in the shared error type.
+
+use std::sync::{Arc, OnceLock};
+
+use invest_proto::{
+    auth::caller,
+    deposit::v1::{
+        self as pb, deposit_service_server::DepositService,
+        directory_ingest_server::DirectoryIngest,
+    },
+    ids::AccountNumber,
+    server::{
+        db::Database,
+        paging::{decode_token, encode_token, page_size},
+    },
+    time,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    clock::Clock,
+    delivery::Delivery,
+    directory,
+    domain::{Signature, Status as DepositState, TransferId, check_amount, parse_request_id},
+    error::{Error, Result},
+    store::{
+        deposits::{self, Confirmation, DepositRow, ListFilter},
+        directory as directory_store,
+    },
+};
+
+const PAGE_DEFAULT: i64 = 50;
+const PAGE_MAX: i64 = 500;
+
+/// Business rules of deposits.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// Largest amount of one deposit, in won.
+    pub max_amount: i64,
+    /// How long phase 2 may wait, in microseconds.
+    pub transfer_ttl: i64,
+    /// Wrong signatures after which a transfer is rejected.
+    pub max_signature_attempts: i64,
+}
+
+/// State shared by the handlers.
+#[derive(Debug)]
+pub struct AppState {
+    /// Set once migrations are done; until then calls answer UNAVAILABLE.
+    pub db: Arc<OnceLock<Database>>,
+    /// Set with the database: delivers confirmed deposits.
+    pub delivery: OnceLock<Arc<Delivery>>,
+    /// Business rules.
+    pub rules: Rules,
+    /// Business time.
+    pub clock: Clock,
+    /// Advisory-lock key serialising directory flips on PostgreSQL.
+    pub flip_lock_key: i64,
+}
+
+impl AppState {
+    fn db(&self) -> Result<Database> {
+        self.db.get().cloned().ok_or_else(|| {
+            Error::Unavailable(
+                "deposit-svc is starting: the database is not ready yet; retry shortly".into(),
+            )
+        })
+    }
+
+    fn delivery(&self) -> Result<Arc<Delivery>> {
+        self.delivery
+            .get()
+            .cloned()
+            .ok_or_else(|| Error::Unavailable("deposit-svc is starting; retry shortly".into()))
+    }
+}
+
+fn not_found_account(account_number: &str) -> Error {
+    Error::NotFound(format!("account {account_number} not found"))
+}
+
+fn not_found_transfer(transfer_id: &str) -> Error {
+    Error::NotFound(format!("transfer {transfer_id} not found"))
+}
+
+fn to_wire(row: &DepositRow, now: i64) -> pb::Deposit {
+    pb::Deposit {
+        transfer_id: row.transfer_id.clone(),
+        account_number: row.account_number.clone(),
+        amount: row.amount,
+        status: row.effective_status(now).to_wire() as i32,
+        created_at: Some(time::from_micros(row.created_at)),
+        expires_at: Some(time::from_micros(row.expires_at)),
+        confirmed_at: row.confirmed_at.map(time::from_micros),
+        applied: row.applied_at.is_some(),
+    }
+}
+
+fn closed(row: &DepositRow, now: i64) -> Error {
+    match row.effective_status(now) {
+        DepositState::Rejected => Error::FailedPrecondition {
+            reason: "TRANSFER_REJECTED",
+            message: format!(
+                "transfer {} was rejected after too many wrong signatures; register a new deposit",
+                row.transfer_id
+            ),
+        },
+        _ => Error::FailedPrecondition {
+            reason: "TRANSFER_EXPIRED",
+            message: format!(
+                "transfer {} expired at {} before it was confirmed; register a new deposit",
+                row.transfer_id,
+                time::rfc3339(row.expires_at)
+            ),
+        },
+    }
+}
+
+/// `invest.deposit.v1.DepositService`.
+#[derive(Debug, Clone)]
+pub struct DepositApi {
+    state: Arc<AppState>,
+}
+
+impl DepositApi {
+    /// Handlers over shared state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl DepositService for DepositApi {
+    async fn register_deposit(
+        &self,
+        request: Request<pb::RegisterDepositRequest>,
+    ) -> Result<Response<pb::RegisterDepositResponse>, Status> {
+        let owner = caller(&request)?.subject.clone();
+        let request = request.into_inner();
+        let account = AccountNumber::parse(&request.account_number)
+            .map_err(|e| Error::invalid("INVALID_ACCOUNT_NUMBER", "account_number", e.0))?;
+        if request.customer_name.is_empty() {
+            return Err(Error::invalid("EMPTY_FIELD", "customer_name", "must not be empty").into());
+        }
+        let amount = check_amount(request.amount, self.state.rules.max_amount)?;
+        let request_id = parse_request_id(&request.request_id)?;
+        let now = self.state.clock.now();
+        let new = DepositRow {
+            transfer_id: TransferId::generate()?.into_string(),
+            owner: owner.clone(),
+            account_number: account.as_str().to_owned(),
+            customer_name: request.customer_name,
+            amount,
+            request_id,
+            status: DepositState::Pending.as_str().to_owned(),
+            failed_attempts: 0,
+            created_at: now,
+            expires_at: now.saturating_add(self.state.rules.transfer_ttl),
+            confirmed_at: None,
+            applied_at: None,
+        };
+        let db = self.state.db()?;
+        let registered = db
+            .run(move |c| -> Result<DepositRow> {
+                match directory_store::owner_of(c, &new.account_number)? {
+                    Some(holder) if holder == new.owner => {
+                        if new.customer_name != holder {
+                            return Err(Error::invalid(
+                                "CUSTOMER_NAME_MISMATCH",
+                                "customer_name",
+                                format!(
+                                    "is not the name of the owner of account {}",
+                                    new.account_number
+                                ),
+                            ));
+                        }
+                        deposits::register(c, &new)
+                    }
+                    _ => Err(not_found_account(&new.account_number)),
+                }
+            })
+            .await?;
+        metrics::counter!("deposits_registered_total").increment(1);
+        Ok(Response::new(pb::RegisterDepositResponse {
+            transfer_id: registered.transfer_id,
+            expires_at: Some(time::from_micros(registered.expires_at)),
+        }))
+    }
+
+    async fn confirm_deposit(
+        &self,
+        request: Request<pb::ConfirmDepositRequest>,
+    ) -> Result<Response<pb::ConfirmDepositResponse>, Status> {
+        let owner = caller(&request)?.subject.clone();
+        let request = request.into_inner();
+        let transfer_id = TransferId::parse(&request.transfer_id)?;
+        let signature = Signature::parse(&request.signature)?;
+        let now = self.state.clock.now();
+        let db = self.state.db()?;
+        let delivery = self.state.delivery()?;
+        let rules = self.state.rules;
+        let lease = delivery.lease().clone();
+
+        let outcome = db
+            .run(move |c| -> Result<Confirmation> {
+                let row = deposits::get(c, transfer_id.as_str(), &owner)?
+                    .ok_or_else(|| not_found_transfer(transfer_id.as_str()))?;
+                let state = row.effective_status(now);
+                if matches!(state, DepositState::Expired | DepositState::Rejected) {
+                    deposits::expire(c, now, Some(transfer_id.as_str()))?;
+                    return Ok(Confirmation::Closed(row));
+                }
+                let expected =
+                    Signature::expected(&row.account_number, &row.customer_name, row.amount);
+                if !signature.matches(&expected) {
+                    if state == DepositState::Confirmed {
+                        return Err(mismatch("the transfer is confirmed already".into()));
+                    }
+                    let row = deposits::wrong_signature(
+                        c,
+                        transfer_id.as_str(),
+                        rules.max_signature_attempts,
+                    )?;
+                    metrics::counter!("deposit_signature_mismatches_total").increment(1);
+                    let left = rules.max_signature_attempts - row.failed_attempts;
+                    return Err(mismatch(if left > 0 {
+                        format!("{left} attempts left before the transfer is rejected")
+                    } else {
+                        metrics::counter!("deposits_rejected_total").increment(1);
+                        "that was the last attempt: the transfer is now rejected".into()
+                    }));
+                }
+                if state == DepositState::Confirmed {
+                    return Ok(Confirmation::AlreadyConfirmed(row));
+                }
+                deposits::confirm(c, transfer_id.as_str(), now, &lease, time::now_micros())
+            })
+            .await?;
+
+        let deposit = match outcome {
+            Confirmation::Closed(row) => return Err(closed(&row, now).into()),
+            Confirmation::AlreadyConfirmed(row) => to_wire(&row, now),
+            Confirmation::Confirmed(row, outbox) => {
+                metrics::counter!("deposits_confirmed_total").increment(1);
+                let applied = delivery.deliver(&outbox).await;
+                let mut deposit = to_wire(&row, now);
+                deposit.applied = applied;
+                deposit
+            }
+        };
+        Ok(Response::new(pb::ConfirmDepositResponse {
+            deposit: Some(deposit),
+        }))
+    }
+
+    async fn get_deposit(
+        &self,
+        request: Request<pb::GetDepositRequest>,
+    ) -> Result<Response<pb::Deposit>, Status> {
+        let owner = caller(&request)?.subject.clone();
+        let transfer_id = TransferId::parse(&request.get_ref().transfer_id)?;
+        let db = self.state.db()?;
+        let row = db
+            .run(move |c| -> Result<_> {
+                deposits::get(c, transfer_id.as_str(), &owner)?
+                    .ok_or_else(|| not_found_transfer(transfer_id.as_str()))
+            })
+            .await?;
+        Ok(Response::new(to_wire(&row, self.state.clock.now())))
+    }
+
+    async fn list_deposits(
+        &self,
+        request: Request<pb::ListDepositsRequest>,
+    ) -> Result<Response<pb::ListDepositsResponse>, Status> {
+        let owner = caller(&request)?.subject.clone();
+        let request = request.into_inner();
+        let filter = list_filter(&request)?;
+        let limit = page_size(request.page_size, PAGE_DEFAULT, PAGE_MAX)?;
+        let fingerprint = filter_fingerprint(&filter);
+        let cursor = match decode_token::<3>(&request.page_token)? {
+            None => None,
+            Some([created_at, transfer_id, issued_for]) => {
+                if issued_for != fingerprint {
+                    return Err(Error::invalid(
+                        "PAGE_TOKEN_MISMATCH",
+                        "page_token",
+                        "was issued for other filters; pass the same filters as the first page",
+                    )
+                    .into());
+                }
+                let created_at = created_at.parse::<i64>().map_err(|_| {
+                    Error::invalid(
+                        "INVALID_PAGE_TOKEN",
+                        "page_token",
+                        "not a token this server issued",
+                    )
+                })?;
+                Some((created_at, transfer_id))
+            }
+        };
+        let now = self.state.clock.now();
+        let db = self.state.db()?;
+        let mut rows = db
+            .run(move |c| -> Result<_> {
+                Ok(deposits::list(c, &owner, &filter, cursor, limit + 1, now)?)
+            })
+            .await?;
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let next_page_token = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last()
+                .map(|last| {
+                    encode_token(&[
+                        &last.created_at.to_string(),
+                        &last.transfer_id,
+                        &fingerprint,
+                    ])
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListDepositsResponse {
+            deposits: rows.iter().map(|r| to_wire(r, now)).collect(),
+            next_page_token,
+        }))
+    }
+}
+
+fn mismatch(what_next: String) -> Error {
+    Error::InvalidArgument {
+        reason: "SIGNATURE_MISMATCH",
+        message: format!(
+            "signature: does not match BLAKE3(account_number + customer_name + amount) of the registered deposit; {what_next}"
+        ),
+        fields: vec![(
+            "signature".into(),
+            "does not match the registered deposit".into(),
+        )],
+    }
+}
+
+fn list_filter(request: &pb::ListDepositsRequest) -> Result<ListFilter> {
+    let account_number = if request.account_number.is_empty() {
+        None
+    } else {
+        Some(
+            AccountNumber::parse(&request.account_number)
+                .map_err(|e| Error::invalid("INVALID_ACCOUNT_NUMBER", "account_number", e.0))?
+                .into_string(),
+        )
+    };
+    let instant = |field: &str, ts: &Option<prost_types::Timestamp>| -> Result<Option<i64>> {
+        ts.as_ref()
+            .map(|t| {
+                time::to_micros(t).ok_or_else(|| {
+                    Error::invalid("INVALID_TIME", field.to_owned(), "not a valid timestamp")
+                })
+            })
+            .transpose()
+    };
+    let start = instant("start_time", &request.start_time)?;
+    let end = instant("end_time", &request.end_time)?;
+    if let (Some(s), Some(e)) = (start, end)
+        && s >= e
+    {
+        return Err(Error::invalid(
+            "INVALID_TIME_RANGE",
+            "end_time",
+            "must be after start_time",
+        ));
+    }
+    Ok(ListFilter {
+        account_number,
+        status: DepositState::from_filter(request.status)?,
+        start,
+        end,
+    })
+}
+
+/// Binds a page token to the filters it was issued for (AIP-158).
+fn filter_fingerprint(filter: &ListFilter) -> String {
+    let text = format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        filter.account_number,
+        filter.status.map(DepositState::as_str),
+        filter.start,
+        filter.end
+    );
+    blake3::hash(text.as_bytes()).to_hex()[..16].to_owned()
+}
+
+/// `invest.deposit.v1.DirectoryIngest`.
+#[derive(Debug, Clone)]
+pub struct DirectoryApi {
+    state: Arc<AppState>,
+}
+
+impl DirectoryApi {
+    /// Handlers over shared state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl DirectoryIngest for DirectoryApi {
+    async fn load_directory(
+        &self,
+        request: Request<Streaming<pb::DirectoryPart>>,
+    ) -> Result<Response<pb::LoadDirectoryResponse>, Status> {
+        let db = self.state.db()?;
+        let loaded =
+            directory::load_directory(db, request.into_inner(), self.state.flip_lock_key).await?;
+        Ok(Response::new(pb::LoadDirectoryResponse {
+            unchanged: loaded.unchanged,
+            as_of: Some(time::from_micros(loaded.current.as_of)),
+            digest: loaded.current.digest,
+            entry_count: loaded.current.entry_count,
+        }))
+    }
+}

@@ -1,0 +1,282 @@
+//! Transfers: registration (idempotent on the caller's request id), confirmation by
+//! compare-and-set together with its outbox row, wrong-signature counting, expiry, history.
+
+use diesel::{prelude::*, result::DatabaseErrorKind};
+use invest_proto::server::db::{DbConnection, DbError, write_transaction};
+
+use super::{
+    outbox::{self, Lease, OutboxRow},
+    schema::deposits,
+};
+use crate::{
+    domain::Status,
+    error::{Error, Result},
+};
+
+/// A transfer as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = deposits, treat_none_as_default_value = false)]
+pub struct DepositRow {
+    /// 32 hex digits.
+    pub transfer_id: String,
+    /// The token `sub` that registered it (the account's owner).
+    pub owner: String,
+    /// Account credited.
+    pub account_number: String,
+    /// Owner's name as given in phase 1 (part of the signature).
+    pub customer_name: String,
+    /// Won.
+    pub amount: i64,
+    /// AIP-155 request id, if given.
+    pub request_id: Option<String>,
+    /// `pending`, `confirmed`, `expired`, `rejected`.
+    pub status: String,
+    /// Wrong signatures so far.
+    pub failed_attempts: i64,
+    /// Microseconds since the Unix epoch.
+    pub created_at: i64,
+    /// Phase 2 deadline.
+    pub expires_at: i64,
+    /// When confirmed.
+    pub confirmed_at: Option<i64>,
+    /// When portfolio-svc credited it.
+    pub applied_at: Option<i64>,
+}
+
+impl DepositRow {
+    /// The status a reader sees: a pending transfer past its deadline is expired, whether or
+    /// not the sweep has written it down yet.
+    pub fn effective_status(&self, now: i64) -> Status {
+        match Status::parse(&self.status) {
+            Status::Pending if now >= self.expires_at => Status::Expired,
+            status => status,
+        }
+    }
+
+    fn same_request(&self, other: &DepositRow) -> bool {
+        (&self.account_number, &self.customer_name, self.amount)
+            == (&other.account_number, &other.customer_name, other.amount)
+    }
+}
+
+fn by_request(
+    conn: &mut DbConnection,
+    owner: &str,
+    request_id: &str,
+) -> QueryResult<Option<DepositRow>> {
+    deposits::table
+        .filter(deposits::owner.eq(owner))
+        .filter(deposits::request_id.eq(request_id))
+        .select(DepositRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+fn request_reused(request_id: &str) -> Error {
+    Error::AlreadyExists {
+        reason: "REQUEST_ID_REUSED",
+        message: format!(
+            "request_id {request_id:?} was already used for a deposit with other fields; use a new request_id for a new deposit"
+        ),
+    }
+}
+
+/// Registers a transfer; with a request id, a retry with the same fields returns the first
+/// registration and other fields are ALREADY_EXISTS.
+pub fn register(conn: &mut DbConnection, new: &DepositRow) -> Result<DepositRow> {
+    let replay = |conn: &mut DbConnection, request_id: &str| -> Result<Option<DepositRow>> {
+        match by_request(conn, &new.owner, request_id)? {
+            Some(first) if first.same_request(new) => Ok(Some(first)),
+            Some(_) => Err(request_reused(request_id)),
+            None => Ok(None),
+        }
+    };
+    let inserted = write_transaction(conn, |conn| -> Result<DepositRow> {
+        if let Some(request_id) = &new.request_id
+            && let Some(first) = replay(conn, request_id)?
+        {
+            return Ok(first);
+        }
+        diesel::insert_into(deposits::table)
+            .values(new)
+            .execute(conn)?;
+        Ok(new.clone())
+    });
+    match (inserted, &new.request_id) {
+        // A concurrent retry with the same request id won the race: answer with its transfer.
+        (
+            Err(Error::Db(DbError::Query(diesel::result::Error::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _,
+            )))),
+            Some(request_id),
+        ) => replay(conn, request_id)?.ok_or_else(|| request_reused(request_id)),
+        (result, _) => result,
+    }
+}
+
+/// A transfer of `owner`.
+pub fn get(
+    conn: &mut DbConnection,
+    transfer_id: &str,
+    owner: &str,
+) -> QueryResult<Option<DepositRow>> {
+    deposits::table
+        .filter(deposits::transfer_id.eq(transfer_id))
+        .filter(deposits::owner.eq(owner))
+        .select(DepositRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+fn reload(conn: &mut DbConnection, transfer_id: &str) -> QueryResult<DepositRow> {
+    deposits::table
+        .filter(deposits::transfer_id.eq(transfer_id))
+        .select(DepositRow::as_select())
+        .first(conn)
+}
+
+/// Counts a wrong signature on a pending transfer; at `max_attempts` it becomes rejected.
+pub fn wrong_signature(
+    conn: &mut DbConnection,
+    transfer_id: &str,
+    max_attempts: i64,
+) -> Result<DepositRow> {
+    write_transaction(conn, |conn| {
+        diesel::update(deposits::table)
+            .filter(deposits::transfer_id.eq(transfer_id))
+            .filter(deposits::status.eq(Status::Pending.as_str()))
+            .set(deposits::failed_attempts.eq(deposits::failed_attempts + 1))
+            .execute(conn)?;
+        diesel::update(deposits::table)
+            .filter(deposits::transfer_id.eq(transfer_id))
+            .filter(deposits::status.eq(Status::Pending.as_str()))
+            .filter(deposits::failed_attempts.ge(max_attempts))
+            .set(deposits::status.eq(Status::Rejected.as_str()))
+            .execute(conn)?;
+        Ok(reload(conn, transfer_id)?)
+    })
+}
+
+/// Writes down the expiry of pending transfers past their deadline (all of them, or one).
+pub fn expire(conn: &mut DbConnection, now: i64, transfer_id: Option<&str>) -> QueryResult<usize> {
+    let mut update = diesel::update(deposits::table)
+        .filter(deposits::status.eq(Status::Pending.as_str()))
+        .filter(deposits::expires_at.le(now))
+        .into_boxed();
+    if let Some(id) = transfer_id {
+        update = update.filter(deposits::transfer_id.eq(id));
+    }
+    update
+        .set(deposits::status.eq(Status::Expired.as_str()))
+        .execute(conn)
+}
+
+/// What a confirmation found.
+#[derive(Debug)]
+pub enum Confirmation {
+    /// Confirmed now; the outbox row, leased to us, is to be delivered.
+    Confirmed(DepositRow, OutboxRow),
+    /// Someone confirmed it before (a replay, or a concurrent call that won).
+    AlreadyConfirmed(DepositRow),
+    /// Not pending any more (expired or rejected).
+    Closed(DepositRow),
+}
+
+/// PENDING → CONFIRMED as a compare-and-set, and the outbox row in the same transaction:
+/// of concurrent confirmations exactly one succeeds, and a confirmation never exists
+/// without its delivery.
+/// `now` is the business time of the confirmation; `lease_now` the system time the outbox
+/// lease starts at.
+pub fn confirm(
+    conn: &mut DbConnection,
+    transfer_id: &str,
+    now: i64,
+    lease: &Lease,
+    lease_now: i64,
+) -> Result<Confirmation> {
+    write_transaction(conn, |conn| {
+        let won = diesel::update(deposits::table)
+            .filter(deposits::transfer_id.eq(transfer_id))
+            .filter(deposits::status.eq(Status::Pending.as_str()))
+            .filter(deposits::expires_at.gt(now))
+            .set((
+                deposits::status.eq(Status::Confirmed.as_str()),
+                deposits::confirmed_at.eq(Some(now)),
+            ))
+            .execute(conn)?;
+        let row = reload(conn, transfer_id)?;
+        if won == 1 {
+            let outbox = outbox::enqueue(conn, &row, lease_now, lease)?;
+            return Ok(Confirmation::Confirmed(row, outbox));
+        }
+        Ok(match Status::parse(&row.status) {
+            Status::Confirmed => Confirmation::AlreadyConfirmed(row),
+            _ => Confirmation::Closed(row),
+        })
+    })
+}
+
+/// Filters of a history listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// One account, or all.
+    pub account_number: Option<String>,
+    /// One status, or any.
+    pub status: Option<Status>,
+    /// created_at >= this.
+    pub start: Option<i64>,
+    /// created_at < this.
+    pub end: Option<i64>,
+}
+
+/// Up to `limit` transfers of `owner`, newest first, strictly after the cursor
+/// (created_at, transfer_id) of the previous page.
+pub fn list(
+    conn: &mut DbConnection,
+    owner: &str,
+    filter: &ListFilter,
+    cursor: Option<(i64, String)>,
+    limit: i64,
+    now: i64,
+) -> QueryResult<Vec<DepositRow>> {
+    let mut query = deposits::table
+        .filter(deposits::owner.eq(owner.to_owned()))
+        .select(DepositRow::as_select())
+        .into_boxed();
+    if let Some(account) = &filter.account_number {
+        query = query.filter(deposits::account_number.eq(account.clone()));
+    }
+    query = match filter.status {
+        None => query,
+        // What a reader sees: pending past the deadline counts as expired.
+        Some(Status::Pending) => query
+            .filter(deposits::status.eq(Status::Pending.as_str()))
+            .filter(deposits::expires_at.gt(now)),
+        Some(Status::Expired) => query.filter(
+            deposits::status
+                .eq(Status::Expired.as_str())
+                .or(deposits::status
+                    .eq(Status::Pending.as_str())
+                    .and(deposits::expires_at.le(now))),
+        ),
+        Some(status) => query.filter(deposits::status.eq(status.as_str())),
+    };
+    if let Some(start) = filter.start {
+        query = query.filter(deposits::created_at.ge(start));
+    }
+    if let Some(end) = filter.end {
+        query = query.filter(deposits::created_at.lt(end));
+    }
+    if let Some((created_at, transfer_id)) = cursor {
+        query = query.filter(
+            deposits::created_at.lt(created_at).or(deposits::created_at
+                .eq(created_at)
+                .and(deposits::transfer_id.lt(transfer_id))),
+        );
+    }
+    query
+        .order((deposits::created_at.desc(), deposits::transfer_id.desc()))
+        .limit(limit)
+        .load(conn)
+}

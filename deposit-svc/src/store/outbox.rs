@@ -1,0 +1,154 @@
+//! The outbox of confirmed deposits still to credit in portfolio-svc. A row is claimed with a
+//! lease (a conditional update, atomic on both databases), so that several replicas never
+//! deliver the same row at once; it is deleted in the transaction that records the credit.
+
+use diesel::prelude::*;
+use invest_proto::server::db::{DbConnection, write_transaction};
+
+use super::{
+    deposits::DepositRow,
+    schema::{deposits, outbox},
+};
+use crate::error::Result;
+
+/// A pending delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = outbox, treat_none_as_default_value = false)]
+pub struct OutboxRow {
+    /// The transfer (idempotency key in portfolio-svc).
+    pub transfer_id: String,
+    /// Account credited.
+    pub account_number: String,
+    /// Won.
+    pub amount: i64,
+    /// When confirmed.
+    pub confirmed_at: i64,
+    /// Failed deliveries so far.
+    pub attempts: i64,
+    /// Not before this moment.
+    pub next_attempt_at: i64,
+    /// Whoever holds the lease delivers until this moment.
+    pub lease_until: i64,
+    /// The replica holding the lease.
+    pub lease_owner: Option<String>,
+    /// Why the last delivery failed.
+    pub last_error: Option<String>,
+}
+
+/// Who delivers, and for how long a claim holds.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// Unique per process start.
+    pub owner: String,
+    /// Length of a claim, in microseconds; longer than a delivery's timeout.
+    pub micros: i64,
+}
+
+/// Queues the delivery of a deposit confirmed in the current transaction, leased to the
+/// confirming replica, which delivers it at once.
+pub fn enqueue(
+    conn: &mut DbConnection,
+    deposit: &DepositRow,
+    now: i64,
+    lease: &Lease,
+) -> Result<OutboxRow> {
+    let row = OutboxRow {
+        transfer_id: deposit.transfer_id.clone(),
+        account_number: deposit.account_number.clone(),
+        amount: deposit.amount,
+        confirmed_at: deposit.confirmed_at.unwrap_or(deposit.created_at),
+        attempts: 0,
+        next_attempt_at: now,
+        lease_until: now + lease.micros,
+        lease_owner: Some(lease.owner.clone()),
+        last_error: None,
+    };
+    diesel::insert_into(outbox::table)
+        .values(&row)
+        .execute(conn)?;
+    Ok(row)
+}
+
+/// Claims up to `limit` due rows whose lease has lapsed.
+pub fn claim_due(
+    conn: &mut DbConnection,
+    now: i64,
+    lease: &Lease,
+    limit: i64,
+) -> Result<Vec<OutboxRow>> {
+    let candidates: Vec<String> = outbox::table
+        .filter(outbox::next_attempt_at.le(now))
+        .filter(outbox::lease_until.lt(now))
+        .order(outbox::next_attempt_at.asc())
+        .limit(limit)
+        .select(outbox::transfer_id)
+        .load(conn)?;
+    let mut claimed = Vec::with_capacity(candidates.len());
+    for transfer_id in candidates {
+        // Only one replica's update can find the lease lapsed: the row is re-checked under
+        // its write lock.
+        let won = diesel::update(outbox::table)
+            .filter(outbox::transfer_id.eq(&transfer_id))
+            .filter(outbox::lease_until.lt(now))
+            .set((
+                outbox::lease_until.eq(now + lease.micros),
+                outbox::lease_owner.eq(Some(&lease.owner)),
+            ))
+            .execute(conn)?;
+        if won == 1
+            && let Some(row) = outbox::table
+                .filter(outbox::transfer_id.eq(&transfer_id))
+                .select(OutboxRow::as_select())
+                .first(conn)
+                .optional()?
+        {
+            claimed.push(row);
+        }
+    }
+    Ok(claimed)
+}
+
+/// Records a credit: the outbox row goes and the deposit is marked applied, together.
+pub fn delivered(conn: &mut DbConnection, transfer_id: &str, now: i64) -> Result<()> {
+    write_transaction(conn, |conn| {
+        diesel::delete(outbox::table.filter(outbox::transfer_id.eq(transfer_id))).execute(conn)?;
+        diesel::update(deposits::table)
+            .filter(deposits::transfer_id.eq(transfer_id))
+            .filter(deposits::applied_at.is_null())
+            .set(deposits::applied_at.eq(Some(now)))
+            .execute(conn)?;
+        Ok(())
+    })
+}
+
+/// Records a failed delivery and releases the lease until `next_attempt_at`.
+pub fn failed(
+    conn: &mut DbConnection,
+    transfer_id: &str,
+    lease: &Lease,
+    error: &str,
+    next_attempt_at: i64,
+) -> Result<()> {
+    diesel::update(outbox::table)
+        .filter(outbox::transfer_id.eq(transfer_id))
+        .filter(outbox::lease_owner.eq(Some(&lease.owner)))
+        .set((
+            outbox::attempts.eq(outbox::attempts + 1),
+            outbox::next_attempt_at.eq(next_attempt_at),
+            outbox::lease_until.eq(0),
+            outbox::last_error.eq(Some(error)),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Rows waiting, and the confirmation time of the oldest, for metrics.
+pub fn backlog(conn: &mut DbConnection) -> Result<(i64, Option<i64>)> {
+    let count: i64 = outbox::table.count().get_result(conn)?;
+    let oldest: Option<i64> = outbox::table
+        .select(outbox::confirmed_at)
+        .order(outbox::confirmed_at.asc())
+        .first(conn)
+        .optional()?;
+    Ok((count, oldest))
+}
