@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Quickstart: builds the binaries, generates a day of data, starts portfolio-svc on SQLite,
-# loads the day with the loader, and prints how to query it. Ctrl-C stops everything.
+# Quickstart: builds the binaries, generates a day of data, starts portfolio-svc and
+# deposit-svc on SQLite, loads the day with the loader, and prints how to query them and how
+# to make a deposit. Ctrl-C stops everything.
 #
 #   deploy/local/quickstart.sh [ACCOUNTS]        (default 50 accounts)
 #
-# Everything it writes goes to .quickstart/ (QUICKSTART_DIR to change it); ports 50051 and
-# 9451 must be free.
+# Everything it writes goes to .quickstart/ (QUICKSTART_DIR to change it); ports 50051, 50052,
+# 9451 and 9452 must be free.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -46,20 +47,32 @@ say "starting portfolio-svc on sqlite://$work/portfolio.db (log: $work/portfolio
   >"$work/portfolio-svc.log" 2>&1 &
 pids+=($!)
 
+say "starting deposit-svc on sqlite://$work/deposit.db (log: $work/deposit-svc.log)"
+"$bin/deposit-svc" \
+  --listen 127.0.0.1:50052 \
+  --metrics-listen 127.0.0.1:9452 \
+  --database-url "sqlite://$work/deposit.db" \
+  --portfolio-url http://127.0.0.1:50051 \
+  >"$work/deposit-svc.log" 2>&1 &
+pids+=($!)
+
 say "loading the day"
 "$bin/loader" load "$work/day" \
   --portfolio-url http://127.0.0.1:50051 \
+  --deposit-url http://127.0.0.1:50052 \
   --rejects "$work/rejects.jsonl" \
   --attempts 10
 
 # A customer of the generated day, to query as (plain CSV: customer,brokerage,account,...).
 IFS=, read -r customer _ account _ < <(sed -n 2p "$work/day/account_asset_info_set.csv")
-token=$("$bin/loader" token --sub "$customer" --scope "accounts:read" --ttl 12h)
+token=$("$bin/loader" token --sub "$customer" --scope "accounts:read deposits:write" --ttl 12h)
+signature=$("$bin/loader" sign --account "$account" --name "$customer" --amount 10000)
 
 cat <<MSG
 
-portfolio-svc is serving on 127.0.0.1:50051 (metrics: http://127.0.0.1:9451/metrics).
-Query it with grpcurl (https://github.com/fullstorydev/grpcurl) as $customer:
+portfolio-svc is serving on 127.0.0.1:50051 (metrics: http://127.0.0.1:9451/metrics),
+deposit-svc on 127.0.0.1:50052 (metrics: http://127.0.0.1:9452/metrics).
+Query them with grpcurl (https://github.com/fullstorydev/grpcurl) as $customer:
 
   export TOKEN='$token'
   grpcurl -plaintext 127.0.0.1:50051 list
@@ -67,7 +80,13 @@ Query it with grpcurl (https://github.com/fullstorydev/grpcurl) as $customer:
   grpcurl -plaintext -H "authorization: Bearer \$TOKEN" -d '{"account_number": "$account"}' 127.0.0.1:50051 invest.portfolio.v1.PortfolioService/GetAccount
   grpcurl -plaintext -H "authorization: Bearer \$TOKEN" -d '{"account_number": "$account"}' 127.0.0.1:50051 invest.portfolio.v1.PortfolioService/ListHoldings
 
-Another customer's token:  INVEST_JWT_SECRET_FILE=$work/jwt-secret $bin/loader token --sub NAME --scope accounts:read
+Deposit 10000 won in two phases (the signature is BLAKE3 of account + name + amount):
+
+  grpcurl -plaintext -H "authorization: Bearer \$TOKEN" -d '{"account_number": "$account", "customer_name": "$customer", "amount": 10000}' 127.0.0.1:50052 invest.deposit.v1.DepositService/RegisterDeposit
+  grpcurl -plaintext -H "authorization: Bearer \$TOKEN" -d '{"transfer_id": "<transfer_id from above>", "signature": "$signature"}' 127.0.0.1:50052 invest.deposit.v1.DepositService/ConfirmDeposit
+  grpcurl -plaintext -H "authorization: Bearer \$TOKEN" 127.0.0.1:50052 invest.deposit.v1.DepositService/ListDeposits
+
+Another customer's token:  INVEST_JWT_SECRET_FILE=$work/jwt-secret $bin/loader token --sub NAME --scope "accounts:read deposits:write"
 Press Ctrl-C to stop.
 MSG
 wait

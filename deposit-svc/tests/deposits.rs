@@ -31,6 +31,8 @@ struct World {
     deposit: TestDeposit,
     /// Set when the test drives deposit-svc's clock.
     clock: Option<Arc<AtomicI64>>,
+    /// The as_of of the loaded snapshot and directory.
+    as_of: i64,
 }
 
 fn snapshot(as_of: i64) -> Snapshot {
@@ -126,6 +128,7 @@ async fn world(backend: Backend, manual_clock: bool) -> Option<World> {
         proxy,
         deposit,
         clock: handle,
+        as_of: yesterday,
     })
 }
 
@@ -741,7 +744,131 @@ async fn a_new_day_keeps_deposits_confirmed_after_its_as_of(backend: Backend) {
     assert_eq!((d.principal, d.total_assets), (10_000, 9_500 + 600));
 }
 
+async fn the_directory_loads_atomically(backend: Backend) {
+    let Some(w) = world(backend, false).await else {
+        return;
+    };
+    let yesterday = w.as_of;
+    let mut ingest = w.deposit.directory().await;
+
+    let again = ingest
+        .load_directory(tokio_stream::iter(directory(yesterday).parts(2)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        again.unchanged,
+        "same digest, same as_of: a no-op that says so"
+    );
+    let status = ingest
+        .load_directory(tokio_stream::iter(directory(yesterday - DAY).parts(2)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::FailedPrecondition, Some("DIRECTORY_OUTDATED"))
+    );
+
+    // A new day where 111111111111 changed hands; every broken version of it changes nothing.
+    let mut today = directory(yesterday + DAY / 2);
+    today.entries[0].customer_name = LEE.into();
+    let mut short = today.parts(1);
+    short.pop();
+    let status = ingest
+        .load_directory(tokio_stream::iter(short))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::InvalidArgument, Some("INCOMPLETE_DIRECTORY"))
+    );
+    let mut forged = today.parts(1);
+    if let Some(pb::directory_part::Part::Entries(batch)) = &mut forged.last_mut().unwrap().part {
+        batch.entries[0].customer_name = "someone else".into();
+    }
+    let status = ingest
+        .load_directory(tokio_stream::iter(forged))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::InvalidArgument, Some("DIGEST_MISMATCH"))
+    );
+    let mut unordered = today.clone();
+    unordered.entries.swap(0, 1);
+    let status = ingest
+        .load_directory(tokio_stream::iter(unordered.parts(5)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::InvalidArgument, Some("ENTRIES_OUT_OF_ORDER"))
+    );
+    w.register(RYU, RYU_ACCOUNT, 10).await;
+
+    ingest
+        .load_directory(tokio_stream::iter(today.parts(2)))
+        .await
+        .unwrap();
+    let status = w
+        .deposit
+        .deposits(RYU)
+        .await
+        .register_deposit(pb::RegisterDepositRequest {
+            account_number: RYU_ACCOUNT.into(),
+            customer_name: RYU.into(),
+            amount: 10,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "the account is 이정희's now");
+    w.register(LEE, RYU_ACCOUNT, 10).await;
+}
+
+async fn scopes_are_enforced(backend: Backend) {
+    let Some(w) = world(backend, false).await else {
+        return;
+    };
+    let channel = w.deposit.channel().await;
+    let mut no_token = pb::deposit_service_client::DepositServiceClient::new(channel.clone());
+    let status = no_token
+        .list_deposits(pb::ListDepositsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let mut screens_only = pb::deposit_service_client::DepositServiceClient::with_interceptor(
+        channel.clone(),
+        invest_proto::auth::ServiceToken::new(
+            w.deposit.keys.clone(),
+            RYU,
+            &[invest_proto::auth::SCOPE_ACCOUNTS_READ],
+        ),
+    );
+    let status = screens_only
+        .list_deposits(pb::ListDepositsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let mut customer_as_loader =
+        pb::directory_ingest_client::DirectoryIngestClient::with_interceptor(
+            channel,
+            invest_proto::auth::ServiceToken::new(
+                w.deposit.keys.clone(),
+                RYU,
+                &[invest_proto::auth::SCOPE_DEPOSITS_WRITE],
+            ),
+        );
+    let status = customer_as_loader
+        .load_directory(tokio_stream::iter(directory(0).parts(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+}
+
 backend_tests!(
+    the_directory_loads_atomically,
+    scopes_are_enforced,
     two_phases_credit_the_account,
     request_ids_make_phase_one_safe_to_retry,
     bad_requests_change_nothing,

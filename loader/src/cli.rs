@@ -56,7 +56,8 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Clean a delivery folder and stream it to portfolio-svc.
+    /// Clean a delivery folder and stream it to portfolio-svc (snapshot) and deposit-svc
+    /// (account directory).
     Load(LoadArgs),
     /// Clean a delivery folder and report, pushing nothing.
     Validate(CleanArgs),
@@ -64,6 +65,23 @@ pub enum Command {
     Token(TokenArgs),
     /// Write a synthetic delivery in the exact format.
     Gen(GenArgs),
+    /// Print the phase-2 signature of a deposit: lowercase hex BLAKE3 of
+    /// account_number + customer_name + amount (same as `printf '%s' … | b3sum`).
+    Sign(SignArgs),
+}
+
+/// `loader sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Account number as given in RegisterDeposit.
+    #[arg(long)]
+    pub account: String,
+    /// Customer name as given in RegisterDeposit.
+    #[arg(long)]
+    pub name: String,
+    /// Amount in won as given in RegisterDeposit.
+    #[arg(long)]
+    pub amount: i64,
 }
 
 /// What cleaning needs.
@@ -221,6 +239,10 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Validate(args) => validate(args).await,
         Command::Token(args) => token(&args),
         Command::Gen(args) => gen_day(&args).await,
+        Command::Sign(args) => {
+            println!("{}", signature(&args.account, &args.name, args.amount));
+            Exit::Ok
+        }
     }
 }
 
@@ -413,50 +435,67 @@ async fn load(args: LoadArgs) -> Exit {
     }
     let day = Arc::new(day);
 
-    let outcome = push_with_retries(&args, keys, day.clone(), as_of, &feedback).await;
+    // Both services get the same cleaned day at once; each push is idempotent, so a
+    // re-run after a partial failure repairs the one that failed.
+    let progress = feedback.push_progress(day.account_count);
+    let (portfolio_url, deposit_url, batch) =
+        (&args.portfolio_url, &args.deposit_url, args.batch_holdings);
+    let (portfolio, deposit) = tokio::join!(
+        with_retries("portfolio-svc", args.attempts, || {
+            let (keys, day) = (keys.clone(), day.clone());
+            let progress = progress.clone();
+            async move {
+                let channel = push::connect(portfolio_url, 3).await?;
+                push::push_snapshot(channel, keys, day, as_of, batch, Some(progress)).await
+            }
+        }),
+        with_retries("deposit-svc", args.attempts, || {
+            let (keys, day) = (keys.clone(), day.clone());
+            async move {
+                let channel = push::connect(deposit_url, 3).await?;
+                push::push_directory(channel, keys, day, as_of, batch).await
+            }
+        }),
+    );
     feedback.finish();
-    match outcome {
-        Ok(response) => {
-            println!("{}", summary::portfolio_loaded(&response));
-            println!("RESULT: OK");
-            Exit::Ok
-        }
+    let mut failed = false;
+    match portfolio {
+        Ok(response) => println!("{}", summary::portfolio_loaded(&response)),
         Err(e) => {
             println!("portfolio-svc: FAILED: {e}");
-            println!(
-                "RESULT: FAILED; re-run the same command once the cause is fixed (loading is idempotent)."
-            );
-            Exit::PushFailed
+            failed = true;
         }
+    }
+    match deposit {
+        Ok(response) => println!("{}", summary::directory_loaded(&response)),
+        Err(e) => {
+            println!("deposit-svc: FAILED: {e}");
+            failed = true;
+        }
+    }
+    if failed {
+        println!(
+            "RESULT: FAILED; re-run the same command once the cause is fixed (loading is idempotent)."
+        );
+        Exit::PushFailed
+    } else {
+        println!("RESULT: OK");
+        Exit::Ok
     }
 }
 
-async fn push_with_retries(
-    args: &LoadArgs,
-    keys: Arc<invest_proto::auth::JwtKeys>,
-    day: Arc<CleanedDay>,
-    as_of: Timestamp,
-    feedback: &Feedback,
-) -> Result<invest_proto::portfolio::v1::LoadSnapshotResponse, PushError> {
+/// Runs `push` until it succeeds, fails for good, or `attempts` transient failures.
+async fn with_retries<T, F, Fut>(service: &str, attempts: u32, push: F) -> Result<T, PushError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PushError>>,
+{
     let mut delay = Duration::from_secs(1);
     let mut attempt = 1;
     loop {
-        let result = async {
-            let channel = push::connect(&args.portfolio_url, 3).await?;
-            push::push_snapshot(
-                channel,
-                keys.clone(),
-                day.clone(),
-                as_of,
-                args.batch_holdings,
-                Some(feedback.push_progress(day.account_count)),
-            )
-            .await
-        }
-        .await;
-        match result {
-            Err(e) if e.is_transient() && attempt < args.attempts.max(1) => {
-                tracing::warn!(attempt, error = %e, retry_in = ?delay, "portfolio-svc push failed; retrying");
+        match push().await {
+            Err(e) if e.is_transient() && attempt < attempts.max(1) => {
+                tracing::warn!(service, attempt, error = %e, retry_in = ?delay, "push failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
                 attempt += 1;
@@ -464,6 +503,14 @@ async fn push_with_retries(
             other => return other,
         }
     }
+}
+
+/// The phase-2 signature of the contract: BLAKE3 over the UTF-8 bytes of
+/// account_number + customer_name + amount (plain decimal digits), lowercase hex.
+pub fn signature(account: &str, name: &str, amount: i64) -> String {
+    blake3::hash(format!("{account}{name}{amount}").as_bytes())
+        .to_hex()
+        .to_string()
 }
 
 fn token(args: &TokenArgs) -> Exit {
@@ -518,5 +565,25 @@ async fn gen_day(args: &GenArgs) -> Exit {
             format!("cannot write {}: {e}", args.dir.display()),
         ),
         Err(e) => fail(Exit::Unexpected, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_an_independent_blake3() {
+        // printf '%s' '5736692368320류영길1000' | b3sum  (computed with Python's blake3 package)
+        assert_eq!(
+            signature("5736692368320", "류영길", 1000),
+            "555215c81bfe9cd863525b24f0dd25faf0d9d04f7bc313e6fa2f113cc6ab21ce"
+        );
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
     }
 }

@@ -21,9 +21,10 @@ use std::mem;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use invest_proto::deposit::v1::DirectoryEntry;
 use invest_proto::digest::{RecordDigest, RecordKind};
 use invest_proto::ids::Isin;
-use invest_proto::portfolio::v1::Instrument;
+use invest_proto::portfolio::v1::{Instrument, SnapshotAccount};
 
 use self::csvfile::{CsvFile, RawRow, RawText};
 pub use self::report::{
@@ -225,6 +226,9 @@ pub struct CleanedDay {
     pub instruments: Vec<Instrument>,
     /// Lowercase hex [`RecordDigest`] of the instruments then the accounts, in that order.
     pub digest: String,
+    /// Lowercase hex [`RecordDigest`] of the account directory: one entry (account number,
+    /// owner) per account, in spool order.
+    pub directory_digest: String,
     /// Accounts in the spool.
     pub account_count: u64,
     /// Holdings over all accounts.
@@ -290,6 +294,7 @@ pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Repo
         spool: SpoolWriter::create(options.scratch_dir.as_deref())
             .map_err(scratch("creating the spool"))?,
         digest,
+        directory_digest: RecordDigest::new(),
         ledger,
         account_count: 0,
         holding_count: 0,
@@ -328,6 +333,7 @@ pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Repo
     let Settler {
         spool,
         digest,
+        directory_digest,
         ledger,
         account_count,
         holding_count,
@@ -342,6 +348,7 @@ pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Repo
     let day = CleanedDay {
         instruments,
         digest: digest.finish(),
+        directory_digest: directory_digest.finish(),
         account_count,
         holding_count,
         spool,
@@ -510,9 +517,18 @@ fn read_holdings(
 }
 
 /// Settles accounts one by one into the spool and the digest.
+/// The directory entry deposit-svc gets for an account.
+pub fn directory_entry(account: &SnapshotAccount) -> DirectoryEntry {
+    DirectoryEntry {
+        account_number: account.account_number.clone(),
+        customer_name: account.customer_name.clone(),
+    }
+}
+
 struct Settler {
     spool: SpoolWriter,
     digest: RecordDigest,
+    directory_digest: RecordDigest,
     ledger: Ledger,
     account_count: u64,
     holding_count: u64,
@@ -543,6 +559,8 @@ impl Settler {
                 .write(&account)
                 .map_err(scratch("writing the spool"))?;
             self.digest.add(RecordKind::Account, &account);
+            self.directory_digest
+                .add(RecordKind::DirectoryEntry, &directory_entry(&account));
             let holdings = account.holdings.len() as u64;
             self.ledger.loaded(FileKind::Principal, 1);
             self.ledger.loaded(FileKind::Holdings, holdings);

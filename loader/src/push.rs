@@ -1,4 +1,5 @@
-//! Streaming a cleaned day to the services. The day is read from the spool on a blocking
+//! Streaming a cleaned day to the services: the snapshot to portfolio-svc, the account
+//! directory to deposit-svc. The day is read from the spool on a blocking
 //! thread and sent in batches through a small bounded channel, so neither the loader nor the
 //! server ever holds more than a few batches.
 
@@ -6,15 +7,18 @@ use std::{sync::Arc, time::Duration};
 
 use invest_proto::{
     auth::{JwtKeys, SCOPE_INGEST_WRITE, ServiceToken},
+    deposit::v1::{self as dpb, directory_ingest_client::DirectoryIngestClient},
     portfolio::v1::{
-        self as pb, portfolio_ingest_client::PortfolioIngestClient, snapshot_part::Part,
+        self as pb, SnapshotAccount, portfolio_ingest_client::PortfolioIngestClient,
+        snapshot_part::Part,
     },
 };
 use prost_types::Timestamp;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, transport::Channel};
 
-use crate::pipeline::CleanedDay;
+use crate::pipeline::{CleanedDay, directory_entry};
 
 /// Subject of the loader's own tokens.
 pub const LOADER_SUBJECT: &str = "loader";
@@ -114,6 +118,61 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Progress of a push, in accounts sent.
 pub type PushProgress = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// Reads the spool on a blocking thread and feeds a small bounded channel: the `head` parts,
+/// then one part per batch of accounts holding about `batch_rows` rows (`rows_of` counts an
+/// account's rows). When the call ends early (the server answered, or failed), the receiver
+/// is dropped and the producer stops at its next send.
+fn produce<P: Send + 'static>(
+    day: Arc<CleanedDay>,
+    head: Vec<P>,
+    batch_rows: usize,
+    rows_of: fn(&SnapshotAccount) -> usize,
+    part_of: fn(Vec<SnapshotAccount>) -> P,
+    progress: Option<PushProgress>,
+) -> (ReceiverStream<P>, JoinHandle<std::io::Result<()>>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<P>(4);
+    let producer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        for part in head {
+            if tx.blocking_send(part).is_err() {
+                return Ok(());
+            }
+        }
+        let mut batch = Vec::new();
+        let (mut rows, mut sent) = (0usize, 0u64);
+        let mut accounts = day.accounts()?.peekable();
+        while let Some(account) = accounts.next() {
+            let account = account?;
+            rows += rows_of(&account);
+            batch.push(account);
+            if rows >= batch_rows.max(1) || accounts.peek().is_none() {
+                sent += batch.len() as u64;
+                if tx
+                    .blocking_send(part_of(std::mem::take(&mut batch)))
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                if let Some(progress) = &progress {
+                    progress(sent);
+                }
+                rows = 0;
+            }
+        }
+        Ok(())
+    });
+    (ReceiverStream::new(rx), producer)
+}
+
+/// Waits for the producer: a spool read error surfaces as such rather than as a confusing
+/// count mismatch on the server.
+async fn join(producer: JoinHandle<std::io::Result<()>>) -> Result<(), PushError> {
+    match producer.await {
+        Ok(result) => result.map_err(PushError::Spool),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Streams the day to `PortfolioIngest.LoadSnapshot`: header, instruments, then accounts in
 /// parts of about `batch_holdings` holdings.
 pub async fn push_snapshot(
@@ -129,79 +188,76 @@ pub async fn push_snapshot(
         ServiceToken::new(keys, LOADER_SUBJECT, &[SCOPE_INGEST_WRITE]),
     )
     .max_encoding_message_size(MAX_MESSAGE);
-
-    let (tx, rx) = tokio::sync::mpsc::channel::<pb::SnapshotPart>(4);
-    let header = pb::SnapshotPart {
-        part: Some(Part::Header(pb::SnapshotHeader {
-            as_of: Some(as_of),
-            digest: day.digest.clone(),
-            instrument_count: day.instruments.len() as i64,
-            account_count: day.account_count as i64,
-            holding_count: day.holding_count as i64,
-        })),
-    };
-    let producer_day = day.clone();
-    // Reading the spool is blocking I/O: a blocking thread feeds the channel. When the call
-    // ends early (the server answered, or failed), the receiver is dropped and the producer
-    // stops at its next send.
-    let producer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let day = producer_day;
-        let send = |part: pb::SnapshotPart| tx.blocking_send(part).is_ok();
-        if !send(header) {
-            return Ok(());
-        }
-        if !send(pb::SnapshotPart {
+    let head = vec![
+        pb::SnapshotPart {
+            part: Some(Part::Header(pb::SnapshotHeader {
+                as_of: Some(as_of),
+                digest: day.digest.clone(),
+                instrument_count: day.instruments.len() as i64,
+                account_count: day.account_count as i64,
+                holding_count: day.holding_count as i64,
+            })),
+        },
+        pb::SnapshotPart {
             part: Some(Part::Instruments(pb::InstrumentBatch {
                 instruments: day.instruments.clone(),
             })),
-        }) {
-            return Ok(());
-        }
-        let mut batch = Vec::new();
-        let mut holdings = 0usize;
-        let mut sent = 0u64;
-        for account in day.accounts()? {
-            let account = account?;
-            holdings += account.holdings.len();
-            batch.push(account);
-            if holdings >= batch_holdings.max(1) {
-                sent += batch.len() as u64;
-                let part = pb::SnapshotPart {
-                    part: Some(Part::Accounts(pb::AccountBatch {
-                        accounts: std::mem::take(&mut batch),
-                    })),
-                };
-                if !send(part) {
-                    return Ok(());
-                }
-                if let Some(progress) = &progress {
-                    progress(sent);
-                }
-                holdings = 0;
-            }
-        }
-        if !batch.is_empty() {
-            sent += batch.len() as u64;
-            send(pb::SnapshotPart {
-                part: Some(Part::Accounts(pb::AccountBatch { accounts: batch })),
-            });
-            if let Some(progress) = &progress {
-                progress(sent);
-            }
-        }
-        Ok(())
-    });
-
-    let result = client.load_snapshot(ReceiverStream::new(rx)).await;
-    // A spool read error surfaces here rather than as a confusing server-side mismatch.
-    match producer.await {
-        Ok(Err(e)) => return Err(PushError::Spool(e)),
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        _ => {}
-    }
+        },
+    ];
+    let (parts, producer) = produce(
+        day,
+        head,
+        batch_holdings,
+        |account| account.holdings.len(),
+        |accounts| pb::SnapshotPart {
+            part: Some(Part::Accounts(pb::AccountBatch { accounts })),
+        },
+        progress,
+    );
+    let result = client.load_snapshot(parts).await;
+    join(producer).await?;
     result
         .map(|r| r.into_inner())
         .map_err(|status| refused("portfolio-svc", status))
+}
+
+/// Streams the account directory of the day to `DirectoryIngest.LoadDirectory`.
+pub async fn push_directory(
+    channel: Channel,
+    keys: Arc<JwtKeys>,
+    day: Arc<CleanedDay>,
+    as_of: Timestamp,
+    batch_entries: usize,
+) -> Result<dpb::LoadDirectoryResponse, PushError> {
+    let mut client = DirectoryIngestClient::with_interceptor(
+        channel,
+        ServiceToken::new(keys, LOADER_SUBJECT, &[SCOPE_INGEST_WRITE]),
+    )
+    .max_encoding_message_size(MAX_MESSAGE);
+    let head = vec![dpb::DirectoryPart {
+        part: Some(dpb::directory_part::Part::Header(dpb::DirectoryHeader {
+            as_of: Some(as_of),
+            digest: day.directory_digest.clone(),
+            entry_count: day.account_count as i64,
+        })),
+    }];
+    let (parts, producer) = produce(
+        day,
+        head,
+        batch_entries,
+        |_| 1,
+        |accounts| dpb::DirectoryPart {
+            part: Some(dpb::directory_part::Part::Entries(dpb::DirectoryBatch {
+                entries: accounts.iter().map(directory_entry).collect(),
+            })),
+        },
+        None,
+    );
+    let result = client.load_directory(parts).await;
+    join(producer).await?;
+    result
+        .map(|r| r.into_inner())
+        .map_err(|status| refused("deposit-svc", status))
 }
 
 fn refused(service: &'static str, status: Status) -> PushError {

@@ -3,7 +3,7 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use invest_proto::portfolio::v1::LoadSnapshotResponse;
+use invest_proto::{deposit::v1::LoadDirectoryResponse, portfolio::v1::LoadSnapshotResponse};
 
 use crate::{
     clean::FileKind,
@@ -126,6 +126,19 @@ pub fn portfolio_loaded(response: &LoadSnapshotResponse) -> String {
         format!(
             "portfolio-svc: loaded: as_of {as_of}, {} accounts, {} holdings, {} instruments",
             response.account_count, response.holding_count, response.instrument_count
+        )
+    }
+}
+
+/// One line saying what deposit-svc now checks deposits against.
+pub fn directory_loaded(response: &LoadDirectoryResponse) -> String {
+    let as_of = response.as_of.map(|t| t.to_string()).unwrap_or_default();
+    if response.unchanged {
+        format!("deposit-svc: unchanged: this day's directory (as_of {as_of}) was already current")
+    } else {
+        format!(
+            "deposit-svc: loaded: directory as_of {as_of}, {} accounts",
+            response.entry_count
         )
     }
 }

@@ -4,6 +4,8 @@
 
 use std::{collections::BTreeMap, path::Path, process::Output, sync::Arc};
 
+use deposit_svc::testkit::{TestDeposit, sign};
+use invest_proto::deposit::v1 as deposit_pb;
 use invest_proto::{
     auth::JwtKeys,
     backend_tests,
@@ -298,7 +300,11 @@ async fn the_binary_loads_reports_and_protects(backend: Backend) {
     let Some(app) = TestPortfolio::spawn(backend).await else {
         return;
     };
+    let Some(deposit) = TestDeposit::spawn(backend, &app.url()).await else {
+        return;
+    };
     let url = app.url();
+    let deposit_url = deposit.url();
     let work = tempfile::tempdir().unwrap();
     let good = work.path().join("good");
     let bad = work.path().join("bad");
@@ -324,6 +330,8 @@ async fn the_binary_loads_reports_and_protects(backend: Backend) {
         good.to_str().unwrap(),
         "--portfolio-url",
         &url,
+        "--deposit-url",
+        &deposit_url,
         "--as-of",
         "2026-11-23T06:00:00+09:00",
     ])
@@ -345,6 +353,8 @@ async fn the_binary_loads_reports_and_protects(backend: Backend) {
         good.to_str().unwrap(),
         "--portfolio-url",
         &url,
+        "--deposit-url",
+        &deposit_url,
         "--as-of",
         "2026-11-23T06:00:00+09:00",
     ])
@@ -358,6 +368,8 @@ async fn the_binary_loads_reports_and_protects(backend: Backend) {
         bad.to_str().unwrap(),
         "--portfolio-url",
         &url,
+        "--deposit-url",
+        &deposit_url,
         "--as-of",
         "2026-11-24T06:00:00+09:00",
         "--max-reject-ratio",
@@ -385,6 +397,8 @@ async fn the_binary_loads_reports_and_protects(backend: Backend) {
         bad.to_str().unwrap(),
         "--portfolio-url",
         &url,
+        "--deposit-url",
+        &deposit_url,
         "--as-of",
         "2026-11-24T06:00:00+09:00",
         "--max-reject-ratio",
@@ -403,6 +417,8 @@ async fn the_binary_loads_reports_and_protects(backend: Backend) {
         good.to_str().unwrap(),
         "--portfolio-url",
         "http://127.0.0.1:1",
+        "--deposit-url",
+        &deposit_url,
         "--attempts",
         "1",
     ])
@@ -431,8 +447,135 @@ async fn the_binary_loads_reports_and_protects(backend: Backend) {
     assert!(caller.has_scope("accounts:read"));
 }
 
+/// The whole system: the loader feeds both services, then a customer deposits in two phases
+/// and sees it on the detail screen.
+async fn a_loaded_day_takes_deposits(backend: Backend) {
+    let Some(app) = TestPortfolio::spawn(backend).await else {
+        return;
+    };
+    let Some(deposit) = TestDeposit::spawn(backend, &app.url()).await else {
+        return;
+    };
+    let day = tempfile::tempdir().unwrap();
+    let options = GenOptions {
+        accounts: 30,
+        seed: 11,
+        ..GenOptions::default()
+    };
+    generate::write_day(day.path(), &options).unwrap();
+    let yesterday =
+        invest_proto::time::from_micros(invest_proto::time::now_micros() - 86_400_000_000)
+            .to_string();
+
+    // deposit-svc is unreachable at first: the summary names it and the exit code says so.
+    let dir = day.path().to_str().unwrap();
+    let partial = run_loader(&[
+        "load",
+        dir,
+        "--portfolio-url",
+        &app.url(),
+        "--deposit-url",
+        "http://127.0.0.1:1",
+        "--attempts",
+        "1",
+        "--as-of",
+        &yesterday,
+    ])
+    .await;
+    assert_eq!(partial.status.code(), Some(5), "{}", stdout(&partial));
+    assert!(stdout(&partial).contains("portfolio-svc: loaded"));
+    assert!(stdout(&partial).contains("deposit-svc: FAILED"));
+
+    // Re-running the same day repairs it: portfolio-svc already has it, deposit-svc gets it.
+    let repaired = run_loader(&[
+        "load",
+        dir,
+        "--portfolio-url",
+        &app.url(),
+        "--deposit-url",
+        &deposit.url(),
+        "--as-of",
+        &yesterday,
+    ])
+    .await;
+    assert_eq!(repaired.status.code(), Some(0), "{}", stdout(&repaired));
+    assert!(stdout(&repaired).contains("portfolio-svc: unchanged"));
+    assert!(stdout(&repaired).contains("deposit-svc: loaded: directory"));
+
+    let account = generate::accounts(&options).unwrap().nth(3).unwrap();
+    let (number, owner) = (
+        account.account_number.as_str(),
+        account.customer_name.as_str(),
+    );
+    let before = app
+        .screens(owner)
+        .await
+        .get_account(pb::GetAccountRequest {
+            account_number: number.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cash_before: i64 = account
+        .holdings
+        .iter()
+        .filter(|h| h.isin == "CASH")
+        .map(|h| h.quantity * h.current_price)
+        .sum();
+
+    let mut deposits = deposit.deposits(owner).await;
+    let transfer = deposits
+        .register_deposit(deposit_pb::RegisterDepositRequest {
+            account_number: number.into(),
+            customer_name: owner.into(),
+            amount: 50_000,
+            request_id: "e2e-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .transfer_id;
+    let confirmed = deposits
+        .confirm_deposit(deposit_pb::ConfirmDepositRequest {
+            transfer_id: transfer,
+            signature: sign(number, owner, 50_000),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deposit
+        .unwrap();
+    assert!(confirmed.applied);
+
+    let mut screens = app.screens(owner).await;
+    let after = screens
+        .get_account(pb::GetAccountRequest {
+            account_number: number.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.principal, before.principal + 50_000);
+    assert_eq!(after.total_assets, before.total_assets + 50_000);
+    assert_eq!(after.total_profit, before.total_profit);
+    let cash = screens
+        .list_holdings(pb::ListHoldingsRequest {
+            account_number: number.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .holdings
+        .into_iter()
+        .find(|h| h.isin == "CASH")
+        .unwrap();
+    assert_eq!(cash.valuation, cash_before + 50_000);
+}
+
 backend_tests!(
     the_sample_loads,
     a_generated_day_matches_the_truth,
-    the_binary_loads_reports_and_protects
+    the_binary_loads_reports_and_protects,
+    a_loaded_day_takes_deposits,
 );

@@ -1,0 +1,226 @@
+//! deposit-svc as a real process, killed with SIGKILL after a confirmation was committed and
+//! before it was delivered: after a restart the deposit lands in portfolio-svc exactly once.
+
+use std::{process::Stdio, time::Duration};
+
+use deposit_svc::testkit::{Directory, Proxy, ProxyMode, TEST_SECRET, deposits_client, sign};
+use invest_proto::{
+    auth::{SCOPE_INGEST_WRITE, ServiceToken},
+    backend_tests,
+    deposit::v1::{self as pb, DepositStatus, directory_ingest_client::DirectoryIngestClient},
+    portfolio::v1 as portfolio,
+    server::testkit::{Backend, TestDatabase},
+};
+use portfolio_svc::testkit::{Snapshot, TestPortfolio};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+const ACCOUNT: &str = "111111111111";
+const OWNER: &str = "류영길";
+
+struct Process {
+    child: Child,
+    url: String,
+}
+
+/// Starts the deposit-svc binary and waits until it reports SERVING.
+async fn start(database_url: &str, portfolio_url: &str) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deposit-svc"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args([
+            "--database-url",
+            database_url,
+            "--portfolio-url",
+            portfolio_url,
+        ])
+        .args([
+            "--delivery-timeout",
+            "5s",
+            "--delivery-lease",
+            "6s",
+            "--delivery-max-backoff",
+            "200ms",
+            "--delivery-poll",
+            "50ms",
+        ])
+        .env("INVEST_JWT_SECRET", TEST_SECRET)
+        .env_remove("INVEST_JWT_SECRET_FILE")
+        .env("INVEST_LOG_FORMAT", "text")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the deposit-svc binary starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("deposit-svc logs its address within 30 s")
+            .unwrap()
+            .expect("deposit-svc exited before listening");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining the log so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let url = format!("http://{addr}");
+    let channel = deposit_svc::testkit::connect(&url).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(Ok(status)) = tokio_stream::StreamExt::next(&mut watch).await {
+        if status.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+            break;
+        }
+    }
+    Process { child, url }
+}
+
+async fn principal(portfolio: &TestPortfolio) -> i64 {
+    portfolio
+        .screens(OWNER)
+        .await
+        .get_account(portfolio::GetAccountRequest {
+            account_number: ACCOUNT.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .principal
+}
+
+async fn killed_after_confirmation_delivers_once_after_restart(backend: Backend) {
+    let Some(portfolio) = TestPortfolio::spawn(backend).await else {
+        return;
+    };
+    let Some(db) = TestDatabase::create(backend, "deposit") else {
+        return;
+    };
+    let as_of = invest_proto::time::now_micros() - 86_400_000_000;
+    let day = Snapshot {
+        as_of,
+        instruments: vec![portfolio::Instrument {
+            isin: "CASH".into(),
+            name: "현금".into(),
+            asset_group: "채권 / 현금".into(),
+        }],
+        accounts: vec![portfolio::SnapshotAccount {
+            account_number: ACCOUNT.into(),
+            customer_name: OWNER.into(),
+            brokerage: "디셈버증권".into(),
+            account_name: "계좌1".into(),
+            principal: 1_000,
+            holdings: vec![portfolio::SnapshotHolding {
+                isin: "CASH".into(),
+                quantity: 1,
+                current_price: 1_000,
+            }],
+        }],
+    };
+    portfolio
+        .ingest()
+        .await
+        .load_snapshot(tokio_stream::iter(day.parts(1)))
+        .await
+        .unwrap();
+    // portfolio-svc hangs: the confirmation commits, its delivery never gets an answer.
+    let proxy = Proxy::start(portfolio.server.addr, ProxyMode::Hang).await;
+
+    let mut first = start(db.url(), &proxy.url()).await;
+    let directory = Directory {
+        as_of,
+        entries: vec![pb::DirectoryEntry {
+            account_number: ACCOUNT.into(),
+            customer_name: OWNER.into(),
+        }],
+    };
+    DirectoryIngestClient::with_interceptor(
+        deposit_svc::testkit::connect(&first.url).await,
+        ServiceToken::new(portfolio.keys.clone(), "loader", &[SCOPE_INGEST_WRITE]),
+    )
+    .load_directory(tokio_stream::iter(directory.parts(10)))
+    .await
+    .unwrap();
+
+    let mut client = deposits_client(&first.url, &portfolio.keys, OWNER).await;
+    let transfer = client
+        .register_deposit(pb::RegisterDepositRequest {
+            account_number: ACCOUNT.into(),
+            customer_name: OWNER.into(),
+            amount: 777,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .transfer_id;
+    let confirming = {
+        let mut client = client.clone();
+        let request = pb::ConfirmDepositRequest {
+            transfer_id: transfer.clone(),
+            signature: sign(ACCOUNT, OWNER, 777),
+        };
+        tokio::spawn(async move { client.confirm_deposit(request).await })
+    };
+    // Wait until the confirmation is committed (its delivery is now hanging), then kill.
+    loop {
+        let deposit = client
+            .get_deposit(pb::GetDepositRequest {
+                transfer_id: transfer.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if deposit.status == DepositStatus::Confirmed as i32 {
+            assert!(!deposit.applied);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    assert!(
+        confirming.await.unwrap().is_err(),
+        "the killed server never answered"
+    );
+    assert_eq!(principal(&portfolio).await, 1_000, "nothing credited yet");
+
+    // portfolio-svc is back; a new process on the same database finishes the job.
+    proxy.set(ProxyMode::Up);
+    let second = start(db.url(), &proxy.url()).await;
+    let mut client = deposits_client(&second.url, &portfolio.keys, OWNER).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let deposit = client
+            .get_deposit(pb::GetDepositRequest {
+                transfer_id: transfer.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if deposit.applied {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not delivered after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        principal(&portfolio).await,
+        1_000 + 777,
+        "credited exactly once"
+    );
+}
+
+backend_tests!(killed_after_confirmation_delivers_once_after_restart);
