@@ -133,6 +133,17 @@ impl TestDatabase {
     pub fn backend(&self) -> Backend {
         self.backend
     }
+
+    /// PostgreSQL only: drops the database now, cutting every connection to it (a database
+    /// that goes away under a running server).
+    pub fn drop_now(&self) {
+        if let Some((admin, name)) = &self.postgres {
+            let mut conn = PgConnection::establish(admin).expect("the admin connection");
+            diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut conn)
+                .expect("the test database can be dropped");
+        }
+    }
 }
 
 impl Drop for TestDatabase {
