@@ -641,6 +641,8 @@ async fn health_reflection_and_metrics(backend: Backend) {
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
     for service in [
         "",
+        "liveness",
+        "invest.portfolio.v1.PortfolioLedger",
         "invest.portfolio.v1.PortfolioService",
         "invest.portfolio.v1.PortfolioIngest",
     ] {

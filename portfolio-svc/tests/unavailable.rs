@@ -70,6 +70,17 @@ async fn a_database_that_never_comes_answers_unavailable(backend: Backend) {
         status.into_inner().status,
         tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
     );
+    // Not ready, but alive: a liveness probe does not restart it during a database outage.
+    let alive = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "liveness".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        alive.into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     let keys = std::sync::Arc::new(invest_proto::auth::JwtKeys::from_secret(
         portfolio_svc::testkit::TEST_SECRET.as_bytes(),
     ));

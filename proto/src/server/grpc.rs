@@ -250,7 +250,19 @@ impl Lifecycle {
     pub async fn set_not_serving(&self) {
         self.set(ServingStatus::NotServing).await;
     }
+
+    /// The process is up and answering. Liveness probes ask for this name: it is SERVING
+    /// from the start to the end, so that a database outage or a drain makes the server
+    /// unready (readiness asks for "") without getting it restarted.
+    pub async fn set_alive(&self) {
+        self.reporter
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
+    }
 }
+
+/// The health service name liveness probes ask for.
+pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// Why reflection could not be built.
 pub type ReflectionError = tonic_reflection::server::Error;
@@ -285,9 +297,12 @@ pub fn service_name<S: NamedService>() -> &'static str {
     S::NAME
 }
 
-/// Settings of how the server stops.
+/// Settings of how the server stops (and of its connections).
 #[derive(Debug, Clone, Copy)]
 pub struct ShutdownConfig {
+    /// Connections are closed (gracefully) after this long, so that clients behind an L4
+    /// load balancer spread over new replicas.
+    pub max_connection_age: Option<Duration>,
     /// After SIGTERM, how long to keep serving while reporting NOT_SERVING, so that load
     /// balancers stop sending new calls before the listener closes.
     pub drain_delay: Duration,
@@ -374,7 +389,11 @@ pub fn spawn(
         tokio::time::sleep(shutdown.drain_delay).await;
         let _ = drained_tx.send(());
     };
-    let serve = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(age) = shutdown.max_connection_age {
+        builder = builder.max_connection_age(age);
+    }
+    let serve = builder
         .layer(guard)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, signal);

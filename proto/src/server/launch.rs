@@ -47,6 +47,10 @@ pub struct ServerArgs {
     /// How long in-flight calls may take to finish after the listener closes.
     #[arg(long, env = "INVEST_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// Connections are closed gracefully after this long (0: never), so that clients behind
+    /// an L4 load balancer (a Kubernetes ClusterIP Service) spread over new replicas.
+    #[arg(long, env = "INVEST_MAX_CONNECTION_AGE", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Duration,
     /// Log format (`RUST_LOG` filters; default `info`).
     #[arg(long, env = "INVEST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -171,12 +175,15 @@ impl Launch<'_> {
         });
         let lifecycle = infra.lifecycle;
         lifecycle.set_not_serving().await;
+        lifecycle.set_alive().await;
         let server = grpc::spawn(
             listener,
             routes.routes(),
             guard,
             lifecycle.clone(),
             ShutdownConfig {
+                max_connection_age: (!self.args.max_connection_age.is_zero())
+                    .then_some(self.args.max_connection_age),
                 drain_delay: self.args.drain_delay,
                 grace: self.args.shutdown_grace,
             },
