@@ -131,6 +131,11 @@ pub struct LoadArgs {
     /// The moment the delivery describes (RFC 3339); now by default.
     #[arg(long, value_parser = parse_timestamp)]
     pub as_of: Option<Timestamp>,
+    /// Instead of --as-of: the daily cut-off as local time and UTC offset, e.g.
+    /// "04:00+09:00"; as_of is its latest occurrence (today's, or yesterday's if it has not
+    /// come yet). For a scheduled job, which cannot compute dates.
+    #[arg(long, value_parser = parse_cutoff, conflicts_with = "as_of")]
+    pub cutoff: Option<Cutoff>,
     /// Holdings per streamed part.
     #[arg(long, default_value_t = 20_000)]
     pub batch_holdings: usize,
@@ -195,6 +200,56 @@ pub enum GenFormat {
 
 fn parse_ratio(text: &str) -> Result<Ratio, String> {
     text.parse::<Ratio>().map_err(|e| e.to_string())
+}
+
+/// A daily cut-off: minutes after local midnight, and the local offset from UTC in minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoff {
+    minute_of_day: i64,
+    offset_minutes: i64,
+}
+
+const MINUTE: i64 = 60_000_000;
+const DAY: i64 = 24 * 60 * MINUTE;
+
+impl Cutoff {
+    /// The latest cut-off at or before `now` (microseconds since the epoch).
+    pub fn latest_at_or_before(&self, now: i64) -> i64 {
+        let offset = self.offset_minutes * MINUTE;
+        let local = now + offset;
+        let mut cut = local.div_euclid(DAY) * DAY + self.minute_of_day * MINUTE;
+        if cut > local {
+            cut -= DAY;
+        }
+        cut - offset
+    }
+}
+
+fn parse_cutoff(text: &str) -> Result<Cutoff, String> {
+    let invalid = || {
+        format!(
+            "expected HH:MM followed by a UTC offset, such as 04:00+09:00 or 21:30Z; got {text:?}"
+        )
+    };
+    let hh_mm = |t: &str| -> Option<i64> {
+        let (h, m) = t.split_once(':')?;
+        let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+        ((0..24).contains(&h) && (0..60).contains(&m)).then_some(h * 60 + m)
+    };
+    let (time, offset) = if let Some(time) = text.strip_suffix('Z') {
+        (time, 0)
+    } else {
+        let at = text.rfind(['+', '-']).ok_or_else(invalid)?;
+        let sign = if text[at..].starts_with('-') { -1 } else { 1 };
+        (
+            &text[..at],
+            sign * hh_mm(&text[at + 1..]).ok_or_else(invalid)?,
+        )
+    };
+    Ok(Cutoff {
+        minute_of_day: hh_mm(time).ok_or_else(invalid)?,
+        offset_minutes: offset,
+    })
 }
 
 fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
@@ -579,6 +634,41 @@ mod tests {
             signature("5736692368320", "류영길", 1000),
             "555215c81bfe9cd863525b24f0dd25faf0d9d04f7bc313e6fa2f113cc6ab21ce"
         );
+    }
+
+    #[test]
+    fn cutoffs() {
+        let seoul = parse_cutoff("04:00+09:00").unwrap();
+        let at =
+            |rfc: &str| invest_proto::time::to_micros(&rfc.parse::<Timestamp>().unwrap()).unwrap();
+        // 05:00 in Seoul: today's 04:00.
+        assert_eq!(
+            seoul.latest_at_or_before(at("2026-11-22T20:00:00Z")),
+            at("2026-11-22T19:00:00Z")
+        );
+        // 03:00 in Seoul: yesterday's 04:00.
+        assert_eq!(
+            seoul.latest_at_or_before(at("2026-11-22T18:00:00Z")),
+            at("2026-11-21T19:00:00Z")
+        );
+        // Exactly at the cut-off.
+        assert_eq!(
+            seoul.latest_at_or_before(at("2026-11-22T19:00:00Z")),
+            at("2026-11-22T19:00:00Z")
+        );
+        let utc = parse_cutoff("21:30Z").unwrap();
+        assert_eq!(
+            utc.latest_at_or_before(at("2026-11-23T01:00:00Z")),
+            at("2026-11-22T21:30:00Z")
+        );
+        let west = parse_cutoff("23:00-05:00").unwrap();
+        assert_eq!(
+            west.latest_at_or_before(at("2026-11-23T05:00:00Z")),
+            at("2026-11-23T04:00:00Z")
+        );
+        for bad in ["4", "24:00+09:00", "04:60Z", "04:00", "04:00+9", "x"] {
+            assert!(parse_cutoff(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
