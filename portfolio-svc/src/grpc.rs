@@ -21,7 +21,7 @@ use crate::{
     ingest::{self, IngestConfig},
     store::{
         ledger::{self, Applied, Credit},
-        read::{self, AccountRow, HoldingRow, SnapshotRef},
+        read::{self, AccountRow, HoldingRow, Pin, SnapshotRef},
     },
 };
 
@@ -155,14 +155,13 @@ impl PortfolioService for PortfolioApi {
         let db = self.state.db()?;
         let found = db
             .run(move |c| -> Result<_> {
-                let Some((snapshot, mut row)) =
-                    read::owned_account_current(c, account_number.as_str(), &owner)?
-                else {
+                let found = read::owned_account(c, Pin::Current, account_number.as_str(), &owner)?;
+                let Some((snapshot, mut row, deposits)) = found else {
                     return Ok(None);
                 };
-                let deposits = ledger::overlay(c, &[account_number.as_str()], snapshot.as_of)?;
-                if let Some(amount) = deposits.get(account_number.as_str()) {
-                    credit(&mut row, *amount)?;
+                let deposits = deposits.ok_or_else(|| overflow("sum of recent deposits"))?;
+                if deposits > 0 {
+                    credit(&mut row, deposits)?;
                 }
                 Ok(Some((snapshot, row)))
             })
@@ -184,27 +183,25 @@ impl PortfolioService for PortfolioApi {
         let account = account_number.clone();
         let page = db
             .run(move |c| -> Result<_> {
-                let snapshot = match &token {
+                let pin = match &token {
                     Some(token) => {
-                        let snapshot = read::readable_snapshot(c, token.snapshot_id)?
-                            .ok_or_else(expired_token)?;
-                        read::owned_account_in(c, snapshot, account.as_str(), &owner)?
-                            .map(|_| snapshot)
+                        read::readable_snapshot(c, token.snapshot_id)?.ok_or_else(expired_token)?;
+                        Pin::Snapshot(token.snapshot_id)
                     }
-                    None => {
-                        read::owned_account_current(c, account.as_str(), &owner)?.map(|(s, _)| s)
-                    }
+                    None => Pin::Current,
                 };
-                let Some(snapshot) = snapshot else {
+                let Some((snapshot, _, deposits)) =
+                    read::owned_account(c, pin, account.as_str(), &owner)?
+                else {
                     return Ok(None);
                 };
                 let after = token.map(|t| t.after).unwrap_or_default();
                 let mut rows =
                     read::holdings_page(c, snapshot.id, account.as_str(), &after, limit + 1)?;
-                let deposits = ledger::overlay(c, &[account.as_str()], snapshot.as_of)?;
-                if let Some(amount) = deposits.get(account.as_str()) {
+                let deposits = deposits.ok_or_else(|| overflow("sum of recent deposits"))?;
+                if deposits > 0 {
                     let (held, instrument) = ledger::cash_line(c, snapshot.id, account.as_str())?;
-                    credit_cash(&mut rows, *amount, held, instrument, &after)?;
+                    credit_cash(&mut rows, deposits, held, instrument, &after)?;
                 }
                 Ok(Some((snapshot, rows)))
             })

@@ -19,10 +19,7 @@ use invest_proto::{
 };
 use portfolio_svc::{
     error::Result,
-    store::{
-        MIGRATIONS, ledger,
-        read::{self, SnapshotRef},
-    },
+    store::{MIGRATIONS, ledger, read},
 };
 
 #[derive(QueryableByName)]
@@ -105,12 +102,11 @@ async fn read_queries_use_indexes(backend: Backend) {
                 sink.lock().unwrap().push(query.to_string());
             }
         });
-        let snapshot = SnapshotRef { id: 1, as_of: 0 };
         read::current_snapshot(c)?;
         read::current_ref(c)?;
         read::readable_snapshot(c, 1)?;
-        read::owned_account_current(c, "111111111111", "이정희")?;
-        read::owned_account_in(c, snapshot, "111111111111", "이정희")?;
+        read::owned_account(c, read::Pin::Current, "111111111111", "이정희")?;
+        read::owned_account(c, read::Pin::Snapshot(1), "111111111111", "이정희")?;
         read::accounts_page(c, 1, "이정희", "", 51)?;
         read::holdings_page(c, 1, "111111111111", "", 101)?;
         ledger::overlay(c, &["111111111111", "222222222222"], 0)?;
@@ -120,6 +116,9 @@ async fn read_queries_use_indexes(backend: Backend) {
         assert_eq!(statements.len(), 10, "{statements:#?}");
         for statement in statements {
             let plan = plan(c, &statement);
+            if std::env::var_os("SHOW_PLANS").is_some() {
+                eprintln!("{statement}\n  {}", plan.join("\n  "));
+            }
             // SQLite: no SCAN. PostgreSQL: no Seq Scan, and every index condition on a
             // snapshot table starts from the snapshot (a condition without it walks the whole
             // index).

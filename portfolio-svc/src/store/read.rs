@@ -6,9 +6,11 @@ use diesel::prelude::*;
 use invest_proto::server::db::DbConnection;
 
 use super::{
-    schema::{accounts, holdings, instruments, snapshots},
+    schema::{accounts, holdings, instruments, ledger_deposits, snapshots},
     state,
 };
+
+diesel::alias!(snapshots as current_id: CurrentSnapshot);
 
 /// The snapshot a read is answered from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable)]
@@ -109,33 +111,60 @@ pub fn current_ref(conn: &mut DbConnection) -> QueryResult<Option<SnapshotRef>> 
         .optional()
 }
 
-/// An account of `owner` in the current snapshot, with that snapshot. Two primary-key
-/// lookups rather than one join, so that no planner can start from the wrong table.
-pub fn owned_account_current(
-    conn: &mut DbConnection,
-    account_number: &str,
-    owner: &str,
-) -> QueryResult<Option<(SnapshotRef, AccountRow)>> {
-    let Some(snapshot) = current_ref(conn)? else {
-        return Ok(None);
-    };
-    Ok(owned_account_in(conn, snapshot, account_number, owner)?.map(|row| (snapshot, row)))
+/// Which snapshot a read is answered from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// The current one.
+    Current,
+    /// The one a page token started on, if it is still kept.
+    Snapshot(i64),
 }
 
-/// An account of `owner` in a given snapshot.
-pub fn owned_account_in(
+/// An account of `owner`, its snapshot, and the deposits confirmed after that snapshot's
+/// as_of (summed with checked arithmetic; `None` on overflow), in one statement: the
+/// snapshot is a scalar subquery on `snapshots_one_current` (or the pinned id), the account
+/// a primary-key search, the deposits an index search on `ledger_deposits_by_account`.
+pub fn owned_account(
     conn: &mut DbConnection,
-    snapshot: SnapshotRef,
+    pin: Pin,
     account_number: &str,
     owner: &str,
-) -> QueryResult<Option<AccountRow>> {
-    accounts::table
-        .filter(accounts::snapshot_id.eq(snapshot.id))
-        .filter(accounts::account_number.eq(account_number))
-        .filter(accounts::customer_name.eq(owner))
-        .select(AccountRow::as_select())
-        .first(conn)
-        .optional()
+) -> QueryResult<Option<(SnapshotRef, AccountRow, Option<i64>)>> {
+    let mut query = accounts::table
+        .inner_join(snapshots::table.on(snapshots::id.eq(accounts::snapshot_id)))
+        .left_join(
+            ledger_deposits::table.on(ledger_deposits::account_number
+                .eq(accounts::account_number)
+                .and(ledger_deposits::confirmed_at.gt(snapshots::as_of))),
+        )
+        .filter(accounts::account_number.eq(account_number.to_owned()))
+        .filter(accounts::customer_name.eq(owner.to_owned()))
+        .select((
+            (snapshots::id, snapshots::as_of),
+            AccountRow::as_select(),
+            ledger_deposits::amount.nullable(),
+        ))
+        .into_boxed();
+    query = match pin {
+        Pin::Current => query.filter(
+            accounts::snapshot_id.nullable().eq(current_id
+                .filter(current_id.field(snapshots::state).eq(state::CURRENT))
+                .select(current_id.field(snapshots::id))
+                .single_value()),
+        ),
+        Pin::Snapshot(id) => query
+            .filter(accounts::snapshot_id.eq(id))
+            .filter(snapshots::state.eq_any([state::CURRENT, state::RETIRED])),
+    };
+    let rows: Vec<(SnapshotRef, AccountRow, Option<i64>)> = query.load(conn)?;
+    let mut rows = rows.into_iter();
+    let Some((snapshot, account, first)) = rows.next() else {
+        return Ok(None);
+    };
+    let deposits = rows.try_fold(first.unwrap_or(0), |sum, (_, _, amount)| {
+        sum.checked_add(amount.unwrap_or(0))
+    });
+    Ok(Some((snapshot, account, deposits)))
 }
 
 /// Up to `limit` accounts of `owner` after `after`, in account-number order.
