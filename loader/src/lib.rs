@@ -8,6 +8,7 @@
 //! - [`generate`]: a synthetic delivery in the exact format, deterministic for a seed.
 //! - [`cli`] and [`summary`]: the command line and what it prints.
 
+pub mod bench;
 pub mod clean;
 pub mod cli;
 pub mod generate;

@@ -287,14 +287,13 @@ fn the_dockerfile_copies_what_exists_and_builds_our_binaries() {
         .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
         .map(|t| t["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(
-        binaries,
-        BTreeSet::from([
-            "portfolio-svc".into(),
-            "deposit-svc".into(),
-            "loader".into()
-        ])
-    );
+    // The image ships the two servers and the loader; loadgen is a benchmark tool.
+    let services: BTreeSet<String> = BTreeSet::from([
+        "portfolio-svc".into(),
+        "deposit-svc".into(),
+        "loader".into(),
+    ]);
+    assert!(services.is_subset(&binaries), "{binaries:?}");
 
     let mut shipped = BTreeSet::new();
     for line in dockerfile.lines().map(str::trim) {
@@ -324,7 +323,7 @@ fn the_dockerfile_copies_what_exists_and_builds_our_binaries() {
             }
         }
         if line.contains("cargo build") {
-            for binary in &binaries {
+            for binary in &services {
                 assert!(
                     line.contains(&format!("--bin {binary}")),
                     "{line} does not build {binary}"
@@ -332,7 +331,10 @@ fn the_dockerfile_copies_what_exists_and_builds_our_binaries() {
             }
         }
     }
-    assert_eq!(shipped, binaries, "the image ships every binary");
+    assert_eq!(
+        shipped, services,
+        "the image ships the services and the loader"
+    );
     // Every member crate is copied into the build.
     for member in metadata["workspace_members"].as_array().unwrap() {
         let package = metadata["packages"]

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Turns the JSON results of loader/bench/run.sh into Markdown tables and an SVG chart.
+
+    report.py OUT_DIR            writes OUT_DIR/results.md and OUT_DIR/chart.svg
+    report.py OUT_DIR --check    also fails if a run is missing or reported errors (CI smoke)
+
+No third-party packages: the chart is plain SVG.
+"""
+
+import json
+import pathlib
+import platform
+import subprocess
+import sys
+
+RPCS = ["GetAccount", "ListHoldings", "ListAccounts", "Deposit"]
+RUNS = {"get_account": "GetAccount", "list_holdings": "ListHoldings", "list_accounts": "ListAccounts", "deposit": "Deposit"}
+
+
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def rpc_stats(run, target):
+    """The per-RPC stats of a single-RPC run (its only RPC)."""
+    side = run.get(target) or {}
+    rpcs = side.get("rpcs", {})
+    return next(iter(rpcs.values()), None) if len(rpcs) == 1 else side.get("total")
+
+
+def command(*args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        for line in open("/proc/meminfo", encoding="utf-8"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) // 1024 // 1024} GiB"
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": command("nproc"),
+        "memory": mem,
+        "kernel": platform.release(),
+        "rustc": command("rustc", "--version"),
+        "postgres": command("psql", "--version"),
+    }
+
+
+def fmt_us(us):
+    return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} µs"
+
+
+def chart(rows, path):
+    """Grouped bars: throughput of each RPC against the ceiling, per backend and size; p99 as
+    labels. rows: (label, real_rps, ceiling_rps, real_p99, ceiling_p99)."""
+    if not rows:
+        return
+    width, bar, gap, top, left, height = 1000, 14, 18, 40, 230, 0
+    height = top + len(rows) * (2 * bar + gap) + 40
+    peak = max(max(r[1], r[2]) for r in rows) or 1
+    scale = (width - left - 160) / peak
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{left}" y="20" font-size="14" font-weight="bold">Throughput (requests/s) and p99: ours (blue) vs a no-op gRPC server (grey), same machine, same run</text>',
+    ]
+    y = top
+    for label, real, ceiling, real_p99, ceiling_p99 in rows:
+        out.append(f'<text x="{left - 8}" y="{y + bar + 4}" text-anchor="end">{label}</text>')
+        out.append(f'<rect x="{left}" y="{y}" width="{real * scale:.1f}" height="{bar}" fill="#2b6cb0"/>')
+        out.append(f'<text x="{left + real * scale + 6:.1f}" y="{y + bar - 3}">{real:,.0f}/s, p99 {fmt_us(real_p99)}</text>')
+        y += bar
+        out.append(f'<rect x="{left}" y="{y}" width="{ceiling * scale:.1f}" height="{bar}" fill="#a0aec0"/>')
+        out.append(f'<text x="{left + ceiling * scale + 6:.1f}" y="{y + bar - 3}" fill="#4a5568">{ceiling:,.0f}/s, p99 {fmt_us(ceiling_p99)}</text>')
+        y += bar + gap
+    out.append("</svg>")
+    path.write_text("\n".join(out), encoding="utf-8")
+
+
+def main():
+    out = pathlib.Path(sys.argv[1])
+    check = "--check" in sys.argv[2:]
+    problems = []
+    lines = ["## Machine", ""]
+    for key, value in machine().items():
+        lines.append(f"- {key}: {value}")
+
+    loads = sorted((load(p) for p in out.glob("load-*.json")), key=lambda r: (r["backend"], r["accounts"]))
+    lines += ["", "## Loading a day", "",
+              "| backend | accounts | holdings | loader (s) | rows/s | bulk path (s) | loader / bulk | loader peak RSS | portfolio-svc peak RSS | deposit-svc peak RSS |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in loads:
+        rows_per_s = r["holdings"] / r["load_seconds"] if r["load_seconds"] else 0
+        ratio = r["load_seconds"] / r["bulk_seconds"] if r["bulk_seconds"] else 0
+        lines.append(
+            f"| {r['backend']} | {r['accounts']:,} | {r['holdings']:,} | {r['load_seconds']:.2f} | {rows_per_s:,.0f} | "
+            f"{r['bulk_seconds']:.2f} | {ratio:.2f}× | {r['loader_peak_kb'] / 1024:.0f} MiB | "
+            f"{r['portfolio_peak_kb'] / 1024:.0f} MiB | {r['deposit_peak_kb'] / 1024:.0f} MiB |")
+
+    lines += ["", "## RPCs against the no-op ceiling", "",
+              "| backend | accounts | RPC | req/s | ceiling req/s | ratio | p50 | p99 | p99.9 | max | ceiling p99 | p99 ratio | errors |",
+              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    bars = []
+    for r in loads:
+        for run, rpc in RUNS.items():
+            path = out / f"rpc-{r['backend']}-{r['accounts']}-{run}.json"
+            if not path.exists():
+                problems.append(f"missing {path.name}")
+                continue
+            result = load(path)
+            real, ceiling = rpc_stats(result, "real"), rpc_stats(result, "ceiling")
+            if not result.get("ok", False):
+                problems.append(f"{path.name}: unexpected errors")
+            if not real or not ceiling:
+                problems.append(f"{path.name}: no figures")
+                continue
+            errors = sum((result.get("real") or {}).get("total", {}).get("errors", {}).values())
+            lat, clat = real["latency_us"], ceiling["latency_us"]
+            tput, ctput = real["throughput_rps"], ceiling["throughput_rps"]
+            lines.append(
+                f"| {r['backend']} | {r['accounts']:,} | {rpc} | {tput:,.0f} | {ctput:,.0f} | {tput / ctput:.2f} | "
+                f"{fmt_us(lat['p50'])} | {fmt_us(lat['p99'])} | {fmt_us(lat['p999'])} | {fmt_us(lat['max'])} | "
+                f"{fmt_us(clat['p99'])} | {lat['p99'] / max(clat['p99'], 1):.2f} | {errors} |")
+            if rpc in ("GetAccount", "ListHoldings", "Deposit"):
+                bars.append((f"{rpc} {r['backend']} {r['accounts']:,}", tput, ctput, lat["p99"], clat["p99"]))
+
+    pgbench = out / "pgbench.json"
+    if pgbench.exists():
+        pg = load(pgbench)
+        lines += ["", "## Deposits against pgbench", "",
+                  f"pgbench tpcb-like, {pg['clients']} clients: **{pg['tps']:,.0f} TPS**.", ""]
+        for r in loads:
+            if r["backend"] != "postgres":
+                continue
+            path = out / f"rpc-postgres-{r['accounts']}-deposit.json"
+            if path.exists():
+                real = rpc_stats(load(path), "real")
+                if real:
+                    lines.append(f"- {r['accounts']:,} accounts: {real['throughput_rps']:,.0f} deposits/s "
+                                 f"(phase 1 + phase 2) = {real['throughput_rps'] / pg['tps']:.2f} of pgbench")
+
+    (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    chart(bars, out / "chart.svg")
+    print("\n".join(lines))
+    if check and (problems or not loads):
+        sys.exit("benchmark check failed: " + "; ".join(problems or ["no results"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# The benchmark suite: from a fresh clone, on this machine, measures
+#   - each RPC's throughput and latency next to a no-op gRPC server's (loadgen --ceiling),
+#   - the loader's rows/s into SQLite and PostgreSQL next to the database's own bulk path
+#     (PostgreSQL COPY, SQLite one-transaction prepared inserts) on the same rows,
+#   - peak memory of the loader and of the servers,
+#   - deposits (phase 1 + phase 2) next to pgbench's tpcb-like TPS at the same clients,
+# for days of 50, 10,000 and 1,000,000 accounts, and writes the results as JSON under
+# $BENCH_OUT, then BENCHMARKS.md and its chart (loader/bench/report.py).
+#
+#   loader/bench/run.sh                 # the whole suite (about an hour on 2 cores)
+#   loader/bench/run.sh --smoke         # seconds: 50 accounts, SQLite, 1 s runs, debug build
+#
+# Settings (environment): BENCH_SIZES ("50 10000 1000000"), BENCH_BACKENDS ("sqlite postgres"),
+# BENCH_DURATION (20s), BENCH_WARMUP (3s), BENCH_CONCURRENCY (32), BENCH_CONNECTIONS (4),
+# BENCH_POSTGRES (postgres://postgres@127.0.0.1:5432), BENCH_OUT (target/bench).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+smoke=false
+[ "${1:-}" = "--smoke" ] && smoke=true
+
+if $smoke; then
+  sizes=${BENCH_SIZES:-50}
+  backends=${BENCH_BACKENDS:-sqlite}
+  duration=${BENCH_DURATION:-1s}
+  warmup=${BENCH_WARMUP:-0s}
+  profile=debug
+  out=${BENCH_OUT:-$root/target/bench-smoke}
+else
+  sizes=${BENCH_SIZES:-50 10000 1000000}
+  backends=${BENCH_BACKENDS:-sqlite postgres}
+  duration=${BENCH_DURATION:-20s}
+  warmup=${BENCH_WARMUP:-3s}
+  profile=release
+  out=${BENCH_OUT:-$root/target/bench}
+fi
+concurrency=${BENCH_CONCURRENCY:-32}
+connections=${BENCH_CONNECTIONS:-4}
+pg=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
+bin="$root/target/$profile"
+mkdir -p "$out"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  if [ ${#pids[@]} -gt 0 ]; then kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+if $smoke; then
+  (cd "$root" && cargo build --bins --quiet)
+else
+  (cd "$root" && cargo build --release --bins --quiet)
+fi
+
+export INVEST_JWT_SECRET="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export INVEST_LOG_FORMAT=json RUST_LOG=warn
+
+# Peak resident memory (kB) of a running process.
+peak_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# "h:mm:ss" or "m:ss.xx" of /usr/bin/time -v to seconds.
+elapsed_s() { awk -F: '{ if (NF == 3) print $1*3600 + $2*60 + $3; else print $1*60 + $2 }'; }
+
+# Runs a command under /usr/bin/time -v; prints "SECONDS PEAK_KB".
+timed() {
+  local log="$work/time.log"
+  /usr/bin/time -v "$@" >"$work/stdout.log" 2>"$log" || { cat "$work/stdout.log" "$log" >&2; return 1; }
+  local wall peak
+  wall=$(grep 'Elapsed (wall clock)' "$log" | sed 's/.*): //' | elapsed_s)
+  peak=$(grep 'Maximum resident' "$log" | awk '{print $NF}')
+  echo "$wall $peak"
+}
+
+start_servers() { # backend size → sets portfolio_pid deposit_pid
+  local backend=$1 size=$2 pdb ddb
+  case $backend in
+    sqlite)
+      pdb="sqlite://$work/portfolio-$size.db"; ddb="sqlite://$work/deposit-$size.db" ;;
+    postgres)
+      for name in "bench_portfolio_$size" "bench_deposit_$size"; do
+        psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" -c "CREATE DATABASE $name" >/dev/null
+      done
+      pdb="$pg/bench_portfolio_$size"; ddb="$pg/bench_deposit_$size" ;;
+  esac
+  "$bin/portfolio-svc" --listen 127.0.0.1:61051 --metrics-listen 127.0.0.1:0 --database-url "$pdb" \
+    --db-pool-size 8 2>"$work/portfolio.log" &
+  portfolio_pid=$!
+  "$bin/deposit-svc" --listen 127.0.0.1:61052 --metrics-listen 127.0.0.1:0 --database-url "$ddb" \
+    --portfolio-url http://127.0.0.1:61051 --db-pool-size 8 2>"$work/deposit.log" &
+  deposit_pid=$!
+  pids=("$portfolio_pid" "$deposit_pid")
+}
+
+stop_servers() {
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  pids=()
+}
+
+# The database's own bulk path on the same holdings rows, into a table shaped like ours.
+bulk_baseline() { # backend size day → seconds
+  local backend=$1 size=$2 day=$3 csv="$work/holdings-$size.csv"
+  python3 - "$day/account_asset_info_set.csv" "$csv" <<'PY'
+import csv, sys
+with open(sys.argv[1], encoding="utf-8-sig", newline="") as f, open(sys.argv[2], "w") as out:
+    rows = csv.reader(f)
+    next(rows)
+    for row in rows:
+        if len(row) == 7:
+            q, p = int(row[6]), int(row[5])
+            out.write(f"1,{row[2].strip()},{row[4].strip()},{q},{p},{q * p}\n")
+PY
+  case $backend in
+    postgres)
+      local db="bench_copy_$size"
+      psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+      psql "$pg/$db" -qc "CREATE TABLE holdings (snapshot_id BIGINT NOT NULL, account_number TEXT NOT NULL,
+        isin TEXT NOT NULL, quantity BIGINT NOT NULL CHECK (quantity >= 0),
+        current_price BIGINT NOT NULL CHECK (current_price >= 0), valuation BIGINT NOT NULL CHECK (valuation >= 0),
+        PRIMARY KEY (snapshot_id, account_number, isin))"
+      local started ended
+      started=$(date +%s.%N)
+      psql "$pg/$db" -qc "\\copy holdings FROM '$csv' CSV"
+      ended=$(date +%s.%N)
+      psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+      python3 -c "print($ended - $started)" ;;
+    sqlite)
+      python3 - "$csv" "$work/copy-$size.db" <<'PY'
+import sqlite3, sys, time
+rows = [line.rstrip("\n").split(",") for line in open(sys.argv[1])]
+db = sqlite3.connect(sys.argv[2])
+db.executescript("""PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+CREATE TABLE holdings (snapshot_id BIGINT NOT NULL, account_number TEXT NOT NULL, isin TEXT NOT NULL,
+  quantity BIGINT NOT NULL CHECK (quantity >= 0), current_price BIGINT NOT NULL CHECK (current_price >= 0),
+  valuation BIGINT NOT NULL CHECK (valuation >= 0), PRIMARY KEY (snapshot_id, account_number, isin)) WITHOUT ROWID;""")
+started = time.perf_counter()
+with db:
+    db.executemany("INSERT INTO holdings VALUES (?, ?, ?, ?, ?, ?)",
+                   ((int(a), b, c, int(d), int(e), int(f)) for a, b, c, d, e, f in rows))
+print(time.perf_counter() - started)
+PY
+      rm -f "$work/copy-$size.db"* ;;
+  esac
+}
+
+loadgen() { # name backend size extra-args…
+  local name=$1 backend=$2 size=$3
+  shift 3
+  "$bin/loadgen" bench --portfolio-url http://127.0.0.1:61051 --deposit-url http://127.0.0.1:61052 \
+    --accounts "$size" --seed 1 --concurrency "$concurrency" --connections "$connections" \
+    --duration "$duration" --warmup "$warmup" --ceiling --json "$out/rpc-$backend-$size-$name.json" "$@" \
+    >"$out/rpc-$backend-$size-$name.txt"
+}
+
+for size in $sizes; do
+  day="$work/day-$size"
+  say "generating a day of $size accounts"
+  "$bin/loader" gen "$day" --accounts "$size" --seed 1 --format plain >/dev/null
+  rows=$(( $(wc -l <"$day/account_asset_info_set.csv") - 1 ))
+  for backend in $backends; do
+    say "$backend, $size accounts ($rows holdings)"
+    start_servers "$backend" "$size"
+    read -r load_s loader_kb < <(timed "$bin/loader" load "$day" --portfolio-url http://127.0.0.1:61051 \
+      --deposit-url http://127.0.0.1:61052 --attempts 20)
+    portfolio_load_kb=$(peak_kb "$portfolio_pid")
+    bulk_s=$(bulk_baseline "$backend" "$size" "$day")
+    loadgen get_account "$backend" "$size" --mix get_account=1
+    loadgen list_holdings "$backend" "$size" --mix list_holdings=1
+    loadgen list_accounts "$backend" "$size" --mix list_accounts=1
+    loadgen deposit "$backend" "$size" --mix deposit=1
+    loadgen mixed "$backend" "$size" --mix get_account=4,list_holdings=4,list_accounts=1,deposit=1
+    cat >"$out/load-$backend-$size.json" <<JSON
+{"backend": "$backend", "accounts": $size, "holdings": $rows, "load_seconds": $load_s,
+ "loader_peak_kb": $loader_kb, "bulk_seconds": $bulk_s,
+ "portfolio_peak_kb_after_load": $portfolio_load_kb, "portfolio_peak_kb": $(peak_kb "$portfolio_pid"),
+ "deposit_peak_kb": $(peak_kb "$deposit_pid")}
+JSON
+    stop_servers
+  done
+done
+
+if ! $smoke && [[ " $backends " == *" postgres "* ]]; then
+  say "pgbench tpcb-like, $concurrency clients"
+  psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS bench_pgbench WITH (FORCE)" -c "CREATE DATABASE bench_pgbench" >/dev/null
+  pgbench -q -i -s 10 "$pg/bench_pgbench" >/dev/null 2>&1
+  pgbench -c "$concurrency" -j 2 -T "${duration%s}" -b tpcb-like "$pg/bench_pgbench" >"$out/pgbench.txt" 2>&1
+  tps=$(grep -oP 'tps = \K[0-9.]+' "$out/pgbench.txt" | head -n 1)
+  echo "{\"clients\": $concurrency, \"tps\": $tps}" >"$out/pgbench.json"
+fi
+
+say "results in $out"
+if $smoke; then
+  python3 "$root/loader/bench/report.py" "$out" --check
+else
+  python3 "$root/loader/bench/report.py" "$out"
+fi

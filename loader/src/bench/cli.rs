@@ -1,0 +1,665 @@
+//! The command line of `loadgen`: `bench` (the real servers, the ceiling, or both) and `noop`
+//! (the ceiling server alone). Exit codes follow the loader's.
+
+use std::{
+    io::Write,
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use clap::{Args, Parser, Subcommand};
+use invest_proto::auth::{JwtKeys, JwtSecretArgs, SecretError};
+
+use super::{
+    mix::{Mix, Operation},
+    noop::{CannedResponses, NoopServer},
+    population::{InvalidHeader, Population, Sample},
+    report::{self, BenchReport, ConfigReport, TargetReport},
+    workload::{self, ConnectError, Failure, RunError, Stop, Target, Workload},
+};
+use crate::{
+    cli::Exit,
+    generate::{self, GenError, GenOptions},
+};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  RESULT: OK: every request succeeded
+  1  RESULT: FAILED: some request failed (the workload sends only valid requests, so any
+     error is unexpected), a server could not be reached, or the report could not be written
+  2  usage or configuration error (flags, JWT secret)";
+
+/// Load generator of the invest services: a closed-loop workload against portfolio-svc and
+/// deposit-svc, measured against a no-op server that shares the machine (the ceiling).
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a closed-loop workload against portfolio-svc and deposit-svc, and optionally the
+    /// same workload against a no-op server (the ceiling); print latency and throughput.
+    Bench(Box<BenchArgs>),
+    /// Serve the no-op PortfolioService and DepositService (canned responses, no auth, no
+    /// database) until Ctrl-C or SIGTERM.
+    Noop(NoopArgs),
+}
+
+/// `loadgen bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// portfolio-svc.
+    #[arg(
+        long,
+        env = "LOADER_PORTFOLIO_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub portfolio_url: String,
+    /// deposit-svc.
+    #[arg(
+        long,
+        env = "LOADER_DEPOSIT_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub deposit_url: String,
+    /// Accounts of the generated day that was loaded (`loader gen --accounts`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub accounts: u64,
+    /// Seed of that day (`loader gen --seed`); also seeds the workers' choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Instruments of that day (`loader gen --instruments`).
+    #[arg(long, default_value_t = 14)]
+    pub instruments: usize,
+    /// Most accounts to act on, taken at an even stride over the day; one token is minted
+    /// per owner before the run.
+    #[arg(long, default_value_t = 100_000, value_name = "N", value_parser = at_least_one)]
+    pub sample: usize,
+    /// Weights of the operations: get_account, list_holdings, list_accounts, deposit
+    /// (RegisterDeposit then ConfirmDeposit, measured as one). Operations left out weigh 0.
+    #[arg(
+        long,
+        default_value = "get_account=1,list_holdings=1,list_accounts=1,deposit=0"
+    )]
+    pub mix: Mix,
+    /// Closed-loop workers (requests in flight).
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    pub concurrency: usize,
+    /// Channels (TCP connections) per service, shared round-robin by the workers.
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
+    pub connections: usize,
+    /// Measure for this long, e.g. 10s, 1m.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub duration: Duration,
+    /// Instead of --duration: measure this many operations.
+    #[arg(long, conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+    /// Run unrecorded for this long first (0s for none).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Client-side deadline of one RPC; beyond, it counts as DEADLINE_EXCEEDED.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub timeout: Duration,
+    /// Also run the same workload against an in-process no-op server answering with the
+    /// real servers' responses (captured first), and report real / ceiling ratios.
+    #[arg(long, conflicts_with = "ceiling_only")]
+    pub ceiling: bool,
+    /// Measure only the no-op server, with synthetic responses of the real size; no real
+    /// server is needed (nor a JWT secret: a throwaway one signs the tokens). For CI smoke
+    /// tests.
+    #[arg(long)]
+    pub ceiling_only: bool,
+    /// Also write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// The shared JWT secret (tokens of the sampled customers are minted with it).
+    #[command(flatten)]
+    pub jwt: JwtSecretArgs,
+}
+
+/// `loadgen noop`.
+#[derive(Debug, Args)]
+pub struct NoopArgs {
+    /// Address to serve on, e.g. 127.0.0.1:50061 (port 0 picks one; the address is printed).
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Accounts of the generated day the canned responses are taken from.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub accounts: u64,
+    /// Its seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Its instruments.
+    #[arg(long, default_value_t = 14)]
+    pub instruments: usize,
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be longer than 0".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Signs the tokens of `--ceiling-only` when no secret is configured: the no-op server
+/// checks nothing, and tokens of the real size keep the requests of the real size.
+const THROWAWAY_SECRET: &[u8] = b"loadgen-ceiling-only-throwaway-secret";
+
+/// Why a benchmark could not run to the end.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The JWT secret is missing or unreadable.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The day cannot be generated (bad options) or sampled.
+    #[error(transparent)]
+    Generate(#[from] GenError),
+    /// A token is not valid metadata.
+    #[error(transparent)]
+    Token(#[from] InvalidHeader),
+    /// A server cannot be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Capturing the real responses failed.
+    #[error("cannot capture the real responses for the ceiling: {0}")]
+    Capture(Failure),
+    /// The no-op server cannot start.
+    #[error("cannot start the no-op server: {0}")]
+    Noop(std::io::Error),
+    /// A run failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The figures cannot be merged.
+    #[error("cannot merge the latency histograms: {0}")]
+    Merge(#[from] hdrhistogram::errors::AdditionError),
+    /// A blocking task failed.
+    #[error("sampling the day failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// The JSON report cannot be written.
+    #[error("cannot write {path}: {reason}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Standard output is gone.
+    #[error("cannot print the report: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl BenchError {
+    /// The exit code it warrants.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Self::Secret(_) | Self::Generate(GenError::Options(_)) => Exit::Usage,
+            _ => Exit::Unexpected,
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Exit {
+    match cli.command {
+        Command::Bench(args) => {
+            let mut stdout = std::io::stdout();
+            match bench(&args, &mut stdout).await {
+                Ok(report) if report.ok => {
+                    println!("RESULT: OK");
+                    Exit::Ok
+                }
+                Ok(report) => {
+                    println!(
+                        "RESULT: FAILED ({} unexpected errors)",
+                        report.unexpected_errors
+                    );
+                    Exit::Unexpected
+                }
+                Err(e) => {
+                    eprintln!("loadgen: {e}");
+                    if e.exit() == Exit::Unexpected {
+                        println!("RESULT: FAILED ({e})");
+                    }
+                    e.exit()
+                }
+            }
+        }
+        Command::Noop(args) => noop(&args).await,
+    }
+}
+
+/// The day the options describe (as `loader gen` writes it).
+fn day(accounts: u64, seed: u64, instruments: usize) -> GenOptions {
+    GenOptions {
+        accounts,
+        seed,
+        instruments,
+        ..GenOptions::default()
+    }
+}
+
+/// Samples the day and mints the tokens, on a blocking thread.
+async fn populate(
+    options: GenOptions,
+    max: usize,
+    keys: JwtKeys,
+) -> Result<(Population, CannedResponses), BenchError> {
+    tokio::task::spawn_blocking(move || {
+        let sample = Sample::take(&options, max)?;
+        let instruments = generate::instruments(&options)?;
+        let synthetic = CannedResponses::synthetic(&sample.representative, &instruments);
+        Ok((Population::mint(sample, &keys)?, synthetic))
+    })
+    .await?
+}
+
+/// Runs the benchmark `args` describes, printing the tables to `out`; the caller prints the
+/// verdict.
+pub async fn bench(
+    args: &BenchArgs,
+    out: &mut (dyn Write + Send),
+) -> Result<BenchReport, BenchError> {
+    let keys = match args.jwt.load() {
+        Err(SecretError::Missing) if args.ceiling_only => JwtKeys::from_secret(THROWAWAY_SECRET),
+        other => other?,
+    };
+    let workload = Workload {
+        mix: args.mix,
+        concurrency: args.concurrency,
+        stop: args
+            .requests
+            .map_or(Stop::After(args.duration), Stop::Requests),
+        warmup: args.warmup,
+        timeout: args.timeout,
+        seed: args.seed,
+    };
+
+    let started = Instant::now();
+    let options = day(args.accounts, args.seed, args.instruments);
+    let (population, synthetic) = populate(options, args.sample, keys).await?;
+    tracing::info!(
+        sampled = population.accounts.len(),
+        of = population.day_accounts,
+        stride = population.stride,
+        customers = population.customers.len(),
+        took = ?started.elapsed(),
+        "accounts sampled and tokens minted"
+    );
+    let population = Arc::new(population);
+    let config = config(args, &population);
+    let stop = match workload.stop {
+        Stop::After(length) => format!("{} measured", humantime::format_duration(length)),
+        Stop::Requests(count) => format!("{count} operations measured"),
+    };
+    writeln!(
+        out,
+        "loadgen: {} of {} accounts ({} customers), mix {}, concurrency {}, {} connections, {} after {} of warm-up",
+        population.accounts.len(),
+        population.day_accounts,
+        population.customers.len(),
+        args.mix,
+        args.concurrency,
+        args.connections,
+        stop,
+        humantime::format_duration(args.warmup),
+    )?;
+
+    let mut canned = synthetic;
+    let mut real = None;
+    if !args.ceiling_only {
+        let target = Target::connect(
+            &args.portfolio_url,
+            &args.deposit_url,
+            &args.mix,
+            args.connections,
+        )
+        .await?;
+        if args.ceiling {
+            canned = workload::capture(&target, &population, &args.mix, args.timeout, canned)
+                .await
+                .map_err(BenchError::Capture)?;
+        }
+        tracing::info!("running against the real servers");
+        let result = workload::run(&workload, population.clone(), &target).await?;
+        drop(target);
+        let report = TargetReport::new(&result, &args.mix, None)?;
+        writeln!(
+            out,
+            "\nreal: portfolio-svc {}, deposit-svc {}",
+            args.portfolio_url, args.deposit_url
+        )?;
+        write_target(out, &report)?;
+        real = Some(report);
+    }
+
+    let mut ceiling = None;
+    if args.ceiling || args.ceiling_only {
+        let sizes = canned.sizes();
+        let server = NoopServer::start((Ipv4Addr::LOCALHOST, 0).into(), canned)
+            .await
+            .map_err(BenchError::Noop)?;
+        let url = server.url();
+        let target = Target::connect(&url, &url, &args.mix, args.connections).await?;
+        tracing::info!(%url, "running against the no-op server");
+        let result = workload::run(&workload, population.clone(), &target).await;
+        drop(target);
+        server.stop().await;
+        let report = TargetReport::new(&result?, &args.mix, Some(sizes.clone()))?;
+        let origin = if args.ceiling_only {
+            "synthetic"
+        } else {
+            "captured from the real servers"
+        };
+        let shown: Vec<String> = responses_of(&args.mix)
+            .map(|rpc| format!("{rpc} {} B", sizes.get(rpc).copied().unwrap_or(0)))
+            .collect();
+        writeln!(
+            out,
+            "\nceiling: no-op server at {url}, responses {origin} ({})",
+            shown.join(", ")
+        )?;
+        write_target(out, &report)?;
+        ceiling = Some(report);
+    }
+
+    let ratios = match (&real, &ceiling) {
+        (Some(real), Some(ceiling)) => {
+            let ratios = report::ratios(real, ceiling);
+            writeln!(out, "\nreal / ceiling")?;
+            write!(out, "{}", report::render_ratios(&ratios))?;
+            Some(ratios)
+        }
+        _ => None,
+    };
+    let unexpected_errors = [&real, &ceiling]
+        .into_iter()
+        .flatten()
+        .map(TargetReport::unexpected_errors)
+        .sum();
+    let report = BenchReport {
+        config,
+        real,
+        ceiling,
+        ratios,
+        unexpected_errors,
+        ok: unexpected_errors == 0,
+    };
+    if let Some(path) = &args.json {
+        let json = serde_json::to_vec_pretty(&report).map_err(|e| BenchError::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(path, json).map_err(|e| BenchError::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(report)
+}
+
+/// The RPCs whose responses the mix receives.
+fn responses_of(mix: &Mix) -> impl Iterator<Item = &'static str> + '_ {
+    mix.operations().flat_map(|op| match op {
+        Operation::Deposit => vec!["RegisterDeposit", "ConfirmDeposit"],
+        other => vec![other.report_name()],
+    })
+}
+
+fn write_target(out: &mut (dyn Write + Send), report: &TargetReport) -> std::io::Result<()> {
+    let unmeasured = &report.unmeasured;
+    writeln!(
+        out,
+        "  {:.2} s measured; {} requests outside the window (warm-up, tail)",
+        report.duration_s, unmeasured.requests
+    )?;
+    write!(out, "{}", report::render_table(report))?;
+    if report.unexpected_errors() > 0 {
+        writeln!(out, "  errors:")?;
+        write!(out, "{}", report::render_errors(report))?;
+    }
+    Ok(())
+}
+
+fn config(args: &BenchArgs, population: &Population) -> ConfigReport {
+    ConfigReport {
+        portfolio_url: args.portfolio_url.clone(),
+        deposit_url: args.deposit_url.clone(),
+        accounts: args.accounts,
+        seed: args.seed,
+        instruments: args.instruments,
+        sample: args.sample,
+        sampled_accounts: population.accounts.len(),
+        sampled_customers: population.customers.len(),
+        stride: population.stride,
+        mix: ConfigReport::mix_map(&args.mix),
+        concurrency: args.concurrency,
+        connections: args.connections,
+        duration_s: args
+            .requests
+            .is_none()
+            .then_some(args.duration.as_secs_f64()),
+        requests: args.requests,
+        warmup_s: args.warmup.as_secs_f64(),
+        timeout_s: args.timeout.as_secs_f64(),
+        ceiling: args.ceiling,
+        ceiling_only: args.ceiling_only,
+        json: args.json.as_ref().map(|p| p.display().to_string()),
+    }
+}
+
+async fn noop(args: &NoopArgs) -> Exit {
+    let options = day(args.accounts, args.seed, args.instruments);
+    let canned = tokio::task::spawn_blocking(move || {
+        let sample = Sample::take(&options, 1_000)?;
+        let instruments = generate::instruments(&options)?;
+        Ok::<_, GenError>(CannedResponses::synthetic(
+            &sample.representative,
+            &instruments,
+        ))
+    })
+    .await;
+    let canned = match canned {
+        Ok(Ok(canned)) => canned,
+        Ok(Err(e @ GenError::Options(_))) => return fail(Exit::Usage, e),
+        Ok(Err(e)) => return fail(Exit::Unexpected, e),
+        Err(e) => return fail(Exit::Unexpected, e),
+    };
+    let server = match NoopServer::start(args.listen, canned).await {
+        Ok(server) => server,
+        Err(e) => {
+            return fail(
+                Exit::Unexpected,
+                format!("cannot listen on {}: {e}", args.listen),
+            );
+        }
+    };
+    tracing::info!(addr = %server.addr(), "no-op server listening on {}", server.addr());
+    println!("listening on {}", server.addr());
+    tokio::select! {
+        served = server.wait() => match served {
+            Ok(()) => Exit::Ok,
+            Err(e) => fail(Exit::Unexpected, format!("the no-op server failed: {e}")),
+        },
+        () = termination() => Exit::Ok,
+    }
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn termination() {
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        return;
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn fail(exit: Exit, message: impl std::fmt::Display) -> Exit {
+    eprintln!("loadgen: {message}");
+    exit
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_parses() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "bench",
+            "--accounts",
+            "1000",
+            "--mix",
+            "deposit=1",
+            "--requests",
+            "10",
+        ])
+        .unwrap();
+        let Command::Bench(args) = cli.command else {
+            panic!("not bench");
+        };
+        assert_eq!(args.requests, Some(10));
+        assert!(args.mix.uses_deposit() && !args.mix.uses_portfolio());
+        for bad in [
+            &["loadgen", "bench"][..],
+            &["loadgen", "bench", "--accounts", "5", "--mix", "x=1"],
+            &[
+                "loadgen",
+                "bench",
+                "--accounts",
+                "5",
+                "--ceiling",
+                "--ceiling-only",
+            ],
+            &[
+                "loadgen",
+                "bench",
+                "--accounts",
+                "5",
+                "--requests",
+                "5",
+                "--duration",
+                "1s",
+            ],
+            &["loadgen", "bench", "--accounts", "5", "--concurrency", "0"],
+            &["loadgen", "bench", "--accounts", "0"],
+        ] {
+            let err = Cli::try_parse_from(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    fn smoke_args(json: Option<PathBuf>) -> BenchArgs {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "bench",
+            "--accounts",
+            "200",
+            "--seed",
+            "3",
+            "--mix",
+            "get_account=2,list_holdings=1,list_accounts=1,deposit=1",
+            "--concurrency",
+            "4",
+            "--connections",
+            "2",
+            "--requests",
+            "200",
+            "--warmup",
+            "0s",
+            "--ceiling-only",
+        ])
+        .unwrap();
+        let Command::Bench(mut args) = cli.command else {
+            panic!("not bench");
+        };
+        // No secret from the environment: the throwaway one must do.
+        args.jwt = JwtSecretArgs::default();
+        args.json = json;
+        *args
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ceiling_only_run_adds_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        let args = smoke_args(Some(path.clone()));
+        let mut out = Vec::new();
+        let report = bench(&args, &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+
+        assert!(report.ok, "{text}");
+        assert_eq!(report.unexpected_errors, 0);
+        assert!(report.real.is_none() && report.ratios.is_none());
+        let ceiling = report.ceiling.as_ref().unwrap();
+        assert_eq!(ceiling.total.requests, 200, "{text}");
+        assert_eq!(ceiling.rpcs.values().map(|r| r.requests).sum::<u64>(), 200);
+        assert_eq!(ceiling.rpcs.len(), 4);
+        for (rpc, figures) in &ceiling.rpcs {
+            assert!(figures.requests > 0, "{rpc} never ran");
+            assert!(figures.errors.is_empty(), "{rpc}: {:?}", figures.errors);
+            let latency = figures.latency_us.unwrap();
+            assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
+        }
+        assert!(ceiling.duration_s > 0.0);
+        let bytes = ceiling.response_bytes.as_ref().unwrap();
+        assert!(bytes["ListHoldings"] > bytes["GetAccount"]);
+
+        for line in ["ceiling: no-op server at http://127.0.0.1:", "  total "] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["ok"], true);
+        assert_eq!(json["real"], serde_json::Value::Null);
+        assert_eq!(json["ceiling"]["total"]["requests"], 200);
+        assert_eq!(json["config"]["requests"], 200);
+        assert_eq!(json["config"]["mix"]["get_account"], 2);
+        assert_eq!(json["config"]["sampled_accounts"], 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_server_fails_with_exit_1() {
+        // A port nothing listens on: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut args = smoke_args(None);
+        args.ceiling_only = false;
+        args.portfolio_url = format!("http://127.0.0.1:{port}");
+        args.jwt.jwt_secret = Some("a-secret".into());
+        let err = bench(&args, &mut Vec::new()).await.unwrap_err();
+        assert!(matches!(err, BenchError::Connect(_)), "{err}");
+        assert_eq!(err.exit(), Exit::Unexpected);
+
+        args.jwt.jwt_secret = None;
+        let err = bench(&args, &mut Vec::new()).await.unwrap_err();
+        assert_eq!(err.exit(), Exit::Usage, "no secret for real servers");
+    }
+}
