@@ -164,7 +164,7 @@ impl Janitor {
 
     async fn publish(&self, db: &Database) {
         match db
-            .run(|c| -> error::Result<_> { Ok(store::read::current_snapshot(c)?) })
+            .run(|c| -> error::Result<_> { Ok(store::read::current(c)?) })
             .await
         {
             Ok(Some(current)) => {

@@ -8,8 +8,8 @@ use invest_proto::{
 };
 
 use super::{
-    read::{SnapshotRow, current_snapshot},
-    schema::{accounts, holdings, instruments, snapshots},
+    read::{self, SnapshotRow},
+    schema::{accounts, current_snapshot, holdings, instruments, snapshots},
     state,
 };
 use crate::{
@@ -95,7 +95,7 @@ fn outdated(as_of: i64, current: &SnapshotRow) -> Error {
 /// Checks the header against the current snapshot and opens a `loading` snapshot.
 pub fn begin_load(conn: &mut DbConnection, header: &SnapshotHeader, now: i64) -> Result<Begin> {
     write_transaction(conn, |conn| {
-        if let Some(current) = current_snapshot(conn)? {
+        if let Some(current) = read::current(conn)? {
             if current.as_of == header.as_of && current.digest == header.digest {
                 return Ok(Begin::Unchanged(current));
             }
@@ -246,7 +246,7 @@ pub fn finish_load(
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({flip_lock_key})"))
                 .execute(c)?;
         }
-        if let Some(current) = current_snapshot(conn)? {
+        if let Some(current) = read::current(conn)? {
             if current.as_of == header.as_of && current.digest == header.digest {
                 return Ok(Finish::Unchanged(current));
             }
@@ -273,7 +273,15 @@ pub fn finish_load(
         if updated == 0 {
             return Err(abandoned(snapshot_id));
         }
-        current_snapshot(conn)?
+        // The pointer readers follow; its primary key admits one row, so one current snapshot.
+        diesel::delete(current_snapshot::table).execute(conn)?;
+        diesel::insert_into(current_snapshot::table)
+            .values((
+                current_snapshot::singleton.eq(1),
+                current_snapshot::snapshot_id.eq(snapshot_id),
+            ))
+            .execute(conn)?;
+        read::current(conn)?
             .map(Finish::Current)
             .ok_or_else(|| abandoned(snapshot_id))
     })

@@ -6,11 +6,19 @@ use diesel::prelude::*;
 use invest_proto::server::db::DbConnection;
 
 use super::{
-    schema::{accounts, holdings, instruments, ledger_deposits, snapshots},
+    schema::{accounts, current_snapshot, holdings, instruments, ledger_deposits, snapshots},
     state,
 };
 
-diesel::alias!(snapshots as current_id: CurrentSnapshot);
+/// The id of the current snapshot, as a subquery (the pointer row's primary key).
+fn current_id() -> diesel::dsl::Select<
+    diesel::dsl::Filter<current_snapshot::table, diesel::dsl::Eq<current_snapshot::singleton, i32>>,
+    current_snapshot::snapshot_id,
+> {
+    current_snapshot::table
+        .filter(current_snapshot::singleton.eq(1))
+        .select(current_snapshot::snapshot_id)
+}
 
 /// The snapshot a read is answered from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable)]
@@ -76,9 +84,9 @@ pub struct SnapshotRow {
 }
 
 /// The current snapshot, if any was loaded.
-pub fn current_snapshot(conn: &mut DbConnection) -> QueryResult<Option<SnapshotRow>> {
+pub fn current(conn: &mut DbConnection) -> QueryResult<Option<SnapshotRow>> {
     snapshots::table
-        .filter(snapshots::state.eq(state::CURRENT))
+        .filter(snapshots::id.eq_any(current_id()))
         .select((
             snapshots::id,
             snapshots::as_of,
@@ -96,7 +104,7 @@ pub fn current_snapshot(conn: &mut DbConnection) -> QueryResult<Option<SnapshotR
 pub fn readable_snapshot(conn: &mut DbConnection, id: i64) -> QueryResult<Option<SnapshotRef>> {
     snapshots::table
         .filter(snapshots::id.eq(id))
-        .filter(snapshots::state.eq_any([state::CURRENT, state::RETIRED]))
+        .filter(snapshots::state.ne(state::LOADING))
         .select((snapshots::id, snapshots::as_of))
         .first(conn)
         .optional()
@@ -105,7 +113,7 @@ pub fn readable_snapshot(conn: &mut DbConnection, id: i64) -> QueryResult<Option
 /// The current snapshot's reference.
 pub fn current_ref(conn: &mut DbConnection) -> QueryResult<Option<SnapshotRef>> {
     snapshots::table
-        .filter(snapshots::state.eq(state::CURRENT))
+        .filter(snapshots::id.eq_any(current_id()))
         .select((snapshots::id, snapshots::as_of))
         .first(conn)
         .optional()
@@ -122,41 +130,43 @@ pub enum Pin {
 
 /// An account of `owner`, its snapshot, and the deposits confirmed after that snapshot's
 /// as_of (summed with checked arithmetic; `None` on overflow), in one statement: the
-/// snapshot is a scalar subquery on `snapshots_one_current` (or the pinned id), the account
-/// a primary-key search, the deposits an index search on `ledger_deposits_by_account`.
+/// snapshot comes from the `current_snapshot` pointer (or is the pinned id), the account from
+/// a primary-key search, the deposits from an index search on `ledger_deposits_by_account`.
 pub fn owned_account(
     conn: &mut DbConnection,
     pin: Pin,
     account_number: &str,
     owner: &str,
 ) -> QueryResult<Option<(SnapshotRef, AccountRow, Option<i64>)>> {
-    let mut query = accounts::table
-        .inner_join(snapshots::table.on(snapshots::id.eq(accounts::snapshot_id)))
-        .left_join(
-            ledger_deposits::table.on(ledger_deposits::account_number
-                .eq(accounts::account_number)
-                .and(ledger_deposits::confirmed_at.gt(snapshots::as_of))),
-        )
-        .filter(accounts::account_number.eq(account_number.to_owned()))
-        .filter(accounts::customer_name.eq(owner.to_owned()))
-        .select((
-            (snapshots::id, snapshots::as_of),
-            AccountRow::as_select(),
-            ledger_deposits::amount.nullable(),
-        ))
-        .into_boxed();
-    query = match pin {
-        Pin::Current => query.filter(
-            accounts::snapshot_id.nullable().eq(current_id
-                .filter(current_id.field(snapshots::state).eq(state::CURRENT))
-                .select(current_id.field(snapshots::id))
-                .single_value()),
-        ),
-        Pin::Snapshot(id) => query
+    // Not boxed: a boxed query has no static identity, so diesel would prepare it again on
+    // every call. Each arm is one statement the connection prepares once.
+    macro_rules! account_with_deposits {
+        () => {
+            accounts::table
+                .inner_join(snapshots::table.on(snapshots::id.eq(accounts::snapshot_id)))
+                .left_join(
+                    ledger_deposits::table.on(ledger_deposits::account_number
+                        .eq(accounts::account_number)
+                        .and(ledger_deposits::confirmed_at.gt(snapshots::as_of))),
+                )
+                .filter(accounts::account_number.eq(account_number))
+                .filter(accounts::customer_name.eq(owner))
+                .select((
+                    (snapshots::id, snapshots::as_of),
+                    AccountRow::as_select(),
+                    ledger_deposits::amount.nullable(),
+                ))
+        };
+    }
+    let rows: Vec<(SnapshotRef, AccountRow, Option<i64>)> = match pin {
+        Pin::Current => account_with_deposits!()
+            .filter(accounts::snapshot_id.eq_any(current_id()))
+            .load(conn)?,
+        Pin::Snapshot(id) => account_with_deposits!()
             .filter(accounts::snapshot_id.eq(id))
-            .filter(snapshots::state.eq_any([state::CURRENT, state::RETIRED])),
+            .filter(snapshots::state.ne(state::LOADING))
+            .load(conn)?,
     };
-    let rows: Vec<(SnapshotRef, AccountRow, Option<i64>)> = query.load(conn)?;
     let mut rows = rows.into_iter();
     let Some((snapshot, account, first)) = rows.next() else {
         return Ok(None);

@@ -52,7 +52,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     instruments,
     accounts,
     holdings,
-    ledger_deposits
+    ledger_deposits,
+    current_snapshot
 );
 
 diesel::table! {
@@ -62,5 +63,12 @@ diesel::table! {
         amount -> BigInt,
         confirmed_at -> BigInt,
         applied_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    current_snapshot (singleton) {
+        singleton -> Integer,
+        snapshot_id -> BigInt,
     }
 }
