@@ -3,7 +3,7 @@
 //! snapshot (`tests/plans.rs` checks the plans on both backends).
 
 use diesel::prelude::*;
-use invest_proto::server::db::DbConnection;
+use invest_proto::{server::db::DbConnection, with_backend};
 
 use super::{
     schema::{accounts, current_snapshot, holdings, instruments, ledger_deposits, snapshots},
@@ -158,14 +158,16 @@ pub fn owned_account(
                 ))
         };
     }
+    // On the concrete connection: through `MultiConnection` diesel would write the SQL text
+    // out again on every call, cached statement or not.
     let rows: Vec<(SnapshotRef, AccountRow, Option<i64>)> = match pin {
-        Pin::Current => account_with_deposits!()
+        Pin::Current => with_backend!(conn, c => account_with_deposits!()
             .filter(accounts::snapshot_id.eq_any(current_id()))
-            .load(conn)?,
-        Pin::Snapshot(id) => account_with_deposits!()
+            .load(c))?,
+        Pin::Snapshot(id) => with_backend!(conn, c => account_with_deposits!()
             .filter(accounts::snapshot_id.eq(id))
             .filter(snapshots::state.ne(state::LOADING))
-            .load(conn)?,
+            .load(c))?,
     };
     let mut rows = rows.into_iter();
     let Some((snapshot, account, first)) = rows.next() else {
@@ -204,7 +206,7 @@ pub fn holdings_page(
     after: &str,
     limit: i64,
 ) -> QueryResult<Vec<HoldingRow>> {
-    holdings::table
+    with_backend!(conn, c => holdings::table
         .inner_join(
             instruments::table.on(instruments::snapshot_id
                 .eq(holdings::snapshot_id)
@@ -223,5 +225,5 @@ pub fn holdings_page(
             holdings::current_price,
             holdings::valuation,
         ))
-        .load(conn)
+        .load(c))
 }
