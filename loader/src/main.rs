@@ -22,3 +22,6 @@ async fn main() -> ExitCode {
     init_tracing(cli.log_format);
     run(cli).await.into()
 }
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

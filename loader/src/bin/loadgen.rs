@@ -17,3 +17,6 @@ async fn main() -> ExitCode {
         .try_init();
     run(cli).await.into()
 }
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

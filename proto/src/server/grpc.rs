@@ -45,6 +45,7 @@ pub struct GuardLayer {
 struct GuardShared {
     config: GuardConfig,
     permits: Arc<Semaphore>,
+    metrics: MetricsByPath,
 }
 
 impl GuardLayer {
@@ -52,7 +53,11 @@ impl GuardLayer {
     pub fn new(config: GuardConfig) -> Self {
         let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
         Self {
-            shared: Arc::new(GuardShared { config, permits }),
+            shared: Arc::new(GuardShared {
+                config,
+                permits,
+                metrics: MetricsByPath::default(),
+            }),
         }
     }
 }
@@ -129,22 +134,75 @@ fn code_name(code: i32) -> &'static str {
     }
 }
 
-fn record(server: &'static str, service: String, method: String, code: i32, elapsed: Duration) {
-    metrics::counter!(
-        "grpc_server_handled_total",
-        "server" => server,
-        "grpc_service" => service.clone(),
-        "grpc_method" => method.clone(),
-        "grpc_code" => code_name(code),
-    )
-    .increment(1);
-    metrics::histogram!(
-        "grpc_server_handling_seconds",
-        "server" => server,
-        "grpc_service" => service,
-        "grpc_method" => method,
-    )
-    .record(elapsed.as_secs_f64());
+/// The metric handles of one method, registered once: recording a call then costs no label
+/// allocation and no registry lookup.
+#[derive(Debug)]
+struct MethodMetrics {
+    latency: metrics::Histogram,
+    /// One counter per gRPC code (17 codes).
+    handled: Vec<metrics::Counter>,
+}
+
+impl MethodMetrics {
+    fn new(server: &'static str, service: &str, method: &str) -> Self {
+        let latency = metrics::histogram!(
+            "grpc_server_handling_seconds",
+            "server" => server,
+            "grpc_service" => service.to_owned(),
+            "grpc_method" => method.to_owned(),
+        );
+        let handled = (0..17)
+            .map(|code| {
+                metrics::counter!(
+                    "grpc_server_handled_total",
+                    "server" => server,
+                    "grpc_service" => service.to_owned(),
+                    "grpc_method" => method.to_owned(),
+                    "grpc_code" => code_name(code),
+                )
+            })
+            .collect();
+        Self { latency, handled }
+    }
+
+    fn record(&self, code: i32, elapsed: Duration) {
+        let index = usize::try_from(code)
+            .unwrap_or(2)
+            .min(self.handled.len() - 1);
+        self.handled[index].increment(1);
+        self.latency.record(elapsed.as_secs_f64());
+    }
+}
+
+/// Metric handles by request path, created on first use. Unknown paths share one entry, so
+/// scanners cannot grow it.
+#[derive(Debug, Default)]
+struct MetricsByPath {
+    known: std::sync::RwLock<std::collections::HashMap<String, Arc<MethodMetrics>>>,
+}
+
+impl MetricsByPath {
+    fn get(&self, server: &'static str, path: &str) -> Arc<MethodMetrics> {
+        if let Some(found) = self
+            .known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+        {
+            return found.clone();
+        }
+        let (service, method) = labels(path);
+        let key = if service == "unknown" {
+            "unknown"
+        } else {
+            path
+        };
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        known
+            .entry(key.to_owned())
+            .or_insert_with(|| Arc::new(MethodMetrics::new(server, &service, &method)))
+            .clone()
+    }
 }
 
 impl<S, B> Service<http::Request<B>> for Guard<S>
@@ -168,50 +226,38 @@ where
         // The clone is not ready; keep the ready one for this call (tower's usual dance).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = request.uri().path().to_owned();
-        if is_infrastructure(&path) {
+        let path = request.uri().path();
+        if is_infrastructure(path) {
             return Box::pin(inner.call(request));
         }
         let shared = self.shared.clone();
+        let server = shared.config.server;
+        let metrics = shared.metrics.get(server, path);
+        let timeout = (!shared.config.untimed_methods.contains(path))
+            .then_some(shared.config.request_timeout);
         Box::pin(async move {
             let started = Instant::now();
-            let (service, method) = labels(&path);
-            let server = shared.config.server;
             let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
                 let status = Status::unavailable(format!(
                     "{server} is overloaded ({} calls in flight); retry with backoff",
                     shared.config.max_in_flight
                 ));
                 let response = status.into_http();
-                record(
-                    server,
-                    service,
-                    method,
-                    response_code(&response),
-                    started.elapsed(),
-                );
+                metrics.record(response_code(&response), started.elapsed());
                 return Ok(response);
             };
-            let response = if shared.config.untimed_methods.contains(path.as_str()) {
-                inner.call(request).await?
-            } else {
-                let timeout = shared.config.request_timeout;
-                match tokio::time::timeout(timeout, inner.call(request)).await {
+            let response = match timeout {
+                None => inner.call(request).await?,
+                Some(timeout) => match tokio::time::timeout(timeout, inner.call(request)).await {
                     Ok(response) => response?,
                     Err(_) => Status::deadline_exceeded(format!(
                         "{server} did not answer within its {timeout:?} request timeout"
                     ))
                     .into_http(),
-                }
+                },
             };
             drop(permit);
-            record(
-                server,
-                service,
-                method,
-                response_code(&response),
-                started.elapsed(),
-            );
+            metrics.record(response_code(&response), started.elapsed());
             Ok(response)
         })
     }
