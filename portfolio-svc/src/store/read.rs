@@ -96,8 +96,8 @@ pub fn current(conn: &mut DbConnection) -> QueryResult<Option<SnapshotRow>> {
             snapshots::account_count,
             snapshots::holding_count,
         ))
-        .first(conn)
-        .optional()
+        .load(conn)
+        .map(first)
 }
 
 /// The snapshot a page token points at, if it is still kept (current or retired).
@@ -106,17 +106,17 @@ pub fn readable_snapshot(conn: &mut DbConnection, id: i64) -> QueryResult<Option
         .filter(snapshots::id.eq(id))
         .filter(snapshots::state.ne(state::LOADING))
         .select((snapshots::id, snapshots::as_of))
-        .first(conn)
-        .optional()
+        .load(conn)
+        .map(first)
 }
 
 /// The current snapshot's reference.
 pub fn current_ref(conn: &mut DbConnection) -> QueryResult<Option<SnapshotRef>> {
-    snapshots::table
+    with_backend!(conn, c => snapshots::table
         .filter(snapshots::id.eq_any(current_id()))
         .select((snapshots::id, snapshots::as_of))
-        .first(conn)
-        .optional()
+        .load(c))
+    .map(first)
 }
 
 /// Which snapshot a read is answered from.
@@ -187,14 +187,20 @@ pub fn accounts_page(
     after: &str,
     limit: i64,
 ) -> QueryResult<Vec<AccountRow>> {
-    accounts::table
-        .filter(accounts::snapshot_id.eq(snapshot_id))
-        .filter(accounts::customer_name.eq(owner))
-        .filter(accounts::account_number.gt(after))
-        .order(accounts::account_number.asc())
-        .limit(limit)
-        .select(AccountRow::as_select())
-        .load(conn)
+    macro_rules! page {
+        () => {
+            accounts::table
+                .filter(accounts::snapshot_id.eq(snapshot_id))
+                .filter(accounts::customer_name.eq(owner))
+                .filter(accounts::account_number.gt(after))
+                .order(accounts::account_number.asc())
+                .select(AccountRow::as_select())
+        };
+    }
+    match conn {
+        DbConnection::Pg(c) => page!().limit(limit).load(c),
+        DbConnection::Sqlite(c) => first_rows(page!().load_iter(c)?, limit),
+    }
 }
 
 /// Up to `limit` holdings of an account after ISIN `after`, in ISIN order, with their
@@ -206,24 +212,44 @@ pub fn holdings_page(
     after: &str,
     limit: i64,
 ) -> QueryResult<Vec<HoldingRow>> {
-    with_backend!(conn, c => holdings::table
-        .inner_join(
-            instruments::table.on(instruments::snapshot_id
-                .eq(holdings::snapshot_id)
-                .and(instruments::isin.eq(holdings::isin))),
-        )
-        .filter(holdings::snapshot_id.eq(snapshot_id))
-        .filter(holdings::account_number.eq(account_number))
-        .filter(holdings::isin.gt(after))
-        .order(holdings::isin.asc())
-        .limit(limit)
-        .select((
-            holdings::isin,
-            instruments::name,
-            instruments::asset_group,
-            holdings::quantity,
-            holdings::current_price,
-            holdings::valuation,
-        ))
-        .load(c))
+    macro_rules! page {
+        () => {
+            holdings::table
+                .inner_join(
+                    instruments::table.on(instruments::snapshot_id
+                        .eq(holdings::snapshot_id)
+                        .and(instruments::isin.eq(holdings::isin))),
+                )
+                .filter(holdings::snapshot_id.eq(snapshot_id))
+                .filter(holdings::account_number.eq(account_number))
+                .filter(holdings::isin.gt(after))
+                .order(holdings::isin.asc())
+                .select((
+                    holdings::isin,
+                    instruments::name,
+                    instruments::asset_group,
+                    holdings::quantity,
+                    holdings::current_price,
+                    holdings::valuation,
+                ))
+        };
+    }
+    match conn {
+        DbConnection::Pg(c) => page!().limit(limit).load(c),
+        DbConnection::Sqlite(c) => first_rows(page!().load_iter(c)?, limit),
+    }
+}
+
+/// The first row of a result that has at most one by construction (a primary key or the
+/// pointer row). Not `LIMIT 1`: on SQLite a bound LIMIT makes the statement be prepared
+/// again on every call.
+fn first<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
+}
+
+/// The first `limit` rows of a lazily stepped SQLite statement: the index order makes the
+/// statement produce rows one by one, so stopping early does the work of a LIMIT without a
+/// bound LIMIT, which SQLite would re-prepare the statement for on every call.
+fn first_rows<T>(rows: impl Iterator<Item = QueryResult<T>>, limit: i64) -> QueryResult<Vec<T>> {
+    rows.take(usize::try_from(limit).unwrap_or(0)).collect()
 }

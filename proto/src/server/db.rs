@@ -13,7 +13,6 @@ use diesel::{
     r2d2::R2D2Connection,
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
-use tokio::sync::Semaphore;
 
 /// A connection to either backend. Queries written against it serve both.
 #[derive(diesel::MultiConnection)]
@@ -209,12 +208,38 @@ pub struct Migrations {
 }
 
 /// A pooled database with a bounded number of concurrent tasks.
+///
+/// Work is queued and run by at most `pool_size` drainers on the blocking pool. A drainer
+/// checks out one connection and runs queued work until the queue is empty: under load one
+/// `spawn_blocking` and one checkout serve many calls, instead of a thread hand-off (and its
+/// context switches) for every call.
 #[derive(Clone)]
 pub struct Database {
     pool: r2d2::Pool<Manager>,
-    permits: Arc<Semaphore>,
+    work: Arc<WorkQueue>,
     acquire_timeout: Duration,
     url: Arc<DatabaseUrl>,
+}
+
+/// One call's work, type-erased; it answers through its own channel. It gets the connection,
+/// or why there is none.
+type Job = Box<dyn FnOnce(Result<&mut DbConnection, &str>) + Send>;
+
+struct Queued {
+    job: Job,
+    /// Past this moment the caller has been answered Busy: skip the work.
+    deadline: std::time::Instant,
+}
+
+#[derive(Default)]
+struct WorkState {
+    queue: std::collections::VecDeque<Queued>,
+    drainers: usize,
+}
+
+struct WorkQueue {
+    state: std::sync::Mutex<WorkState>,
+    max_drainers: usize,
 }
 
 impl fmt::Debug for Database {
@@ -246,7 +271,10 @@ impl Database {
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
         Ok(Self {
             pool,
-            permits: Arc::new(Semaphore::new(pool_size as usize)),
+            work: Arc::new(WorkQueue {
+                state: std::sync::Mutex::new(WorkState::default()),
+                max_drainers: pool_size as usize,
+            }),
             acquire_timeout: config.acquire_timeout,
             url: Arc::new(config.url.clone()),
         })
@@ -257,33 +285,89 @@ impl Database {
         &self.url
     }
 
-    /// Runs `work` with a pooled connection on the blocking pool. Waits asynchronously for a
-    /// permit; waiting longer than the acquire timeout is [`DbError::Busy`]. A panic in `work`
-    /// is re-raised here rather than hidden.
+    /// Runs `work` with a pooled connection on the blocking pool. Work waiting longer than
+    /// the acquire timeout for a connection is answered [`DbError::Busy`] (and never runs); a
+    /// connection that cannot be had is [`DbError::Unavailable`]. A panic in `work` is
+    /// re-raised here rather than hidden.
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let permit =
-            tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| DbError::Busy(self.acquire_timeout))?
-                .map_err(|_| DbError::Unavailable("database pool closed".into()))?;
-        let pool = self.pool.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let mut conn = pool
-                .get()
-                .map_err(|e| DbError::Unavailable(e.to_string()))?;
-            work(&mut conn)
-        })
-        .await;
-        match joined {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(DbError::Unavailable(format!("database task cancelled: {e}")).into()),
+        type Outcome<T, E> = std::thread::Result<Result<T, E>>;
+        let (tx, rx) = tokio::sync::oneshot::channel::<Outcome<T, E>>();
+        let job: Job = Box::new(move |conn| {
+            let outcome = match conn {
+                Ok(conn) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn))),
+                Err(reason) => Ok(Err(E::from(DbError::Unavailable(reason.to_owned())))),
+            };
+            let _ = tx.send(outcome);
+        });
+        let deadline = std::time::Instant::now() + self.acquire_timeout;
+        self.enqueue(Queued { job, deadline });
+        match rx.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            // The job was dropped unrun: it waited past the acquire timeout.
+            Err(_) => Err(DbError::Busy(self.acquire_timeout).into()),
+        }
+    }
+
+    fn enqueue(&self, queued: Queued) {
+        let spawn = {
+            let mut state = self.work.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.queue.push_back(queued);
+            let spawn = state.drainers < self.work.max_drainers;
+            if spawn {
+                state.drainers += 1;
+            }
+            spawn
+        };
+        if spawn {
+            let (pool, work) = (self.pool.clone(), self.work.clone());
+            tokio::task::spawn_blocking(move || drain(&pool, &work));
+        }
+    }
+}
+
+/// Runs queued work on one connection until the queue is empty. Taking the next job and
+/// retiring the drainer happen under the queue's lock, so no job is ever left without one.
+fn drain(pool: &r2d2::Pool<Manager>, work: &WorkQueue) {
+    let mut conn: Option<r2d2::PooledConnection<Manager>> = None;
+    loop {
+        let next = {
+            let mut state = work.state.lock().unwrap_or_else(|p| p.into_inner());
+            match state.queue.pop_front() {
+                Some(next) => next,
+                None => {
+                    state.drainers -= 1;
+                    return;
+                }
+            }
+        };
+        if std::time::Instant::now() > next.deadline {
+            // Dropping the job drops its sender: the caller sees Busy.
+            drop(next);
+            continue;
+        }
+        if conn.as_mut().is_some_and(|c| c.is_broken()) {
+            conn = None;
+        }
+        let reason = if conn.is_none() {
+            match pool.get() {
+                Ok(fresh) => {
+                    conn = Some(fresh);
+                    String::new()
+                }
+                Err(e) => e.to_string(),
+            }
+        } else {
+            String::new()
+        };
+        match conn.as_deref_mut() {
+            Some(c) => (next.job)(Ok(c)),
+            None => (next.job)(Err(&reason)),
         }
     }
 }
