@@ -214,6 +214,11 @@ impl JwtKeys {
 
     /// Verifies a bare token (without the `Bearer ` prefix).
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        self.verify_until(token).map(|(caller, _)| caller)
+    }
+
+    /// Verifies a token and tells until when (its `exp`) the answer holds.
+    fn verify_until(&self, token: &str) -> Result<(Caller, u64), AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -224,28 +229,67 @@ impl JwtKeys {
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid("empty `sub` claim".into()));
         }
-        Ok(Caller {
+        let caller = Caller {
             subject: claims.sub,
             scopes: claims
                 .scope
                 .split_ascii_whitespace()
                 .map(str::to_owned)
                 .collect(),
-        })
+        };
+        Ok((caller, claims.exp))
     }
 
     /// Verifies the `authorization` metadata of a request.
     pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, AuthError> {
-        let value = request
-            .metadata()
-            .get("authorization")
-            .ok_or(AuthError::MissingToken)?;
-        let value = value.to_str().map_err(|_| AuthError::MalformedHeader)?;
-        let (scheme, token) = value.split_once(' ').ok_or(AuthError::MalformedHeader)?;
-        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(AuthError::MalformedHeader);
+        self.verify(bearer(request)?)
+    }
+}
+
+/// The token of `authorization: Bearer <token>`.
+fn bearer<T>(request: &Request<T>) -> Result<&str, AuthError> {
+    let value = request
+        .metadata()
+        .get("authorization")
+        .ok_or(AuthError::MissingToken)?;
+    let value = value.to_str().map_err(|_| AuthError::MalformedHeader)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::MalformedHeader)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(AuthError::MalformedHeader);
+    }
+    Ok(token)
+}
+
+/// Tokens verified before, with their expiry: a client sends the same token with every call,
+/// and a lookup costs far less than the signature check and the JSON parsing. Only successes
+/// are kept, each until its own `exp`, so an answer is never more lenient than verifying
+/// again; bounded (cleared when full).
+#[derive(Debug, Default)]
+struct VerifiedTokens {
+    tokens: Mutex<std::collections::HashMap<String, (Caller, u64)>>,
+}
+
+const VERIFIED_TOKENS_MAX: usize = 10_000;
+
+impl VerifiedTokens {
+    fn verify(&self, keys: &JwtKeys, token: &str) -> Result<Caller, AuthError> {
+        let now = now_seconds();
+        {
+            let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((caller, exp)) = tokens.get(token)
+                && now <= exp.saturating_add(LEEWAY_SECONDS)
+            {
+                return Ok(caller.clone());
+            }
         }
-        self.verify(token.trim())
+        let (caller, exp) = keys.verify_until(token)?;
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.len() >= VERIFIED_TOKENS_MAX {
+            tokens.clear();
+        }
+        tokens.insert(token.to_owned(), (caller.clone(), exp));
+        Ok(caller)
     }
 }
 
@@ -255,18 +299,23 @@ impl JwtKeys {
 pub struct RequireScope {
     keys: Arc<JwtKeys>,
     scope: &'static str,
+    verified: Arc<VerifiedTokens>,
 }
 
 impl RequireScope {
     /// Demands `scope` from every call.
     pub fn new(keys: Arc<JwtKeys>, scope: &'static str) -> Self {
-        Self { keys, scope }
+        Self {
+            keys,
+            scope,
+            verified: Arc::default(),
+        }
     }
 }
 
 impl Interceptor for RequireScope {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let caller = self.keys.authenticate(&request)?;
+        let caller = self.verified.verify(&self.keys, bearer(&request)?)?;
         if !caller.has_scope(self.scope) {
             return Err(AuthError::MissingScope(self.scope).into());
         }
@@ -404,5 +453,40 @@ mod tests {
         let req = svc.call(Request::new(())).unwrap();
         let req = guard.call(req).unwrap();
         assert_eq!(req.extensions().get::<Caller>().unwrap().subject, "loader");
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_and_are_per_token() {
+        let k = keys();
+        let verified = VerifiedTokens::default();
+        let now = now_seconds();
+        let soon = k.sign(&Claims {
+            sub: "a".into(),
+            aud: AUDIENCE.into(),
+            exp: now + 60,
+            iat: now,
+            scope: "accounts:read".into(),
+        });
+        assert_eq!(verified.verify(&k, &soon).unwrap().subject, "a");
+        // Pretend the entry is past its expiry: it is verified again, and refused.
+        verified.tokens.lock().unwrap().get_mut(&soon).unwrap().1 = now - 3_600;
+        let expired = k.sign(&Claims {
+            sub: "a".into(),
+            aud: AUDIENCE.into(),
+            exp: now - 3_600,
+            iat: now - 7_200,
+            scope: String::new(),
+        });
+        assert_eq!(verified.verify(&k, &expired), Err(AuthError::Expired));
+        assert!(verified.verify(&k, "not.a.jwt").is_err());
+        let other = JwtKeys::from_secret(b"another-secret").mint(
+            "a",
+            &["accounts:read"],
+            Duration::from_secs(60),
+        );
+        assert!(
+            verified.verify(&k, &other).is_err(),
+            "a token is checked on its own, whatever was remembered"
+        );
     }
 }

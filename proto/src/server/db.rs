@@ -1,9 +1,11 @@
 //! One database layer for SQLite (the embedded default) and PostgreSQL (production, several
 //! replicas), chosen once from the URL.
 //!
-//! Queries are written once against [`DbConnection`], a diesel `MultiConnection`. Database
-//! work never runs on the async runtime: [`Database::run`] waits (bounded, asynchronously) for
-//! one of `pool_size` permits and then runs the closure on the blocking pool.
+//! Queries are written once against [`DbConnection`], a diesel `MultiConnection` (hot ones
+//! run on the concrete connection through [`with_backend!`](crate::with_backend), where
+//! diesel's statement cache avoids writing the SQL again). Database work never runs on the
+//! async runtime: [`Database::run`] queues it for at most `pool_size` drainers on the
+//! blocking pool.
 
 use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 

@@ -29,8 +29,10 @@ pub struct ServerArgs {
     /// The shared JWT secret.
     #[command(flatten)]
     pub jwt: JwtSecretArgs,
-    /// Database connections, which is also how many database tasks run at once.
-    #[arg(long, env = "INVEST_DB_POOL_SIZE", default_value_t = 8)]
+    /// Database connections, which is also how many database tasks run at once. 0 picks one
+    /// per CPU on SQLite (its work is CPU-bound; more only adds context switches) and two per
+    /// CPU on PostgreSQL (its work waits on the network).
+    #[arg(long, env = "INVEST_DB_POOL_SIZE", default_value_t = 0)]
     pub db_pool_size: u32,
     /// How long a call waits for a database connection before it is answered UNAVAILABLE.
     #[arg(long, env = "INVEST_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -193,9 +195,19 @@ impl Launch<'_> {
         tracing::info!(server = self.name, addr = %server.addr, metrics = %metrics_addr, database = %url, "listening on {}", server.addr);
 
         let (ready_tx, ready) = watch::channel(false);
+        let pool_size = match self.args.db_pool_size {
+            0 => {
+                let cpus = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+                match url {
+                    DatabaseUrl::Sqlite(_) => cpus.max(2),
+                    DatabaseUrl::Postgres(_) => 2 * cpus,
+                }
+            }
+            n => n,
+        };
         let config = DbConfig {
             url,
-            pool_size: self.args.db_pool_size,
+            pool_size,
             acquire_timeout: self.args.db_acquire_timeout,
         };
         let migrations = self.migrations;
