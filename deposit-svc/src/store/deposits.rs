@@ -2,7 +2,10 @@
 //! compare-and-set together with its outbox row, wrong-signature counting, expiry, history.
 
 use diesel::{prelude::*, result::DatabaseErrorKind};
-use invest_proto::server::db::{DbConnection, DbError, write_transaction};
+use invest_proto::{
+    server::db::{DbConnection, DbError, write_transaction},
+    with_backend,
+};
 
 use super::{
     outbox::{self, Lease, OutboxRow},
@@ -59,6 +62,12 @@ impl DepositRow {
     }
 }
 
+/// At most one row by construction (a unique key): no `.first()`, whose bound LIMIT makes
+/// SQLite prepare the statement again on every call.
+fn one(rows: Vec<DepositRow>) -> Option<DepositRow> {
+    rows.into_iter().next()
+}
+
 fn by_request(
     conn: &mut DbConnection,
     owner: &str,
@@ -68,8 +77,8 @@ fn by_request(
         .filter(deposits::owner.eq(owner))
         .filter(deposits::request_id.eq(request_id))
         .select(DepositRow::as_select())
-        .first(conn)
-        .optional()
+        .load(conn)
+        .map(one)
 }
 
 fn request_reused(request_id: &str) -> Error {
@@ -121,19 +130,21 @@ pub fn get(
     transfer_id: &str,
     owner: &str,
 ) -> QueryResult<Option<DepositRow>> {
-    deposits::table
+    with_backend!(conn, c => deposits::table
         .filter(deposits::transfer_id.eq(transfer_id))
         .filter(deposits::owner.eq(owner))
         .select(DepositRow::as_select())
-        .first(conn)
-        .optional()
+        .load(c))
+    .map(one)
 }
 
 fn reload(conn: &mut DbConnection, transfer_id: &str) -> QueryResult<DepositRow> {
     deposits::table
         .filter(deposits::transfer_id.eq(transfer_id))
         .select(DepositRow::as_select())
-        .first(conn)
+        .load(conn)
+        .map(one)?
+        .ok_or(diesel::result::Error::NotFound)
 }
 
 /// Counts a wrong signature on a pending transfer; at `max_attempts` it becomes rejected.

@@ -8,7 +8,7 @@ use invest_proto::{
 };
 
 use super::{
-    schema::{directories, directory_entries},
+    schema::{current_directory, directories, directory_entries},
     state,
 };
 use crate::error::{Error, Result};
@@ -52,31 +52,43 @@ pub struct Entry {
     pub customer_name: String,
 }
 
+/// The id of the current directory, as a subquery (the pointer row's primary key).
+fn current_id() -> diesel::dsl::Select<
+    diesel::dsl::Filter<
+        current_directory::table,
+        diesel::dsl::Eq<current_directory::singleton, i32>,
+    >,
+    current_directory::directory_id,
+> {
+    current_directory::table
+        .filter(current_directory::singleton.eq(1))
+        .select(current_directory::directory_id)
+}
+
 /// The current directory.
 pub fn current(conn: &mut DbConnection) -> QueryResult<Option<DirectoryRow>> {
-    directories::table
-        .filter(directories::state.eq(state::CURRENT))
+    // No `.first()`: a bound LIMIT makes SQLite prepare the statement again on every call,
+    // and the pointer yields at most one row anyway.
+    let rows: Vec<DirectoryRow> = directories::table
+        .filter(directories::id.eq_any(current_id()))
         .select((
             directories::id,
             directories::as_of,
             directories::digest,
             directories::entry_count,
         ))
-        .first(conn)
-        .optional()
+        .load(conn)?;
+    Ok(rows.into_iter().next())
 }
 
-/// The owner of an account in the current directory.
+/// The owner of an account in the current directory: one primary-key search.
 pub fn owner_of(conn: &mut DbConnection, account_number: &str) -> QueryResult<Option<String>> {
-    let Some(directory) = current(conn)? else {
-        return Ok(None);
-    };
-    directory_entries::table
-        .filter(directory_entries::directory_id.eq(directory.id))
+    let owners: Vec<String> = with_backend!(conn, c => directory_entries::table
+        .filter(directory_entries::directory_id.eq_any(current_id()))
         .filter(directory_entries::account_number.eq(account_number))
         .select(directory_entries::customer_name)
-        .first(conn)
-        .optional()
+        .load(c))?;
+    Ok(owners.into_iter().next())
 }
 
 fn outdated(as_of: i64, current: &DirectoryRow) -> Error {
@@ -212,6 +224,14 @@ pub fn finish_load(
         if updated == 0 {
             return Err(abandoned(directory_id));
         }
+        // The pointer deposits follow; its primary key admits one row.
+        diesel::delete(current_directory::table).execute(conn)?;
+        diesel::insert_into(current_directory::table)
+            .values((
+                current_directory::singleton.eq(1),
+                current_directory::directory_id.eq(directory_id),
+            ))
+            .execute(conn)?;
         current(conn)?
             .map(Finish::Current)
             .ok_or_else(|| abandoned(directory_id))

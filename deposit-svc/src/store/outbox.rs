@@ -109,8 +109,18 @@ pub fn claim_due(
 }
 
 /// Records a credit: the outbox row goes and the deposit is marked applied, together.
+///
+/// On PostgreSQL this commit does not wait for the write-ahead log to reach the disk: if a
+/// crash loses it, the outbox row is still there, the delivery is repeated, and portfolio-svc
+/// answers `already_applied`. Only the confirmation and the credit itself need durability.
 pub fn delivered(conn: &mut DbConnection, transfer_id: &str, now: i64) -> Result<()> {
     write_transaction(conn, |conn| {
+        if let DbConnection::Pg(c) = conn {
+            diesel::connection::SimpleConnection::batch_execute(
+                c,
+                "SET LOCAL synchronous_commit = off",
+            )?;
+        }
         diesel::delete(outbox::table.filter(outbox::transfer_id.eq(transfer_id))).execute(conn)?;
         diesel::update(deposits::table)
             .filter(deposits::transfer_id.eq(transfer_id))

@@ -52,4 +52,17 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(directories, directory_entries, deposits, outbox);
+diesel::allow_tables_to_appear_in_same_query!(
+    directories,
+    directory_entries,
+    deposits,
+    outbox,
+    current_directory
+);
+
+diesel::table! {
+    current_directory (singleton) {
+        singleton -> Integer,
+        directory_id -> BigInt,
+    }
+}
