@@ -1,26 +1,13 @@
 use clap::Parser;
-use deposit_svc::{Config, init_tracing, start};
+use deposit_svc::{Config, SERVER_NAME, init_tracing, start};
+use invest_proto::server::launch::serve_until_stopped;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let mut config = Config::parse();
     config.server.handle_signals = true;
     init_tracing(&config);
-    let server = match start(config).await {
-        Ok(server) => server,
-        Err(e) => {
-            tracing::error!(error = %e, "deposit-svc cannot start");
-            eprintln!("deposit-svc: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    match server.wait().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "deposit-svc stopped with an error");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    serve_until_stopped(SERVER_NAME, start(config)).await
 }
 
 #[global_allocator]

@@ -122,6 +122,10 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
+/// Reads through a memory map instead of a `pread` per page missed in SQLite's own cache
+/// (the mapped pages are the operating system's page cache, shared and reclaimable).
+const SQLITE_MMAP_BYTES: u64 = 1 << 30;
+
 /// How long SQLite waits for a lock held by another connection before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 
@@ -150,7 +154,8 @@ impl r2d2::ManageConnection for Manager {
                     "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};
                      PRAGMA journal_mode = WAL;
                      PRAGMA synchronous = NORMAL;
-                     PRAGMA foreign_keys = ON;"
+                     PRAGMA foreign_keys = ON;
+                     PRAGMA mmap_size = {SQLITE_MMAP_BYTES};"
                 ))
                 .map_err(diesel::r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))

@@ -227,6 +227,30 @@ impl Launch<'_> {
     }
 }
 
+/// The body of a server binary's `main` once its configuration is parsed: starts the server,
+/// serves until SIGTERM/SIGINT, and turns the outcome into the exit code (2 when it cannot
+/// start, 1 when it stopped with an error).
+pub async fn serve_until_stopped<E: std::fmt::Display>(
+    name: &str,
+    start: impl Future<Output = Result<Running, E>>,
+) -> std::process::ExitCode {
+    let server = match start.await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %e, "{name} cannot start");
+            eprintln!("{name}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match server.wait().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "{name} stopped with an error");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs a cleanup when dropped unless disarmed, even when the request future that owns it
 /// is dropped mid-way (a client that went away): the cleanup runs as its own task.
 pub struct CleanupGuard {
