@@ -144,7 +144,11 @@ def main():
     if pgbench.exists():
         pg = load(pgbench)
         lines += ["", "## Deposits against pgbench", "",
-                  f"pgbench tpcb-like, {pg['clients']} clients: **{pg['tps']:,.0f} TPS**.", ""]
+                  f"pgbench tpcb-like, {pg['clients']} clients: **{pg['tps']:,.0f} TPS**."]
+        if "select_only_tps" in pg:
+            lines.append(f"pgbench select-only (prepared primary-key lookups), same clients: "
+                         f"**{pg['select_only_tps']:,.0f} TPS**, PostgreSQL's own ceiling for reads here.")
+        lines.append("")
         for r in loads:
             if r["backend"] != "postgres":
                 continue

@@ -5,10 +5,11 @@
 #     (PostgreSQL COPY, SQLite one-transaction prepared inserts) on the same rows,
 #   - peak memory of the loader and of the servers,
 #   - deposits (phase 1 + phase 2) next to pgbench's tpcb-like TPS at the same clients,
+#   - PostgreSQL's own read ceiling (pgbench select-only, prepared),
 # for days of 50, 10,000 and 1,000,000 accounts, and writes the results as JSON under
 # $BENCH_OUT, then BENCHMARKS.md and its chart (loader/bench/report.py).
 #
-#   loader/bench/run.sh                 # the whole suite (about an hour on 2 cores)
+#   loader/bench/run.sh                 # the whole suite (about 40 minutes on 2 cores)
 #   loader/bench/run.sh --smoke         # seconds: 50 accounts, SQLite, 1 s runs, debug build
 #
 # Settings (environment): BENCH_SIZES ("50 10000 1000000"), BENCH_BACKENDS ("sqlite postgres"),
@@ -87,10 +88,10 @@ start_servers() { # backend size → sets portfolio_pid deposit_pid
       pdb="$pg/bench_portfolio_$size"; ddb="$pg/bench_deposit_$size" ;;
   esac
   "$bin/portfolio-svc" --listen 127.0.0.1:61051 --metrics-listen 127.0.0.1:0 --database-url "$pdb" \
-    --db-pool-size 8 2>"$work/portfolio.log" &
+    2>"$work/portfolio.log" &
   portfolio_pid=$!
   "$bin/deposit-svc" --listen 127.0.0.1:61052 --metrics-listen 127.0.0.1:0 --database-url "$ddb" \
-    --portfolio-url http://127.0.0.1:61051 --db-pool-size 8 2>"$work/deposit.log" &
+    --portfolio-url http://127.0.0.1:61051 2>"$work/deposit.log" &
   deposit_pid=$!
   pids=("$portfolio_pid" "$deposit_pid")
 }
@@ -131,7 +132,7 @@ PY
     sqlite)
       python3 - "$csv" "$work/copy-$size.db" <<'PY'
 import sqlite3, sys, time
-rows = [line.rstrip("\n").split(",") for line in open(sys.argv[1])]
+rows = (line.rstrip("\n").split(",") for line in open(sys.argv[1]))
 db = sqlite3.connect(sys.argv[2])
 db.executescript("""PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
 CREATE TABLE holdings (snapshot_id BIGINT NOT NULL, account_number TEXT NOT NULL, isin TEXT NOT NULL,
@@ -163,11 +164,12 @@ for size in $sizes; do
   rows=$(( $(wc -l <"$day/account_asset_info_set.csv") - 1 ))
   for backend in $backends; do
     say "$backend, $size accounts ($rows holdings)"
+    # The bulk baseline first, so that nothing but the servers runs while they are measured.
+    bulk_s=$(bulk_baseline "$backend" "$size" "$day")
     start_servers "$backend" "$size"
     read -r load_s loader_kb < <(timed "$bin/loader" load "$day" --portfolio-url http://127.0.0.1:61051 \
       --deposit-url http://127.0.0.1:61052 --attempts 20)
     portfolio_load_kb=$(peak_kb "$portfolio_pid")
-    bulk_s=$(bulk_baseline "$backend" "$size" "$day")
     loadgen get_account "$backend" "$size" --mix get_account=1
     loadgen list_holdings "$backend" "$size" --mix list_holdings=1
     loadgen list_accounts "$backend" "$size" --mix list_accounts=1
@@ -189,7 +191,11 @@ if ! $smoke && [[ " $backends " == *" postgres "* ]]; then
   pgbench -q -i -s 10 "$pg/bench_pgbench" >/dev/null 2>&1
   pgbench -c "$concurrency" -j 2 -T "${duration%s}" -b tpcb-like "$pg/bench_pgbench" >"$out/pgbench.txt" 2>&1
   tps=$(grep -oP 'tps = \K[0-9.]+' "$out/pgbench.txt" | head -n 1)
-  echo "{\"clients\": $concurrency, \"tps\": $tps}" >"$out/pgbench.json"
+  # PostgreSQL's own ceiling for reads on this machine: prepared primary-key lookups.
+  say "pgbench select-only, $concurrency clients"
+  pgbench -c "$concurrency" -j 2 -T "${duration%s}" -S -M prepared "$pg/bench_pgbench" >"$out/pgbench-select.txt" 2>&1
+  select_tps=$(grep -oP 'tps = \K[0-9.]+' "$out/pgbench-select.txt" | head -n 1)
+  echo "{\"clients\": $concurrency, \"tps\": $tps, \"select_only_tps\": $select_tps}" >"$out/pgbench.json"
 fi
 
 say "results in $out"
