@@ -7,14 +7,15 @@
 #   - deposits (phase 1 + phase 2) next to pgbench's tpcb-like TPS at the same clients,
 #   - PostgreSQL's own read ceiling (pgbench select-only, prepared),
 # for days of 50, 10,000 and 1,000,000 accounts, and writes the results as JSON under
-# $BENCH_OUT, then BENCHMARKS.md and its chart (loader/bench/report.py).
+# $BENCH_OUT, then results.md and chart.svg there (loader/bench/report.py).
 #
 #   loader/bench/run.sh                 # the whole suite (about 40 minutes on 2 cores)
 #   loader/bench/run.sh --smoke         # seconds: 50 accounts, SQLite, 1 s runs, debug build
 #
 # Settings (environment): BENCH_SIZES ("50 10000 1000000"), BENCH_BACKENDS ("sqlite postgres"),
-# BENCH_DURATION (20s), BENCH_WARMUP (3s), BENCH_CONCURRENCY (32), BENCH_CONNECTIONS (4),
-# BENCH_POSTGRES (postgres://postgres@127.0.0.1:5432), BENCH_OUT (target/bench).
+# BENCH_DURATION (20s), BENCH_WARMUP (3s), BENCH_ROUNDS (3: real servers and ceiling
+# alternate, each measured for a third of the duration), BENCH_CONCURRENCY (32),
+# BENCH_CONNECTIONS (4), BENCH_POSTGRES (postgres://postgres@127.0.0.1:5432), BENCH_OUT (target/bench).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -36,6 +37,7 @@ else
   profile=release
   out=${BENCH_OUT:-$root/target/bench}
 fi
+rounds=${BENCH_ROUNDS:-3}
 concurrency=${BENCH_CONCURRENCY:-32}
 connections=${BENCH_CONNECTIONS:-4}
 pg=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
@@ -153,7 +155,7 @@ loadgen() { # name backend size extra-args…
   shift 3
   "$bin/loadgen" bench --portfolio-url http://127.0.0.1:61051 --deposit-url http://127.0.0.1:61052 \
     --accounts "$size" --seed 1 --concurrency "$concurrency" --connections "$connections" \
-    --duration "$duration" --warmup "$warmup" --ceiling --json "$out/rpc-$backend-$size-$name.json" "$@" \
+    --duration "$duration" --warmup "$warmup" --ceiling --rounds "$rounds" --json "$out/rpc-$backend-$size-$name.json" "$@" \
     >"$out/rpc-$backend-$size-$name.txt"
 }
 

@@ -17,7 +17,7 @@ use super::{
     noop::{CannedResponses, NoopServer},
     population::{InvalidHeader, Population, Sample},
     report::{self, BenchReport, ConfigReport, TargetReport},
-    workload::{self, ConnectError, Failure, RunError, Stop, Target, Workload},
+    workload::{self, ConnectError, Failure, RunError, RunResult, Stop, Target, Workload},
 };
 use crate::{
     cli::Exit,
@@ -116,6 +116,12 @@ pub struct BenchArgs {
     /// tests.
     #[arg(long)]
     pub ceiling_only: bool,
+    /// Split the measurement into this many rounds that alternate the real servers and the
+    /// ceiling (each round measures an equal share of --duration or --requests), so that a
+    /// change in the machine's speed during the run (other tenants, CPU steal) weighs on both
+    /// alike and the ratios stay fair.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Also write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -309,7 +315,7 @@ pub async fn bench(
     };
     writeln!(
         out,
-        "loadgen: {} of {} accounts ({} customers), mix {}, concurrency {}, {} connections, {} after {} of warm-up",
+        "loadgen: {} of {} accounts ({} customers), mix {}, concurrency {}, {} connections, {} after {} of warm-up{}",
         population.accounts.len(),
         population.day_accounts,
         population.customers.len(),
@@ -318,27 +324,71 @@ pub async fn bench(
         args.connections,
         stop,
         humantime::format_duration(args.warmup),
+        if args.rounds > 1 {
+            format!(", in {} alternating rounds", args.rounds)
+        } else {
+            String::new()
+        },
     )?;
 
-    let mut canned = synthetic;
-    let mut real = None;
-    if !args.ceiling_only {
-        let target = Target::connect(
-            &args.portfolio_url,
-            &args.deposit_url,
-            &args.mix,
-            args.connections,
+    let rounds = match workload.stop {
+        Stop::Requests(count) => args.rounds.min(u32::try_from(count).unwrap_or(u32::MAX)),
+        Stop::After(_) => args.rounds,
+    };
+    let real_target = if args.ceiling_only {
+        None
+    } else {
+        Some(
+            Target::connect(
+                &args.portfolio_url,
+                &args.deposit_url,
+                &args.mix,
+                args.connections,
+            )
+            .await?,
         )
-        .await?;
-        if args.ceiling {
-            canned = workload::capture(&target, &population, &args.mix, args.timeout, canned)
-                .await
-                .map_err(BenchError::Capture)?;
+    };
+    let mut canned = synthetic;
+    if let (Some(target), true) = (&real_target, args.ceiling) {
+        canned = workload::capture(target, &population, &args.mix, args.timeout, canned)
+            .await
+            .map_err(BenchError::Capture)?;
+    }
+    let sizes = canned.sizes();
+    let noop = if args.ceiling || args.ceiling_only {
+        let server = NoopServer::start((Ipv4Addr::LOCALHOST, 0).into(), canned)
+            .await
+            .map_err(BenchError::Noop)?;
+        let url = server.url();
+        match Target::connect(&url, &url, &args.mix, args.connections).await {
+            Ok(target) => Some((server, url, target)),
+            Err(e) => {
+                server.stop().await;
+                return Err(e.into());
+            }
         }
-        tracing::info!("running against the real servers");
-        let result = workload::run(&workload, population.clone(), &target).await?;
-        drop(target);
-        let report = TargetReport::new(&result, &args.mix, None)?;
+    } else {
+        None
+    };
+    let targets = [
+        real_target.as_ref(),
+        noop.as_ref().map(|(_, _, target)| target),
+    ];
+    let measured = measure(&workload, rounds, &population, targets).await;
+    drop(real_target);
+    let url = match noop {
+        Some((server, url, target)) => {
+            drop(target);
+            server.stop().await;
+            url
+        }
+        None => String::new(),
+    };
+    let [real_run, ceiling_run] = measured?;
+
+    let mut real = None;
+    if let Some(run) = real_run {
+        let report = TargetReport::new(&run, &args.mix, None)?;
         writeln!(
             out,
             "\nreal: portfolio-svc {}, deposit-svc {}",
@@ -347,20 +397,9 @@ pub async fn bench(
         write_target(out, &report)?;
         real = Some(report);
     }
-
     let mut ceiling = None;
-    if args.ceiling || args.ceiling_only {
-        let sizes = canned.sizes();
-        let server = NoopServer::start((Ipv4Addr::LOCALHOST, 0).into(), canned)
-            .await
-            .map_err(BenchError::Noop)?;
-        let url = server.url();
-        let target = Target::connect(&url, &url, &args.mix, args.connections).await?;
-        tracing::info!(%url, "running against the no-op server");
-        let result = workload::run(&workload, population.clone(), &target).await;
-        drop(target);
-        server.stop().await;
-        let report = TargetReport::new(&result?, &args.mix, Some(sizes.clone()))?;
+    if let Some(run) = ceiling_run {
+        let report = TargetReport::new(&run, &args.mix, Some(sizes.clone()))?;
         let origin = if args.ceiling_only {
             "synthetic"
         } else {
@@ -413,6 +452,30 @@ pub async fn bench(
     Ok(report)
 }
 
+/// Runs `workload` against each present target, in `rounds` rounds that alternate them,
+/// and merges each target's rounds.
+async fn measure(
+    workload: &Workload,
+    rounds: u32,
+    population: &Arc<Population>,
+    targets: [Option<&Target>; 2],
+) -> Result<[Option<RunResult>; 2], BenchError> {
+    let mut results: [Option<RunResult>; 2] = [None, None];
+    for round in 0..rounds {
+        let this_round = workload.round(round, rounds);
+        for (target, result) in targets.iter().zip(&mut results) {
+            let Some(target) = target else { continue };
+            tracing::info!(round, "running");
+            let run = workload::run(&this_round, population.clone(), target).await?;
+            match result {
+                Some(so_far) => so_far.absorb(&run)?,
+                None => *result = Some(run),
+            }
+        }
+    }
+    Ok(results)
+}
+
 /// The RPCs whose responses the mix receives.
 fn responses_of(mix: &Mix) -> impl Iterator<Item = &'static str> + '_ {
     mix.operations().flat_map(|op| match op {
@@ -459,6 +522,7 @@ fn config(args: &BenchArgs, population: &Population) -> ConfigReport {
         timeout_s: args.timeout.as_secs_f64(),
         ceiling: args.ceiling,
         ceiling_only: args.ceiling_only,
+        rounds: args.rounds,
         json: args.json.as_ref().map(|p| p.display().to_string()),
     }
 }
@@ -640,6 +704,23 @@ mod tests {
         assert_eq!(json["config"]["requests"], 200);
         assert_eq!(json["config"]["mix"]["get_account"], 2);
         assert_eq!(json["config"]["sampled_accounts"], 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rounds_add_up_to_the_requested_measurement() {
+        let mut args = smoke_args(None);
+        args.rounds = 3;
+        let mut out = Vec::new();
+        let report = bench(&args, &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+
+        assert!(report.ok, "{text}");
+        assert!(text.contains("in 3 alternating rounds"), "{text}");
+        assert_eq!(report.config.rounds, 3);
+        let ceiling = report.ceiling.as_ref().unwrap();
+        // 200 operations in rounds of 67, 67 and 66: merged, nothing lost or counted twice.
+        assert_eq!(ceiling.total.requests, 200, "{text}");
+        assert_eq!(ceiling.rpcs.values().map(|r| r.requests).sum::<u64>(), 200);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

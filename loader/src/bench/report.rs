@@ -67,6 +67,8 @@ pub struct ConfigReport {
     pub ceiling: bool,
     /// `--ceiling-only`.
     pub ceiling_only: bool,
+    /// `--rounds`: measurement rounds alternating the targets.
+    pub rounds: u32,
     /// `--json`.
     pub json: Option<String>,
 }
@@ -348,6 +350,7 @@ mod tests {
             timeout_s: 10.0,
             ceiling: true,
             ceiling_only: false,
+            rounds: 1,
             json: None,
         }
     }

@@ -347,6 +347,43 @@ pub struct RunResult {
     pub measured: Duration,
 }
 
+impl Workload {
+    /// Round `round` (from 0) of `rounds` that split this workload: an even share of the
+    /// measured time or operations (the remainder to the first rounds), the full warm-up
+    /// first and a short settling time after a switch of target.
+    pub fn round(&self, round: u32, rounds: u32) -> Self {
+        let stop = match self.stop {
+            Stop::After(length) => Stop::After(length / rounds),
+            Stop::Requests(count) => {
+                let (share, rest) = (count / u64::from(rounds), count % u64::from(rounds));
+                Stop::Requests(share + u64::from(u64::from(round) < rest))
+            }
+        };
+        let warmup = if round == 0 {
+            self.warmup
+        } else {
+            self.warmup.min(SETTLE)
+        };
+        Self {
+            stop,
+            warmup,
+            ..self.clone()
+        }
+    }
+}
+
+/// Unrecorded time at the start of every round but the first.
+const SETTLE: Duration = Duration::from_millis(500);
+
+impl RunResult {
+    /// Adds another round against the same target.
+    pub fn absorb(&mut self, round: &Self) -> Result<(), hdrhistogram::errors::AdditionError> {
+        self.recorder.merge(&round.recorder)?;
+        self.measured += round.measured;
+        Ok(())
+    }
+}
+
 /// Why a run could not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -537,4 +574,41 @@ pub async fn capture(
         (canned.registered, canned.confirmed) = deposit(&mut clients, &call, timeout).await?;
     }
     Ok(canned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload(stop: Stop) -> Workload {
+        Workload {
+            mix: Mix::default(),
+            concurrency: 4,
+            stop,
+            warmup: Duration::from_secs(3),
+            timeout: Duration::from_secs(10),
+            seed: 1,
+        }
+    }
+
+    #[test]
+    fn rounds_share_the_measurement_and_only_the_first_warms_up_fully() {
+        let counted = workload(Stop::Requests(200));
+        let shares: Vec<u64> = (0..3)
+            .map(|round| match counted.round(round, 3).stop {
+                Stop::Requests(count) => count,
+                Stop::After(_) => panic!("a counted run stays counted"),
+            })
+            .collect();
+        assert_eq!(shares, [67, 67, 66]);
+
+        let timed = workload(Stop::After(Duration::from_secs(30)));
+        for round in 0..3 {
+            let this = timed.round(round, 3);
+            assert!(matches!(this.stop, Stop::After(d) if d == Duration::from_secs(10)));
+            let warmup = if round == 0 { timed.warmup } else { SETTLE };
+            assert_eq!(this.warmup, warmup, "round {round}");
+        }
+        assert!(matches!(timed.round(0, 1).stop, Stop::After(d) if d == Duration::from_secs(30)));
+    }
 }
