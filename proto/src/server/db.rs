@@ -122,11 +122,6 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// SQLite's page cache per connection (KiB): the upper B-tree levels of a day of a million
-/// accounts stay in memory, and memory stays bounded (pool size × this). A memory map would
-/// read faster still, but its pages count in the process's memory as the database grows.
-const SQLITE_CACHE_KIB: u32 = 32 * 1024;
-
 /// How long SQLite waits for a lock held by another connection before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 
@@ -150,13 +145,17 @@ impl r2d2::ManageConnection for Manager {
                 let mut conn = SqliteConnection::establish(&path)
                     .map_err(diesel::r2d2::Error::ConnectionError)?;
                 // WAL lets readers go on while a writer writes; NORMAL is durable in WAL mode
-                // except for the last transactions on power loss, never corrupt.
+                // except for the last transactions on power loss, never corrupt. The page
+                // cache stays SQLite's default (2 MiB per connection); pages it misses come
+                // from the operating system's cache. Measured (loader/bench/BENCHMARKS.md):
+                // a 32 MiB cache read no faster at a million accounts and cost 75 MiB; a
+                // memory map read 16% faster but its pages count in the process's memory
+                // as the database grows.
                 conn.batch_execute(&format!(
                     "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};
                      PRAGMA journal_mode = WAL;
                      PRAGMA synchronous = NORMAL;
-                     PRAGMA foreign_keys = ON;
-                     PRAGMA cache_size = -{SQLITE_CACHE_KIB};"
+                     PRAGMA foreign_keys = ON;"
                 ))
                 .map_err(diesel::r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
