@@ -350,7 +350,9 @@ pub struct RunResult {
 impl Workload {
     /// Round `round` (from 0) of `rounds` that split this workload: an even share of the
     /// measured time or operations (the remainder to the first rounds), the full warm-up
-    /// first and a short settling time after a switch of target.
+    /// first and a short settling time after a switch of target, and a sequence of choices of
+    /// its own (the same for every target in that round), so that rounds do not replay the
+    /// same accounts.
     pub fn round(&self, round: u32, rounds: u32) -> Self {
         let stop = match self.stop {
             Stop::After(length) => Stop::After(length / rounds),
@@ -367,6 +369,7 @@ impl Workload {
         Self {
             stop,
             warmup,
+            seed: self.seed.wrapping_add(u64::from(round)),
             ..self.clone()
         }
     }
@@ -610,5 +613,11 @@ mod tests {
             assert_eq!(this.warmup, warmup, "round {round}");
         }
         assert!(matches!(timed.round(0, 1).stop, Stop::After(d) if d == Duration::from_secs(30)));
+        assert_eq!(
+            timed.round(0, 3).seed,
+            timed.seed,
+            "the first round draws what a single run would"
+        );
+        assert_ne!(timed.round(1, 3).seed, timed.round(2, 3).seed);
     }
 }
