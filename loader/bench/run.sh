@@ -46,6 +46,12 @@ mkdir -p "$out"
 work=$(mktemp -d)
 pids=()
 cleanup() {
+  local status=$?
+  if [ "$status" -ne 0 ]; then
+    for log in "$work"/portfolio.log "$work"/deposit.log; do
+      [ -s "$log" ] && { echo "--- last lines of $(basename "$log")" >&2; tail -n 20 "$log" >&2; }
+    done
+  fi
   if [ ${#pids[@]} -gt 0 ]; then kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; fi
   rm -rf "$work"
 }
@@ -78,7 +84,11 @@ timed() {
   echo "$wall $peak"
 }
 
-start_servers() { # backend size → sets portfolio_pid deposit_pid
+# A port nothing listens on now (the servers of this run take it a moment later), so that the
+# suite never talks to servers that are not its own.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+start_servers() { # backend size → sets portfolio_pid deposit_pid portfolio_url deposit_url
   local backend=$1 size=$2 pdb ddb
   case $backend in
     sqlite)
@@ -89,11 +99,16 @@ start_servers() { # backend size → sets portfolio_pid deposit_pid
       done
       pdb="$pg/bench_portfolio_$size"; ddb="$pg/bench_deposit_$size" ;;
   esac
-  "$bin/portfolio-svc" --listen 127.0.0.1:61051 --metrics-listen 127.0.0.1:0 --database-url "$pdb" \
+  local portfolio_port deposit_port
+  portfolio_port=$(free_port)
+  deposit_port=$(free_port)
+  portfolio_url="http://127.0.0.1:$portfolio_port"
+  deposit_url="http://127.0.0.1:$deposit_port"
+  "$bin/portfolio-svc" --listen "127.0.0.1:$portfolio_port" --metrics-listen 127.0.0.1:0 --database-url "$pdb" \
     2>"$work/portfolio.log" &
   portfolio_pid=$!
-  "$bin/deposit-svc" --listen 127.0.0.1:61052 --metrics-listen 127.0.0.1:0 --database-url "$ddb" \
-    --portfolio-url http://127.0.0.1:61051 2>"$work/deposit.log" &
+  "$bin/deposit-svc" --listen "127.0.0.1:$deposit_port" --metrics-listen 127.0.0.1:0 --database-url "$ddb" \
+    --portfolio-url "$portfolio_url" 2>"$work/deposit.log" &
   deposit_pid=$!
   pids=("$portfolio_pid" "$deposit_pid")
 }
@@ -153,7 +168,7 @@ PY
 loadgen() { # name backend size extra-args…
   local name=$1 backend=$2 size=$3
   shift 3
-  "$bin/loadgen" bench --portfolio-url http://127.0.0.1:61051 --deposit-url http://127.0.0.1:61052 \
+  "$bin/loadgen" bench --portfolio-url "$portfolio_url" --deposit-url "$deposit_url" \
     --accounts "$size" --seed 1 --concurrency "$concurrency" --connections "$connections" \
     --duration "$duration" --warmup "$warmup" --ceiling --rounds "$rounds" --json "$out/rpc-$backend-$size-$name.json" "$@" \
     >"$out/rpc-$backend-$size-$name.txt"
@@ -169,8 +184,8 @@ for size in $sizes; do
     # The bulk baseline first, so that nothing but the servers runs while they are measured.
     bulk_s=$(bulk_baseline "$backend" "$size" "$day")
     start_servers "$backend" "$size"
-    read -r load_s loader_kb < <(timed "$bin/loader" load "$day" --portfolio-url http://127.0.0.1:61051 \
-      --deposit-url http://127.0.0.1:61052 --attempts 20)
+    read -r load_s loader_kb < <(timed "$bin/loader" load "$day" --portfolio-url "$portfolio_url" \
+      --deposit-url "$deposit_url" --attempts 20)
     portfolio_load_kb=$(peak_kb "$portfolio_pid")
     loadgen get_account "$backend" "$size" --mix get_account=1
     loadgen list_holdings "$backend" "$size" --mix list_holdings=1
