@@ -199,6 +199,10 @@ for size in $sizes; do
  "deposit_peak_kb": $(peak_kb "$deposit_pid")}
 JSON
     stop_servers
+    if [ "$backend" = postgres ]; then # a million accounts take gigabytes
+      psql "$pg/postgres" -qc "DROP DATABASE bench_portfolio_$size WITH (FORCE)" \
+        -c "DROP DATABASE bench_deposit_$size WITH (FORCE)" >/dev/null
+    fi
   done
 done
 
@@ -213,6 +217,7 @@ if ! $smoke && [[ " $backends " == *" postgres "* ]]; then
   pgbench -c "$concurrency" -j 2 -T "${duration%s}" -S -M prepared "$pg/bench_pgbench" >"$out/pgbench-select.txt" 2>&1
   select_tps=$(grep -oP 'tps = \K[0-9.]+' "$out/pgbench-select.txt" | head -n 1)
   echo "{\"clients\": $concurrency, \"tps\": $tps, \"select_only_tps\": $select_tps}" >"$out/pgbench.json"
+  psql "$pg/postgres" -qc "DROP DATABASE bench_pgbench WITH (FORCE)" >/dev/null
 fi
 
 say "results in $out"
