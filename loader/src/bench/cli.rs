@@ -308,7 +308,12 @@ pub async fn bench(
         "accounts sampled and tokens minted"
     );
     let population = Arc::new(population);
-    let config = config(args, &population);
+    // No more rounds than operations to measure: every round measures at least one.
+    let rounds = match workload.stop {
+        Stop::Requests(count) => args.rounds.min(u32::try_from(count).unwrap_or(u32::MAX)),
+        Stop::After(_) => args.rounds,
+    };
+    let config = config(args, &population, rounds);
     let stop = match workload.stop {
         Stop::After(length) => format!("{} measured", humantime::format_duration(length)),
         Stop::Requests(count) => format!("{count} operations measured"),
@@ -324,17 +329,13 @@ pub async fn bench(
         args.connections,
         stop,
         humantime::format_duration(args.warmup),
-        if args.rounds > 1 {
-            format!(", in {} alternating rounds", args.rounds)
+        if rounds > 1 {
+            format!(", in {rounds} alternating rounds")
         } else {
             String::new()
         },
     )?;
 
-    let rounds = match workload.stop {
-        Stop::Requests(count) => args.rounds.min(u32::try_from(count).unwrap_or(u32::MAX)),
-        Stop::After(_) => args.rounds,
-    };
     let real_target = if args.ceiling_only {
         None
     } else {
@@ -463,9 +464,13 @@ async fn measure(
     let mut results: [Option<RunResult>; 2] = [None, None];
     for round in 0..rounds {
         let this_round = workload.round(round, rounds);
-        for (target, result) in targets.iter().zip(&mut results) {
+        for ((name, target), result) in ["real servers", "no-op server"]
+            .into_iter()
+            .zip(targets)
+            .zip(&mut results)
+        {
             let Some(target) = target else { continue };
-            tracing::info!(round, "running");
+            tracing::info!(round, "running against the {name}");
             let run = workload::run(&this_round, population.clone(), target).await?;
             match result {
                 Some(so_far) => so_far.absorb(&run)?,
@@ -499,7 +504,7 @@ fn write_target(out: &mut (dyn Write + Send), report: &TargetReport) -> std::io:
     Ok(())
 }
 
-fn config(args: &BenchArgs, population: &Population) -> ConfigReport {
+fn config(args: &BenchArgs, population: &Population, rounds: u32) -> ConfigReport {
     ConfigReport {
         portfolio_url: args.portfolio_url.clone(),
         deposit_url: args.deposit_url.clone(),
@@ -522,7 +527,7 @@ fn config(args: &BenchArgs, population: &Population) -> ConfigReport {
         timeout_s: args.timeout.as_secs_f64(),
         ceiling: args.ceiling,
         ceiling_only: args.ceiling_only,
-        rounds: args.rounds,
+        rounds,
         json: args.json.as_ref().map(|p| p.display().to_string()),
     }
 }

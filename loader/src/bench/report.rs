@@ -67,7 +67,8 @@ pub struct ConfigReport {
     pub ceiling: bool,
     /// `--ceiling-only`.
     pub ceiling_only: bool,
-    /// `--rounds`: measurement rounds alternating the targets.
+    /// Measurement rounds alternating the targets (`--rounds`, at most one per operation of
+    /// `--requests`).
     pub rounds: u32,
     /// `--json`.
     pub json: Option<String>,
