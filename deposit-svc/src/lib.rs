@@ -156,6 +156,7 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
         migrations: store::MIGRATIONS,
     };
     let keys = launch.keys()?;
+    let verified = launch.verified_tokens();
     let ledger = PortfolioLedgerClient::with_interceptor(
         portfolio.connect_lazy(),
         ServiceToken::new(keys.clone(), SERVER_NAME, &[SCOPE_LEDGER_WRITE]),
@@ -190,11 +191,11 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
                 routes
                     .add_service(DepositServiceServer::with_interceptor(
                         DepositApi::new(state.clone()),
-                        RequireScope::new(keys.clone(), SCOPE_DEPOSITS_WRITE),
+                        RequireScope::new(keys.clone(), verified.clone(), SCOPE_DEPOSITS_WRITE),
                     ))
                     .add_service(DirectoryIngestServer::with_interceptor(
                         DirectoryApi::new(state.clone()),
-                        RequireScope::new(keys.clone(), SCOPE_INGEST_WRITE),
+                        RequireScope::new(keys.clone(), verified.clone(), SCOPE_INGEST_WRITE),
                     ));
             },
             Box::new(move |db: Database| {

@@ -106,6 +106,7 @@ pub async fn start(config: Config) -> Result<Portfolio, StartError> {
         migrations: store::MIGRATIONS,
     };
     let keys = launch.keys()?;
+    let verified = launch.verified_tokens();
     let db = Arc::new(OnceLock::new());
     let state = Arc::new(AppState {
         db: db.clone(),
@@ -126,16 +127,16 @@ pub async fn start(config: Config) -> Result<Portfolio, StartError> {
                 routes
                     .add_service(PortfolioServiceServer::with_interceptor(
                         PortfolioApi::new(state.clone()),
-                        RequireScope::new(keys.clone(), SCOPE_ACCOUNTS_READ),
+                        RequireScope::new(keys.clone(), verified.clone(), SCOPE_ACCOUNTS_READ),
                     ))
                     .add_service(tonic::service::interceptor::InterceptedService::new(
                         PortfolioIngestServer::new(IngestApi::new(state.clone(), loaded_tx))
                             .max_decoding_message_size(MAX_INGEST_MESSAGE),
-                        RequireScope::new(keys.clone(), SCOPE_INGEST_WRITE),
+                        RequireScope::new(keys.clone(), verified.clone(), SCOPE_INGEST_WRITE),
                     ))
                     .add_service(PortfolioLedgerServer::with_interceptor(
                         LedgerApi::new(state.clone()),
-                        RequireScope::new(keys.clone(), SCOPE_LEDGER_WRITE),
+                        RequireScope::new(keys.clone(), verified.clone(), SCOPE_LEDGER_WRITE),
                     ));
             },
             Box::new(move |db| Box::pin(janitor.run(db))),

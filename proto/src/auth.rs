@@ -264,32 +264,50 @@ fn bearer<T>(request: &Request<T>) -> Result<&str, AuthError> {
 /// Tokens verified before, with their expiry: a client sends the same token with every call,
 /// and a lookup costs far less than the signature check and the JSON parsing. Only successes
 /// are kept, each until its own `exp`, so an answer is never more lenient than verifying
-/// again; bounded (cleared when full).
-#[derive(Debug, Default)]
-struct VerifiedTokens {
-    tokens: Mutex<std::collections::HashMap<String, (Caller, u64)>>,
+/// again. Keyed by the token's BLAKE3 hash (the server keeps no bearer token in memory);
+/// bounded by a number of entries, evicting the least useful (S3-FIFO) when full, so a
+/// population larger than the bound costs verifications, not memory. One per server, shared
+/// by its services.
+#[derive(Debug)]
+pub struct VerifiedTokens {
+    /// `None`: remember nothing, verify every call.
+    tokens: Option<TokenCache>,
 }
 
-const VERIFIED_TOKENS_MAX: usize = 10_000;
+/// BLAKE3 hash of a token → its caller and its `exp` (seconds since the epoch).
+type TokenCache = quick_cache::sync::Cache<[u8; 32], (Arc<Caller>, u64)>;
 
 impl VerifiedTokens {
-    fn verify(&self, keys: &JwtKeys, token: &str) -> Result<Caller, AuthError> {
-        let now = now_seconds();
+    /// How many tokens a server remembers unless configured otherwise: about 20 MiB at most.
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+
+    /// Remembers up to `capacity` tokens (0: none).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            tokens: (capacity > 0).then(|| quick_cache::sync::Cache::new(capacity)),
+        }
+    }
+
+    fn verify(&self, keys: &JwtKeys, token: &str) -> Result<Arc<Caller>, AuthError> {
+        let Some(tokens) = &self.tokens else {
+            return keys.verify(token).map(Arc::new);
+        };
+        let key = *blake3::hash(token.as_bytes()).as_bytes();
+        if let Some((caller, exp)) = tokens.get(&key)
+            && now_seconds() <= exp.saturating_add(LEEWAY_SECONDS)
         {
-            let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((caller, exp)) = tokens.get(token)
-                && now <= exp.saturating_add(LEEWAY_SECONDS)
-            {
-                return Ok(caller.clone());
-            }
+            return Ok(caller);
         }
         let (caller, exp) = keys.verify_until(token)?;
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        if tokens.len() >= VERIFIED_TOKENS_MAX {
-            tokens.clear();
-        }
-        tokens.insert(token.to_owned(), (caller.clone(), exp));
+        let caller = Arc::new(caller);
+        tokens.insert(key, (caller.clone(), exp));
         Ok(caller)
+    }
+}
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        Self::with_capacity(Self::DEFAULT_CAPACITY)
     }
 }
 
@@ -303,12 +321,13 @@ pub struct RequireScope {
 }
 
 impl RequireScope {
-    /// Demands `scope` from every call.
-    pub fn new(keys: Arc<JwtKeys>, scope: &'static str) -> Self {
+    /// Demands `scope` from every call, with tokens remembered in `verified` (shared by the
+    /// services of one server).
+    pub fn new(keys: Arc<JwtKeys>, verified: Arc<VerifiedTokens>, scope: &'static str) -> Self {
         Self {
             keys,
             scope,
-            verified: Arc::default(),
+            verified,
         }
     }
 }
@@ -328,7 +347,8 @@ impl Interceptor for RequireScope {
 pub fn caller<T>(request: &Request<T>) -> Result<&Caller, Status> {
     request
         .extensions()
-        .get::<Caller>()
+        .get::<Arc<Caller>>()
+        .map(|caller| &**caller)
         .ok_or_else(|| Status::unauthenticated("request did not pass authentication"))
 }
 
@@ -438,7 +458,7 @@ mod tests {
     #[test]
     fn interceptor_demands_scope() {
         let k = Arc::new(keys());
-        let mut guard = RequireScope::new(k.clone(), SCOPE_INGEST_WRITE);
+        let mut guard = RequireScope::new(k.clone(), Arc::default(), SCOPE_INGEST_WRITE);
         let mut req = Request::new(());
         let token = k.mint("loader", &[SCOPE_ACCOUNTS_READ], Duration::from_secs(60));
         req.metadata_mut()
@@ -452,7 +472,7 @@ mod tests {
         let mut svc = ServiceToken::new(k.clone(), "loader", &[SCOPE_INGEST_WRITE]);
         let req = svc.call(Request::new(())).unwrap();
         let req = guard.call(req).unwrap();
-        assert_eq!(req.extensions().get::<Caller>().unwrap().subject, "loader");
+        assert_eq!(caller(&req).unwrap().subject, "loader");
     }
 
     #[test]
@@ -460,24 +480,32 @@ mod tests {
         let k = keys();
         let verified = VerifiedTokens::default();
         let now = now_seconds();
-        let soon = k.sign(&Claims {
-            sub: "a".into(),
+        let claims = |sub: &str, exp: u64| Claims {
+            sub: sub.into(),
             aud: AUDIENCE.into(),
-            exp: now + 60,
-            iat: now,
+            exp,
+            iat: now.saturating_sub(7_200),
             scope: "accounts:read".into(),
-        });
+        };
+        let soon = k.sign(&claims("a", now + 60));
         assert_eq!(verified.verify(&k, &soon).unwrap().subject, "a");
-        // Pretend the entry is past its expiry: it is verified again, and refused.
-        verified.tokens.lock().unwrap().get_mut(&soon).unwrap().1 = now - 3_600;
-        let expired = k.sign(&Claims {
-            sub: "a".into(),
-            aud: AUDIENCE.into(),
-            exp: now - 3_600,
-            iat: now - 7_200,
-            scope: String::new(),
-        });
+        let remembered = verified.tokens.as_ref().unwrap();
+        assert!(
+            remembered
+                .get(blake3::hash(soon.as_bytes()).as_bytes())
+                .is_some()
+        );
+
+        // An entry is honoured only until the token's own `exp`: an expired token that was
+        // remembered is verified again, and refused.
+        let expired = k.sign(&claims("b", now - 3_600));
+        let caller = Arc::new(k.verify_until(&soon).unwrap().0);
+        remembered.insert(
+            *blake3::hash(expired.as_bytes()).as_bytes(),
+            (caller, now - 3_600),
+        );
         assert_eq!(verified.verify(&k, &expired), Err(AuthError::Expired));
+
         assert!(verified.verify(&k, "not.a.jwt").is_err());
         let other = JwtKeys::from_secret(b"another-secret").mint(
             "a",
@@ -488,5 +516,33 @@ mod tests {
             verified.verify(&k, &other).is_err(),
             "a token is checked on its own, whatever was remembered"
         );
+    }
+
+    #[test]
+    fn remembered_tokens_are_bounded() {
+        let k = keys();
+        let verified = VerifiedTokens::with_capacity(100);
+        for i in 0..2_000 {
+            let token = k.mint(
+                &format!("customer-{i}"),
+                &["accounts:read"],
+                Duration::from_secs(60),
+            );
+            assert_eq!(
+                verified.verify(&k, &token).unwrap().subject,
+                format!("customer-{i}")
+            );
+        }
+        let held = verified.tokens.as_ref().unwrap().len();
+        assert!(held <= 110, "{held} tokens remembered with room for 100");
+        assert!(
+            held >= 50,
+            "only {held} tokens remembered with room for 100"
+        );
+
+        let none = VerifiedTokens::with_capacity(0);
+        let token = k.mint("a", &["accounts:read"], Duration::from_secs(60));
+        assert_eq!(none.verify(&k, &token).unwrap().subject, "a");
+        assert!(none.tokens.is_none());
     }
 }

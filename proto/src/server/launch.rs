@@ -19,7 +19,7 @@ use super::{
     grpc::{self, GuardConfig, GuardLayer, ReflectionError, RunningServer, ShutdownConfig},
     telemetry::{self, LogFormat},
 };
-use crate::auth::{JwtKeys, JwtSecretArgs, SecretError};
+use crate::auth::{JwtKeys, JwtSecretArgs, SecretError, VerifiedTokens};
 
 /// Settings both servers share. The names are the same for both (`INVEST_*`); what the
 /// contract fixes per server (listen address, database URL, metrics address) is in each
@@ -53,6 +53,10 @@ pub struct ServerArgs {
     /// an L4 load balancer (a Kubernetes ClusterIP Service) spread over new replicas.
     #[arg(long, env = "INVEST_MAX_CONNECTION_AGE", default_value = "0s", value_parser = humantime::parse_duration)]
     pub max_connection_age: Duration,
+    /// Verified tokens remembered until they expire, so that a customer's next call skips the
+    /// signature check (about 200 bytes each; 0: verify every call).
+    #[arg(long, env = "INVEST_TOKEN_CACHE_SIZE", default_value_t = VerifiedTokens::DEFAULT_CAPACITY)]
+    pub token_cache_size: usize,
     /// Log format (`RUST_LOG` filters; default `info`).
     #[arg(long, env = "INVEST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -145,6 +149,11 @@ impl Launch<'_> {
     /// Loads the JWT keys (a server refuses to start without them).
     pub fn keys(&self) -> Result<Arc<JwtKeys>, LaunchError> {
         Ok(Arc::new(self.args.jwt.load()?))
+    }
+
+    /// The server's memory of verified tokens, shared by its services.
+    pub fn verified_tokens(&self) -> Arc<VerifiedTokens> {
+        Arc::new(VerifiedTokens::with_capacity(self.args.token_cache_size))
     }
 
     /// Binds and serves `routes` (plus health and reflection); the database is opened in the
