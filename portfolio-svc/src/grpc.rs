@@ -190,17 +190,41 @@ impl PortfolioService for PortfolioApi {
                     }
                     None => Pin::Current,
                 };
-                let Some((snapshot, _, deposits)) =
-                    read::owned_account(c, pin, account.as_str(), &owner)?
-                else {
-                    return Ok(None);
-                };
                 let after = token.map(|t| t.after).unwrap_or_default();
-                let mut rows =
-                    read::holdings_page(c, snapshot.id, account.as_str(), &after, limit + 1)?;
-                let deposits = deposits.ok_or_else(|| overflow("sum of recent deposits"))?;
+                let account = account.as_str();
+                // Most pages: one statement (page, ownership, snapshot, latest deposit).
+                let (snapshot, mut rows, deposits) =
+                    match read::owned_holdings_page(c, pin, account, &owner, &after, limit + 1)? {
+                        Some(read::HoldingsPage {
+                            snapshot,
+                            latest_deposit,
+                            holdings,
+                        }) => {
+                            let deposits = if latest_deposit.is_some_and(|at| at > snapshot.as_of) {
+                                ledger::overlay(c, &[account], snapshot.as_of)?
+                                    .get(account)
+                                    .copied()
+                                    .unwrap_or(0)
+                            } else {
+                                0
+                            };
+                            (snapshot, holdings, deposits)
+                        }
+                        // Nothing after `after`: not the caller's account, or an empty last
+                        // page (which deposits may still give a `CASH` line).
+                        None => {
+                            let Some((snapshot, _, deposits)) =
+                                read::owned_account(c, pin, account, &owner)?
+                            else {
+                                return Ok(None);
+                            };
+                            let deposits =
+                                deposits.ok_or_else(|| overflow("sum of recent deposits"))?;
+                            (snapshot, Vec::new(), deposits)
+                        }
+                    };
                 if deposits > 0 {
-                    let (held, instrument) = ledger::cash_line(c, snapshot.id, account.as_str())?;
+                    let (held, instrument) = ledger::cash_line(c, snapshot.id, account)?;
                     credit_cash(&mut rows, deposits, held, instrument, &after)?;
                 }
                 Ok(Some((snapshot, rows)))

@@ -106,6 +106,20 @@ async fn holdings(app: &TestPortfolio, account: &str, page_size: i32) -> Vec<pb:
     }
 }
 
+/// The `CASH` line of an account, read with each page size (one holding per page, and all on
+/// one page): both must agree.
+async fn cash(app: &TestPortfolio, account: &str) -> i64 {
+    let mut values = Vec::new();
+    for page_size in [1, 100] {
+        let lines = holdings(app, account, page_size).await;
+        let cash = lines.iter().find(|h| h.isin == "CASH").unwrap();
+        assert_eq!(cash.valuation, cash.current_price * cash.quantity);
+        values.push(cash.valuation);
+    }
+    assert_eq!(values[0], values[1], "page sizes 1 and 100 disagree");
+    values[0]
+}
+
 async fn deposits_raise_principal_assets_and_cash(backend: Backend) {
     let Some(app) = TestPortfolio::spawn(backend).await else {
         return;
@@ -234,6 +248,9 @@ async fn deposits_stay_visible_until_a_snapshot_includes_them(backend: Backend) 
         detail(&app, "111111111111").await.principal,
         1_000 + 10 + 1_000
     );
+    // The holdings page agrees, although the deposit applied last ("old") is not the latest
+    // confirmed: the latest is what tells a page that deposits follow its snapshot.
+    assert_eq!(cash(&app, "111111111111").await, 500 + 10 + 1_000);
 
     // A new day cut between the two deposits: it includes "early" upstream, not "late".
     let mut next = fixture(AS_OF + 2 * HOUR);
@@ -249,10 +266,12 @@ async fn deposits_stay_visible_until_a_snapshot_includes_them(backend: Backend) 
         d.as_of,
         Some(invest_proto::time::from_micros(AS_OF + 2 * HOUR))
     );
+    assert_eq!(cash(&app, "111111111111").await, 510 + 1_000);
 
     // A day after both: nothing on top any more.
     load(&app, &fixture(AS_OF + 4 * HOUR)).await;
     assert_eq!(detail(&app, "111111111111").await.principal, 1_000);
+    assert_eq!(cash(&app, "111111111111").await, 500);
 }
 
 async fn concurrent_credits_of_one_transfer_count_once(backend: Backend) {

@@ -6,7 +6,10 @@ use diesel::prelude::*;
 use invest_proto::{server::db::DbConnection, with_backend};
 
 use super::{
-    schema::{accounts, current_snapshot, holdings, instruments, ledger_deposits, snapshots},
+    schema::{
+        accounts, current_snapshot, holdings, instruments, ledger_accounts, ledger_deposits,
+        snapshots,
+    },
     state,
 };
 
@@ -203,15 +206,30 @@ pub fn accounts_page(
     }
 }
 
-/// Up to `limit` holdings of an account after ISIN `after`, in ISIN order, with their
-/// instruments.
-pub fn holdings_page(
+/// A page of holdings as [`owned_holdings_page`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldingsPage {
+    /// The snapshot it comes from.
+    pub snapshot: SnapshotRef,
+    /// When the latest deposit to the account was confirmed (microseconds since the epoch).
+    pub latest_deposit: Option<i64>,
+    /// Up to the limit asked for, in ISIN order.
+    pub holdings: Vec<HoldingRow>,
+}
+
+/// A page of the holdings of an account of `owner`, read with the ownership check and the
+/// snapshot in one statement, and when the latest deposit to the account was confirmed (if
+/// any), so that the overlay needs a statement of its own only when that is after the
+/// snapshot's as_of. `None` when nothing matched: not the owner's account, or no holdings
+/// after `after` (the caller tells the two apart with [`owned_account`]).
+pub fn owned_holdings_page(
     conn: &mut DbConnection,
-    snapshot_id: i64,
+    pin: Pin,
     account_number: &str,
+    owner: &str,
     after: &str,
     limit: i64,
-) -> QueryResult<Vec<HoldingRow>> {
+) -> QueryResult<Option<HoldingsPage>> {
     macro_rules! page {
         () => {
             holdings::table
@@ -220,24 +238,78 @@ pub fn holdings_page(
                         .eq(holdings::snapshot_id)
                         .and(instruments::isin.eq(holdings::isin))),
                 )
-                .filter(holdings::snapshot_id.eq(snapshot_id))
+                .inner_join(
+                    accounts::table.on(accounts::snapshot_id
+                        .eq(holdings::snapshot_id)
+                        .and(accounts::account_number.eq(holdings::account_number))),
+                )
+                .inner_join(snapshots::table.on(snapshots::id.eq(holdings::snapshot_id)))
+                .left_join(
+                    ledger_accounts::table
+                        .on(ledger_accounts::account_number.eq(holdings::account_number)),
+                )
                 .filter(holdings::account_number.eq(account_number))
+                .filter(accounts::customer_name.eq(owner))
                 .filter(holdings::isin.gt(after))
                 .order(holdings::isin.asc())
                 .select((
-                    holdings::isin,
-                    instruments::name,
-                    instruments::asset_group,
-                    holdings::quantity,
-                    holdings::current_price,
-                    holdings::valuation,
+                    (snapshots::id, snapshots::as_of),
+                    ledger_accounts::latest_confirmed_at.nullable(),
+                    (
+                        holdings::isin,
+                        instruments::name,
+                        instruments::asset_group,
+                        holdings::quantity,
+                        holdings::current_price,
+                        holdings::valuation,
+                    ),
                 ))
         };
     }
-    match conn {
-        DbConnection::Pg(c) => page!().limit(limit).load(c),
-        DbConnection::Sqlite(c) => first_rows(page!().load_iter(c)?, limit),
-    }
+    // The current snapshot as a scalar subquery (`=`, not `IN`): with one snapshot id the
+    // planner knows the primary key of `holdings` already yields the page in ISIN order, and
+    // starts from it instead of sorting.
+    type Row = (SnapshotRef, Option<i64>, HoldingRow);
+    let rows: Vec<Row> = match (pin, conn) {
+        (Pin::Current, DbConnection::Pg(c)) => page!()
+            .filter(
+                holdings::snapshot_id
+                    .nullable()
+                    .eq(current_id().single_value()),
+            )
+            .limit(limit)
+            .load(c)?,
+        (Pin::Snapshot(id), DbConnection::Pg(c)) => page!()
+            .filter(holdings::snapshot_id.eq(id))
+            .filter(snapshots::state.ne(state::LOADING))
+            .limit(limit)
+            .load(c)?,
+        (Pin::Current, DbConnection::Sqlite(c)) => first_rows(
+            page!()
+                .filter(
+                    holdings::snapshot_id
+                        .nullable()
+                        .eq(current_id().single_value()),
+                )
+                .load_iter(c)?,
+            limit,
+        )?,
+        (Pin::Snapshot(id), DbConnection::Sqlite(c)) => first_rows(
+            page!()
+                .filter(holdings::snapshot_id.eq(id))
+                .filter(snapshots::state.ne(state::LOADING))
+                .load_iter(c)?,
+            limit,
+        )?,
+    };
+    let Some(&(snapshot, latest, _)) = rows.first() else {
+        return Ok(None);
+    };
+    Ok(Some(HoldingsPage {
+        snapshot,
+        latest_deposit: latest,
+        holdings: rows.into_iter().map(|(_, _, holding)| holding).collect(),
+    }))
 }
 
 /// The first row of a result that has at most one by construction (a primary key or the

@@ -53,6 +53,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     holdings,
     ledger_deposits,
+    ledger_accounts,
     current_snapshot
 );
 
@@ -70,5 +71,13 @@ diesel::table! {
     current_snapshot (singleton) {
         singleton -> Integer,
         snapshot_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Kept by a trigger on `ledger_deposits`.
+    ledger_accounts (account_number) {
+        account_number -> Text,
+        latest_confirmed_at -> BigInt,
     }
 }

@@ -1,0 +1,28 @@
+-- One row per account that has deposits: when the latest of them was confirmed. A holdings
+-- page reads it in the same statement as the page and sums the deposits only when one came
+-- after the snapshot's as_of (most reads: none), instead of running the overlay on every call.
+-- A trigger keeps it, not the application, so that a replica of the previous version still
+-- running during a rolling update keeps it too.
+CREATE TABLE ledger_accounts (
+    account_number TEXT NOT NULL PRIMARY KEY,
+    latest_confirmed_at BIGINT NOT NULL
+);
+
+CREATE FUNCTION ledger_accounts_latest() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO ledger_accounts (account_number, latest_confirmed_at)
+        VALUES (NEW.account_number, NEW.confirmed_at)
+        ON CONFLICT (account_number) DO UPDATE
+            SET latest_confirmed_at = EXCLUDED.latest_confirmed_at
+            WHERE EXCLUDED.latest_confirmed_at > ledger_accounts.latest_confirmed_at;
+    RETURN NULL;
+END
+$$;
+
+-- Created before the backfill: it locks ledger_deposits against inserts until this migration
+-- commits, so no deposit falls between the backfill and the trigger.
+CREATE TRIGGER ledger_accounts_latest AFTER INSERT ON ledger_deposits
+    FOR EACH ROW EXECUTE FUNCTION ledger_accounts_latest();
+
+INSERT INTO ledger_accounts (account_number, latest_confirmed_at)
+    SELECT account_number, MAX(confirmed_at) FROM ledger_deposits GROUP BY account_number;

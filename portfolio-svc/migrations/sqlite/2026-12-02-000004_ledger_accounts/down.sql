@@ -1,0 +1,2 @@
+DROP TRIGGER ledger_accounts_latest;
+DROP TABLE ledger_accounts;
