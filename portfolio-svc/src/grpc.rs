@@ -192,22 +192,24 @@ impl PortfolioService for PortfolioApi {
                 };
                 let after = token.map(|t| t.after).unwrap_or_default();
                 let account = account.as_str();
-                // Most pages: one statement (page, ownership, snapshot, latest deposit).
+                // Most pages: one statement (page, ownership, snapshot, and whether deposits may
+                // follow the snapshot).
                 let (snapshot, mut rows, deposits) =
                     match read::owned_holdings_page(c, pin, account, &owner, &after, limit + 1)? {
                         Some(read::HoldingsPage {
                             snapshot,
-                            latest_deposit,
+                            deposits_until,
                             holdings,
                         }) => {
-                            let deposits = if latest_deposit.is_some_and(|at| at > snapshot.as_of) {
-                                ledger::overlay(c, &[account], snapshot.as_of)?
-                                    .get(account)
-                                    .copied()
-                                    .unwrap_or(0)
-                            } else {
-                                0
-                            };
+                            let deposits =
+                                if deposits_until.is_some_and(|until| until > snapshot.as_of) {
+                                    ledger::overlay(c, &[account], snapshot.as_of)?
+                                        .get(account)
+                                        .copied()
+                                        .unwrap_or(0)
+                                } else {
+                                    0
+                                };
                             (snapshot, holdings, deposits)
                         }
                         // Nothing after `after`: not the caller's account, or an empty last

@@ -211,16 +211,18 @@ pub fn accounts_page(
 pub struct HoldingsPage {
     /// The snapshot it comes from.
     pub snapshot: SnapshotRef,
-    /// When the latest deposit to the account was confirmed (microseconds since the epoch).
-    pub latest_deposit: Option<i64>,
+    /// No deposit to the account was confirmed after this instant (microseconds since the
+    /// epoch; `None`: the account never had one). An upper bound: the latest confirmation
+    /// rounded up to the hour.
+    pub deposits_until: Option<i64>,
     /// Up to the limit asked for, in ISIN order.
     pub holdings: Vec<HoldingRow>,
 }
 
 /// A page of the holdings of an account of `owner`, read with the ownership check and the
-/// snapshot in one statement, and when the latest deposit to the account was confirmed (if
-/// any), so that the overlay needs a statement of its own only when that is after the
-/// snapshot's as_of. `None` when nothing matched: not the owner's account, or no holdings
+/// snapshot in one statement, and the instant after which no deposit to the account was
+/// confirmed (if it had any), so that the overlay needs a statement of its own only when
+/// that instant is after the snapshot's as_of. `None` when nothing matched: not the owner's account, or no holdings
 /// after `after` (the caller tells the two apart with [`owned_account`]).
 pub fn owned_holdings_page(
     conn: &mut DbConnection,
@@ -254,7 +256,7 @@ pub fn owned_holdings_page(
                 .order(holdings::isin.asc())
                 .select((
                     (snapshots::id, snapshots::as_of),
-                    ledger_accounts::latest_confirmed_at.nullable(),
+                    ledger_accounts::deposits_until.nullable(),
                     (
                         holdings::isin,
                         instruments::name,
@@ -302,12 +304,12 @@ pub fn owned_holdings_page(
             limit,
         )?,
     };
-    let Some(&(snapshot, latest, _)) = rows.first() else {
+    let Some(&(snapshot, deposits_until, _)) = rows.first() else {
         return Ok(None);
     };
     Ok(Some(HoldingsPage {
         snapshot,
-        latest_deposit: latest,
+        deposits_until,
         holdings: rows.into_iter().map(|(_, _, holding)| holding).collect(),
     }))
 }

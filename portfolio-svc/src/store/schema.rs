@@ -75,9 +75,10 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Kept by a trigger on `ledger_deposits`.
+    /// Kept by a trigger on `ledger_deposits`: no deposit to the account was confirmed after
+    /// `deposits_until` (the latest confirmation rounded up to the hour).
     ledger_accounts (account_number) {
         account_number -> Text,
-        latest_confirmed_at -> BigInt,
+        deposits_until -> BigInt,
     }
 }

@@ -1,3 +1,3 @@
-DROP TRIGGER ledger_accounts_latest ON ledger_deposits;
-DROP FUNCTION ledger_accounts_latest();
+DROP TRIGGER ledger_accounts_until ON ledger_deposits;
+DROP FUNCTION ledger_accounts_until();
 DROP TABLE ledger_accounts;

@@ -1,2 +1,2 @@
-DROP TRIGGER ledger_accounts_latest;
+DROP TRIGGER ledger_accounts_until;
 DROP TABLE ledger_accounts;

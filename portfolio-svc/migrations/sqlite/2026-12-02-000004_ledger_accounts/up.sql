@@ -1,21 +1,28 @@
--- One row per account that has deposits: when the latest of them was confirmed. A holdings
--- page reads it in the same statement as the page and sums the deposits only when one came
--- after the snapshot's as_of (most reads: none), instead of running the overlay on every call.
--- A trigger keeps it, not the application, so that a replica of the previous version still
--- running during a rolling update keeps it too.
+-- One row per account that has deposits, with an instant no deposit to the account was
+-- confirmed after: the latest confirmation rounded up to the next hour, so that the row
+-- changes at most once an hour per account (concurrent deposits to one account do not queue
+-- on it). A holdings page reads it in the same statement as the page and sums the deposits
+-- only when this instant is after the snapshot's as_of (most reads: it is not). A trigger
+-- keeps it, not the application, so that a replica of the previous version still running
+-- during a rolling update keeps it too.
 CREATE TABLE ledger_accounts (
     account_number TEXT NOT NULL PRIMARY KEY,
-    latest_confirmed_at BIGINT NOT NULL
+    deposits_until BIGINT NOT NULL
 ) WITHOUT ROWID;
 
-CREATE TRIGGER ledger_accounts_latest AFTER INSERT ON ledger_deposits
+CREATE TRIGGER ledger_accounts_until AFTER INSERT ON ledger_deposits
+WHEN NOT EXISTS (
+    SELECT 1 FROM ledger_accounts
+    WHERE account_number = NEW.account_number AND deposits_until > NEW.confirmed_at
+)
 BEGIN
-    INSERT INTO ledger_accounts (account_number, latest_confirmed_at)
-        VALUES (NEW.account_number, NEW.confirmed_at)
+    INSERT INTO ledger_accounts (account_number, deposits_until)
+        VALUES (NEW.account_number, (NEW.confirmed_at / 3600000000 + 1) * 3600000000)
         ON CONFLICT (account_number) DO UPDATE
-            SET latest_confirmed_at = excluded.latest_confirmed_at
-            WHERE excluded.latest_confirmed_at > ledger_accounts.latest_confirmed_at;
+            SET deposits_until = excluded.deposits_until
+            WHERE excluded.deposits_until > ledger_accounts.deposits_until;
 END;
 
-INSERT INTO ledger_accounts (account_number, latest_confirmed_at)
-    SELECT account_number, MAX(confirmed_at) FROM ledger_deposits GROUP BY account_number;
+INSERT INTO ledger_accounts (account_number, deposits_until)
+    SELECT account_number, (MAX(confirmed_at) / 3600000000 + 1) * 3600000000
+    FROM ledger_deposits GROUP BY account_number;
