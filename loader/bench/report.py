@@ -155,9 +155,14 @@ def main():
             path = out / f"rpc-postgres-{r['accounts']}-deposit.json"
             if path.exists():
                 real = rpc_stats(load(path), "real")
+                # The pgbench run right before this deposit run, where the suite made one.
+                beside = out / f"pgbench-{r['accounts']}.json"
+                tps, which = (load(beside)["tps"], "the pgbench run right before it") if beside.exists() \
+                    else (pg["tps"], "pgbench")
                 if real:
                     lines.append(f"- {r['accounts']:,} accounts: {real['throughput_rps']:,.0f} deposits/s "
-                                 f"(phase 1 + phase 2) = {real['throughput_rps'] / pg['tps']:.2f} of pgbench")
+                                 f"(phase 1 + phase 2) = {real['throughput_rps'] / tps:.2f} of {which} "
+                                 f"({tps:,.0f} TPS)")
 
     (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     chart(bars, out / "chart.svg")

@@ -4,7 +4,8 @@
 #   - the loader's rows/s into SQLite and PostgreSQL next to the database's own bulk path
 #     (PostgreSQL COPY, SQLite one-transaction prepared inserts) on the same rows,
 #   - peak memory of the loader and of the servers,
-#   - deposits (phase 1 + phase 2) next to pgbench's tpcb-like TPS at the same clients,
+#   - deposits (phase 1 + phase 2) next to pgbench's tpcb-like TPS at the same clients, run
+#     right before each deposit run,
 #   - PostgreSQL's own read ceiling (pgbench select-only, prepared),
 # for days of 50, 10,000 and 1,000,000 accounts, and writes the results as JSON under
 # $BENCH_OUT, then results.md and chart.svg there (loader/bench/report.py).
@@ -53,6 +54,9 @@ cleanup() {
     done
   fi
   if [ ${#pids[@]} -gt 0 ]; then kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; fi
+  if ${with_pgbench:-false}; then
+    psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS bench_pgbench WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -174,6 +178,20 @@ loadgen() { # name backend size extra-args…
     >"$out/rpc-$backend-$size-$name.txt"
 }
 
+# pgbench's database, made once; its tpcb-like run goes right before each deposit run, so
+# that each ratio compares two figures of the same minute (this machine's disk drifts).
+with_pgbench=false
+if ! $smoke && [[ " $backends " == *" postgres "* ]]; then
+  with_pgbench=true
+  psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS bench_pgbench WITH (FORCE)" -c "CREATE DATABASE bench_pgbench" >/dev/null
+  pgbench -q -i -s 10 "$pg/bench_pgbench" >/dev/null 2>&1
+fi
+pgbench_tps() { # args… → TPS of a pgbench run on bench_pgbench with the suite's clients and duration
+  local log="$work/pgbench.log"
+  pgbench -c "$concurrency" -j 2 -T "${duration%s}" "$@" "$pg/bench_pgbench" >"$log" 2>&1
+  grep -oP 'tps = \K[0-9.]+' "$log" | head -n 1
+}
+
 for size in $sizes; do
   day="$work/day-$size"
   say "generating a day of $size accounts"
@@ -190,6 +208,10 @@ for size in $sizes; do
     loadgen get_account "$backend" "$size" --mix get_account=1
     loadgen list_holdings "$backend" "$size" --mix list_holdings=1
     loadgen list_accounts "$backend" "$size" --mix list_accounts=1
+    if $with_pgbench && [ "$backend" = postgres ]; then
+      say "pgbench tpcb-like, $concurrency clients, before the deposits of $size accounts"
+      echo "{\"clients\": $concurrency, \"tps\": $(pgbench_tps -b tpcb-like)}" >"$out/pgbench-$size.json"
+    fi
     loadgen deposit "$backend" "$size" --mix deposit=1
     loadgen mixed "$backend" "$size" --mix get_account=4,list_holdings=4,list_accounts=1,deposit=1
     cat >"$out/load-$backend-$size.json" <<JSON
@@ -206,16 +228,11 @@ JSON
   done
 done
 
-if ! $smoke && [[ " $backends " == *" postgres "* ]]; then
-  say "pgbench tpcb-like, $concurrency clients"
-  psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS bench_pgbench WITH (FORCE)" -c "CREATE DATABASE bench_pgbench" >/dev/null
-  pgbench -q -i -s 10 "$pg/bench_pgbench" >/dev/null 2>&1
-  pgbench -c "$concurrency" -j 2 -T "${duration%s}" -b tpcb-like "$pg/bench_pgbench" >"$out/pgbench.txt" 2>&1
-  tps=$(grep -oP 'tps = \K[0-9.]+' "$out/pgbench.txt" | head -n 1)
+if $with_pgbench; then
+  say "pgbench tpcb-like and select-only, $concurrency clients"
+  tps=$(pgbench_tps -b tpcb-like)
   # PostgreSQL's own ceiling for reads on this machine: prepared primary-key lookups.
-  say "pgbench select-only, $concurrency clients"
-  pgbench -c "$concurrency" -j 2 -T "${duration%s}" -S -M prepared "$pg/bench_pgbench" >"$out/pgbench-select.txt" 2>&1
-  select_tps=$(grep -oP 'tps = \K[0-9.]+' "$out/pgbench-select.txt" | head -n 1)
+  select_tps=$(pgbench_tps -S -M prepared)
   echo "{\"clients\": $concurrency, \"tps\": $tps, \"select_only_tps\": $select_tps}" >"$out/pgbench.json"
   psql "$pg/postgres" -qc "DROP DATABASE bench_pgbench WITH (FORCE)" >/dev/null
 fi

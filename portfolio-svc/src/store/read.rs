@@ -222,8 +222,9 @@ pub struct HoldingsPage {
 /// A page of the holdings of an account of `owner`, read with the ownership check and the
 /// snapshot in one statement, and the instant after which no deposit to the account was
 /// confirmed (if it had any), so that the overlay needs a statement of its own only when
-/// that instant is after the snapshot's as_of. `None` when nothing matched: not the owner's account, or no holdings
-/// after `after` (the caller tells the two apart with [`owned_account`]).
+/// that instant is after the snapshot's as_of. `None` when nothing matched: not the owner's
+/// account, or no holdings after `after` (the caller tells the two apart with
+/// [`owned_account`]).
 pub fn owned_holdings_page(
     conn: &mut DbConnection,
     pin: Pin,
