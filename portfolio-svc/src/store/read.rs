@@ -269,10 +269,10 @@ pub fn owned_holdings_page(
                 ))
         };
     }
+    type Row = (SnapshotRef, Option<i64>, HoldingRow);
     // The current snapshot as a scalar subquery (`=`, not `IN`): with one snapshot id the
     // planner knows the primary key of `holdings` already yields the page in ISIN order, and
     // starts from it instead of sorting.
-    type Row = (SnapshotRef, Option<i64>, HoldingRow);
     let rows: Vec<Row> = match (pin, conn) {
         (Pin::Current, DbConnection::Pg(c)) => page!()
             .filter(
