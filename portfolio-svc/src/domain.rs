@@ -75,6 +75,37 @@ impl PageToken {
     }
 }
 
+/// Where a ListSnapshots listing continues: after the snapshot `(as_of, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotsToken {
+    /// as_of of the last snapshot returned.
+    pub as_of: i64,
+    /// Its id.
+    pub id: i64,
+}
+
+impl SnapshotsToken {
+    /// Opaque text for `next_page_token`.
+    pub fn encode(&self) -> String {
+        encode_token(&["snapshots", &self.as_of.to_string(), &self.id.to_string()])
+    }
+
+    /// Parses `page_token`; empty means the first page.
+    pub fn decode(text: &str) -> Result<Option<Self>> {
+        let Some([kind, as_of, id]) = decode_token::<3>(text)? else {
+            return Ok(None);
+        };
+        match (kind.as_str(), as_of.parse(), id.parse()) {
+            ("snapshots", Ok(as_of), Ok(id)) => Ok(Some(Self { as_of, id })),
+            _ => Err(Error::invalid(
+                "INVALID_PAGE_TOKEN",
+                "page_token",
+                "not a token this server issued",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use invest_proto::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    domain::{PageToken, overflow, page_size, profit_rate, total_profit},
+    domain::{PageToken, SnapshotsToken, overflow, page_size, profit_rate, total_profit},
     error::{Error, Result},
     ingest::{self, IngestConfig},
     store::{
@@ -316,20 +316,24 @@ fn next_token<T>(
     snapshot_id: i64,
     key: impl Fn(&T) -> &String,
 ) -> String {
+    next_page(rows, limit, |last| {
+        PageToken {
+            snapshot_id,
+            after: key(last).clone(),
+        }
+        .encode()
+    })
+}
+
+/// Given `limit + 1` rows fetched, trims to `limit` and returns the token `token` makes of
+/// the last row kept, or empty when there is no next page.
+fn next_page<T>(rows: &mut Vec<T>, limit: i64, token: impl Fn(&T) -> String) -> String {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     if rows.len() <= limit {
         return String::new();
     }
     rows.truncate(limit);
-    rows.last()
-        .map(|last| {
-            PageToken {
-                snapshot_id,
-                after: key(last).clone(),
-            }
-            .encode()
-        })
-        .unwrap_or_default()
+    rows.last().map(token).unwrap_or_default()
 }
 
 /// `invest.portfolio.v1.PortfolioIngest`.
@@ -366,6 +370,57 @@ impl PortfolioIngest for IngestApi {
             account_count: current.account_count,
             holding_count: current.holding_count,
         }))
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let request = request.into_inner();
+        let limit = page_size(request.page_size, SNAPSHOTS_PAGE_DEFAULT, SNAPSHOTS_PAGE_MAX)?;
+        let after = SnapshotsToken::decode(&request.page_token)?;
+        let db = self.state.db()?;
+        let mut rows = db
+            .run(move |c| -> Result<_> {
+                Ok(read::snapshots_page(
+                    c,
+                    after.map(|t| (t.as_of, t.id)),
+                    limit + 1,
+                )?)
+            })
+            .await?;
+        let next_page_token = next_page(&mut rows, limit, |last| {
+            SnapshotsToken {
+                as_of: last.as_of,
+                id: last.id,
+            }
+            .encode()
+        });
+        Ok(Response::new(pb::ListSnapshotsResponse {
+            snapshots: rows.into_iter().map(snapshot_record).collect(),
+            next_page_token,
+        }))
+    }
+}
+
+const SNAPSHOTS_PAGE_DEFAULT: i64 = 20;
+const SNAPSHOTS_PAGE_MAX: i64 = 100;
+
+fn snapshot_record(row: read::SnapshotRecordRow) -> pb::SnapshotRecord {
+    let finished_at = row.finished_at.unwrap_or(row.started_at);
+    let took = finished_at.saturating_sub(row.started_at).max(0);
+    pb::SnapshotRecord {
+        as_of: Some(time::from_micros(row.as_of)),
+        digest: row.digest,
+        accounts: row.account_count,
+        holdings: row.holding_count,
+        instruments: row.instrument_count,
+        loaded_at: Some(time::from_micros(finished_at)),
+        load_duration: Some(prost_types::Duration {
+            seconds: took / 1_000_000,
+            nanos: i32::try_from((took % 1_000_000) * 1_000).unwrap_or(0),
+        }),
+        current: row.state == crate::store::state::CURRENT,
     }
 }
 

@@ -20,7 +20,8 @@ impl AccountNumber {
             Ok(Self(text.to_owned()))
         } else {
             Err(FormatError(format!(
-                "account number must be 6 to 20 digits, got {text:?}"
+                "account number must be 6 to 20 digits, got {}",
+                echo(text)
             )))
         }
     }
@@ -39,6 +40,88 @@ impl AccountNumber {
 impl fmt::Display for AccountNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Longest text field (names of customers, brokerages, accounts, instruments and asset
+/// groups) anywhere in the system, in UTF-8 bytes. The loader may be stricter, never looser:
+/// a day it cleans must pass the servers' checks.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// Why a text field cannot be stored or shown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    /// Longer than [`MAX_TEXT_BYTES`] (or the caller's stricter limit).
+    #[error("is {len} bytes long; at most {max} bytes are accepted")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Holds a character that a screen must never receive: a control character (C0, DEL,
+    /// C1: NUL, line breaks, tabs, escapes), a line or paragraph separator, a bidirectional
+    /// embedding, override or isolate (which can make a name display as another), or a
+    /// byte-order mark.
+    #[error("holds the invisible or control character {} at character {position}", codepoint(*character))]
+    ForbiddenCharacter {
+        /// The character.
+        character: char,
+        /// 1-based position in characters.
+        position: usize,
+    },
+}
+
+fn codepoint(c: char) -> String {
+    format!("U+{:04X}", u32::from(c))
+}
+
+/// Whether a character may appear in a stored name. Everything printable is allowed
+/// (Hangul, Latin, digits, punctuation, spaces); see [`TextError::ForbiddenCharacter`].
+pub fn is_forbidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' // line and paragraph separators
+            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+            | '\u{2066}'..='\u{2069}' // bidi isolates
+            | '\u{200E}' | '\u{200F}' | '\u{061C}' // bidi marks
+            | '\u{FEFF}' // byte-order mark / zero-width no-break space
+        )
+}
+
+/// Checks a text field (already trimmed) against the rules every side shares: at most `max`
+/// bytes (never more than [`MAX_TEXT_BYTES`]) and no forbidden character. The same text is
+/// accepted by the loader, portfolio-svc and deposit-svc, on SQLite and PostgreSQL alike
+/// (PostgreSQL cannot store NUL at all).
+pub fn check_text(text: &str, max: usize) -> Result<(), TextError> {
+    let max = max.min(MAX_TEXT_BYTES);
+    if text.len() > max {
+        return Err(TextError::TooLong {
+            len: text.len(),
+            max,
+        });
+    }
+    match text.chars().enumerate().find(|(_, c)| is_forbidden_char(*c)) {
+        Some((index, character)) => Err(TextError::ForbiddenCharacter {
+            character,
+            position: index + 1,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// How much of a caller's input an error message quotes.
+const ECHO_CHARS: usize = 64;
+
+/// A caller's input quoted for an error message: in Rust debug quoting (control characters
+/// escaped), cut to its first 64 characters with its full length said, so that a megabyte
+/// of garbage never comes back in a status message (clients refuse metadata that large).
+pub fn echo(text: &str) -> String {
+    let mut chars = text.char_indices();
+    match chars.nth(ECHO_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes in all)", &text[..cut], text.len()),
     }
 }
 
@@ -67,7 +150,8 @@ impl Isin {
             Ok(Self(text.to_owned()))
         } else {
             Err(FormatError(format!(
-                "ISIN must be CASH or 2 capital letters, 9 capitals or digits and a digit, got {text:?}"
+                "ISIN must be CASH or 2 capital letters, 9 capitals or digits and a digit, got {}",
+                echo(text)
             )))
         }
     }
@@ -156,6 +240,41 @@ mod tests {
             AccountNumber::parse("１２３４５６").is_err(),
             "full-width digits are not digits"
         );
+    }
+
+    #[test]
+    fn text_rules() {
+        assert_eq!(check_text("류영길", MAX_TEXT_BYTES), Ok(()));
+        assert_eq!(check_text("미국S&P IT(합성) / 현금", MAX_TEXT_BYTES), Ok(()));
+        assert_eq!(
+            check_text("a\0b", MAX_TEXT_BYTES),
+            Err(TextError::ForbiddenCharacter {
+                character: '\0',
+                position: 2
+            })
+        );
+        for bad in ["x\ny", "x\ty", "\u{7f}", "\u{85}", "abc\u{202E}cba", "\u{2028}", "\u{feff}x"] {
+            assert!(check_text(bad, MAX_TEXT_BYTES).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            check_text("가나", 5),
+            Err(TextError::TooLong { len: 6, max: 5 })
+        );
+        assert!(check_text(&"a".repeat(MAX_TEXT_BYTES + 1), usize::MAX).is_err());
+        let message = check_text("a\u{0}", 10).unwrap_err().to_string();
+        assert!(message.contains("U+0000"), "{message}");
+    }
+
+    #[test]
+    fn echoes_are_short() {
+        assert_eq!(echo("12-34"), "\"12-34\"");
+        let long = "9".repeat(3 << 20);
+        let echoed = echo(&long);
+        assert!(echoed.len() < 100, "{echoed}");
+        assert!(echoed.ends_with(&format!("({} bytes in all)", 3 << 20)));
+        assert_eq!(echo("a\0"), "\"a\\0\"");
+        let error = AccountNumber::parse(&long).unwrap_err().to_string();
+        assert!(error.len() < 160, "{error}");
     }
 
     #[test]

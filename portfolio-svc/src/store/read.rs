@@ -328,3 +328,65 @@ fn first<T>(rows: Vec<T>) -> Option<T> {
 fn first_rows<T>(rows: impl Iterator<Item = QueryResult<T>>, limit: i64) -> QueryResult<Vec<T>> {
     rows.take(usize::try_from(limit).unwrap_or(0)).collect()
 }
+
+/// A snapshot that became current, as ListSnapshots shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct SnapshotRecordRow {
+    /// Row id.
+    pub id: i64,
+    /// Microseconds since the Unix epoch.
+    pub as_of: i64,
+    /// Digest of the dataset.
+    pub digest: String,
+    /// `current` or `retired`.
+    pub state: String,
+    /// When its load started.
+    pub started_at: i64,
+    /// When it became current.
+    pub finished_at: Option<i64>,
+    /// Instruments.
+    pub instrument_count: i64,
+    /// Accounts.
+    pub account_count: i64,
+    /// Holdings.
+    pub holding_count: i64,
+}
+
+/// Up to `limit` snapshots that became current (current or retired), newest `as_of` first
+/// (then newest id), after the position `(as_of, id)` of the previous page. Few rows: the
+/// janitor keeps only a handful.
+pub fn snapshots_page(
+    conn: &mut DbConnection,
+    after: Option<(i64, i64)>,
+    limit: i64,
+) -> QueryResult<Vec<SnapshotRecordRow>> {
+    macro_rules! page {
+        () => {
+            snapshots::table
+                .filter(snapshots::state.ne(state::LOADING))
+                .select((
+                    snapshots::id,
+                    snapshots::as_of,
+                    snapshots::digest,
+                    snapshots::state,
+                    snapshots::started_at,
+                    snapshots::finished_at,
+                    snapshots::instrument_count,
+                    snapshots::account_count,
+                    snapshots::holding_count,
+                ))
+                .order((snapshots::as_of.desc(), snapshots::id.desc()))
+                .limit(limit)
+        };
+    }
+    match after {
+        None => with_backend!(conn, c => page!().load(c)),
+        Some((as_of, id)) => with_backend!(conn, c => page!()
+            .filter(
+                snapshots::as_of
+                    .lt(as_of)
+                    .or(snapshots::as_of.eq(as_of).and(snapshots::id.lt(id))),
+            )
+            .load(c)),
+    }
+}
