@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use invest_proto::ids::{AccountNumber, Isin, isin_with_check_digit};
+use invest_proto::ids::{AccountNumber, Isin, TextError, check_text, isin_with_check_digit};
 use invest_proto::portfolio::v1::{Instrument, SnapshotAccount, SnapshotHolding};
 use serde::{Serialize, Serializer};
 
@@ -24,10 +24,22 @@ use serde::{Serialize, Serializer};
 /// dashboards key on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rule {
+    /// Reader rule (ours): the line is longer than `--max-line-bytes`; its bytes beyond the
+    /// limit were skipped unread.
+    LineTooLong,
+    /// Reader rule (ours): a quoted field opens on the line and does not close on it. A
+    /// field may not span lines; reading resumes at the next line.
+    UnclosedQuote,
     /// The row has a different number of fields than the header.
     FieldCount,
     /// A field of the row is not valid UTF-8.
     InvalidUtf8,
+    /// Text rule (ours): a field is longer than `--max-field-bytes` after trimming.
+    FieldTooLong,
+    /// Text rule (ours): a field holds a control character (NUL, tab, CR, LF, DEL, C1), a
+    /// line or paragraph separator, a bidirectional control or a byte-order mark
+    /// ([`invest_proto::ids::check_text`]).
+    ControlCharacter,
     /// A required text field is empty after trimming.
     EmptyField,
     /// An instrument's ISIN is neither `CASH` nor `^[A-Z]{2}[A-Z0-9]{9}[0-9]$`.
@@ -56,13 +68,20 @@ pub enum Rule {
     AccountWithoutHoldings,
     /// Our extension: the account's valuations add up to more than `i64::MAX`.
     TotalAssetsOverflow,
+    /// Our extension: the account has more rows than `--max-holdings-per-account` in the
+    /// holdings file (or in the principal file); all of its rows are rejected.
+    TooManyHoldings,
 }
 
 impl Rule {
-    /// Every rule, in the order checks apply.
-    pub const ALL: [Rule; 15] = [
+    /// Every rule: the row rules in the order they apply, then the set rules.
+    pub const ALL: [Rule; 20] = [
+        Rule::LineTooLong,
+        Rule::UnclosedQuote,
         Rule::FieldCount,
         Rule::InvalidUtf8,
+        Rule::FieldTooLong,
+        Rule::ControlCharacter,
         Rule::EmptyField,
         Rule::BadIsin,
         Rule::BadAccountNumber,
@@ -76,13 +95,18 @@ impl Rule {
         Rule::AccountWithoutPrincipal,
         Rule::AccountWithoutHoldings,
         Rule::TotalAssetsOverflow,
+        Rule::TooManyHoldings,
     ];
 
     /// The stable identifier used in reports.
     pub fn as_str(self) -> &'static str {
         match self {
+            Rule::LineTooLong => "line_too_long",
+            Rule::UnclosedQuote => "unclosed_quote",
             Rule::FieldCount => "field_count",
             Rule::InvalidUtf8 => "invalid_utf8",
+            Rule::FieldTooLong => "field_too_long",
+            Rule::ControlCharacter => "control_character",
             Rule::EmptyField => "empty_field",
             Rule::BadIsin => "bad_isin",
             Rule::BadAccountNumber => "bad_account_number",
@@ -96,6 +120,7 @@ impl Rule {
             Rule::AccountWithoutPrincipal => "account_without_principal",
             Rule::AccountWithoutHoldings => "account_without_holdings",
             Rule::TotalAssetsOverflow => "total_assets_overflow",
+            Rule::TooManyHoldings => "too_many_holdings",
         }
     }
 
@@ -260,7 +285,8 @@ pub struct Fault {
 }
 
 impl Fault {
-    fn new(rule: Rule, detail: String) -> Self {
+    /// A verdict.
+    pub fn new(rule: Rule, detail: String) -> Self {
         Self { rule, detail }
     }
 }
@@ -423,9 +449,15 @@ fn lines_list(lines: &[u64]) -> String {
     }
 }
 
-/// Structural row rules (`field_count`, then `invalid_utf8`), then trimming: the trimmed
-/// fields of a row in file order. `header` gives the column names for the detail.
-pub fn split_row<'a, I>(fields: I, header: &[String]) -> Result<Vec<&'a str>, Fault>
+/// Structural row rules (`field_count`, then `invalid_utf8`), then trimming, then the text
+/// rules of every field (`field_too_long`, `control_character`: [`check_text`] with
+/// `max_field_bytes`, the check portfolio-svc and deposit-svc apply to what they receive):
+/// the trimmed fields of a row in file order. `header` gives the column names for the detail.
+pub fn split_row<'a, I>(
+    fields: I,
+    header: &[String],
+    max_field_bytes: usize,
+) -> Result<Vec<&'a str>, Fault>
 where
     I: ExactSizeIterator<Item = &'a [u8]>,
 {
@@ -440,7 +472,7 @@ where
             ),
         ));
     }
-    fields
+    let trimmed = fields
         .zip(header)
         .enumerate()
         .map(|(index, (bytes, name))| match std::str::from_utf8(bytes) {
@@ -455,7 +487,42 @@ where
                 ),
             )),
         })
-        .collect()
+        .collect::<Result<Vec<&str>, Fault>>()?;
+    for (index, (text, name)) in trimmed.iter().zip(header).enumerate() {
+        check_field_text(index, name, text, max_field_bytes)?;
+    }
+    Ok(trimmed)
+}
+
+/// The text rules of one trimmed field (0-based `index`, header `name`).
+fn check_field_text(
+    index: usize,
+    name: &str,
+    text: &str,
+    max_field_bytes: usize,
+) -> Result<(), Fault> {
+    match check_text(text, max_field_bytes) {
+        Ok(()) => Ok(()),
+        Err(TextError::TooLong { len, max }) => Err(Fault::new(
+            Rule::FieldTooLong,
+            format!(
+                "field {} ({name:?}) is {len} bytes long after trimming; at most {max} bytes are \
+                 accepted (--max-field-bytes): no name is that long, so the field probably \
+                 swallowed its neighbours",
+                index + 1
+            ),
+        )),
+        Err(error @ TextError::ForbiddenCharacter { .. }) => Err(Fault::new(
+            Rule::ControlCharacter,
+            format!(
+                "field {} ({name:?}) {error}; control characters (NUL, tab, line breaks, DEL), \
+                 line separators, bidirectional controls and byte-order marks are refused in \
+                 every field, here and by portfolio-svc and deposit-svc; got {}",
+                index + 1,
+                shown(text)
+            ),
+        )),
+    }
 }
 
 fn require_text(column: Column, text: &str, why: &str) -> Result<(), Fault> {
@@ -1060,6 +1127,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use invest_proto::ids::MAX_TEXT_BYTES;
 
     const ACCOUNT: &str = "5736692368320";
 
@@ -1175,7 +1243,7 @@ mod tests {
     fn field_count() {
         let header: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         let short: [&[u8]; 2] = [b"x", b"y"];
-        let fault = split_row(short.into_iter(), &header).unwrap_err();
+        let fault = split_row(short.into_iter(), &header, MAX_TEXT_BYTES).unwrap_err();
         assert_eq!(fault.rule, Rule::FieldCount);
         assert!(
             fault.detail.contains("2 fields") && fault.detail.contains("header has 3"),
@@ -1184,12 +1252,14 @@ mod tests {
         );
         let long: [&[u8]; 4] = [b"x", b"y", b"z", b"w"];
         assert_eq!(
-            split_row(long.into_iter(), &header).unwrap_err().rule,
+            split_row(long.into_iter(), &header, MAX_TEXT_BYTES)
+                .unwrap_err()
+                .rule,
             Rule::FieldCount
         );
         let right: [&[u8]; 3] = [b" x ", b"\ty", b"z \r"];
         assert_eq!(
-            split_row(right.into_iter(), &header).unwrap(),
+            split_row(right.into_iter(), &header, MAX_TEXT_BYTES).unwrap(),
             ["x", "y", "z"]
         );
     }
@@ -1198,7 +1268,7 @@ mod tests {
     fn invalid_utf8() {
         let header: Vec<String> = ["고객이름", "증권사"].map(String::from).to_vec();
         let bad: [&[u8]; 2] = [b"ok", b"\xb7\xf9\xbf\xb5"];
-        let fault = split_row(bad.into_iter(), &header).unwrap_err();
+        let fault = split_row(bad.into_iter(), &header, MAX_TEXT_BYTES).unwrap_err();
         assert_eq!(fault.rule, Rule::InvalidUtf8);
         assert!(
             fault.detail.contains("증권사") && fault.detail.contains("field 2"),
@@ -1208,13 +1278,71 @@ mod tests {
         // The count is checked first.
         let both: [&[u8]; 1] = [b"\xff"];
         assert_eq!(
-            split_row(both.into_iter(), &header).unwrap_err().rule,
+            split_row(both.into_iter(), &header, MAX_TEXT_BYTES)
+                .unwrap_err()
+                .rule,
             Rule::FieldCount
         );
         let good: [&[u8]; 2] = ["류영길".as_bytes(), "디셈버증권".as_bytes()];
         assert_eq!(
-            split_row(good.into_iter(), &header).unwrap(),
+            split_row(good.into_iter(), &header, MAX_TEXT_BYTES).unwrap(),
             ["류영길", "디셈버증권"]
+        );
+    }
+
+    #[test]
+    fn control_characters_and_long_fields() {
+        let header: Vec<String> = ["고객이름", "증권사", "계좌명"].map(String::from).to_vec();
+        for (bad, shown_as) in [
+            ("류영\0길", "U+0000"),
+            ("류영\t길", "U+0009"),
+            ("류영\r길", "U+000D"),
+            ("류영\n길", "U+000A"),
+            ("\u{202e}길영류", "U+202E"),
+            ("류영길\u{7f}", "U+007F"),
+            ("\u{feff}류영길", "U+FEFF"),
+        ] {
+            let row: [&[u8]; 3] = [b"ok", bad.as_bytes(), b"x"];
+            let fault = split_row(row.into_iter(), &header, MAX_TEXT_BYTES).unwrap_err();
+            assert_eq!(fault.rule, Rule::ControlCharacter, "{bad:?}");
+            assert!(
+                fault.detail.contains(shown_as) && fault.detail.contains("field 2 (\"증권사\")"),
+                "{}",
+                fault.detail
+            );
+        }
+        // White space around a value is trimmed before the text rules: a tab or CR at an
+        // edge is padding, not content.
+        let padded: [&[u8]; 3] = [b"\tok\r", b" x ", b"\xc2\x85y"];
+        assert_eq!(
+            split_row(padded.into_iter(), &header, MAX_TEXT_BYTES).unwrap(),
+            ["ok", "x", "y"]
+        );
+        let long = "가".repeat(342); // 1026 bytes
+        let row: [&[u8]; 3] = [b"ok", b"x", long.as_bytes()];
+        let fault = split_row(row.into_iter(), &header, MAX_TEXT_BYTES).unwrap_err();
+        assert_eq!(fault.rule, Rule::FieldTooLong);
+        assert!(fault.detail.contains("1026 bytes"), "{}", fault.detail);
+        // A stricter limit, and the limit is never looser than the servers'.
+        let row: [&[u8]; 3] = [b"ok", b"12345", b"x"];
+        assert_eq!(
+            split_row(row.into_iter(), &header, 4).unwrap_err().rule,
+            Rule::FieldTooLong
+        );
+        let row: [&[u8]; 3] = [b"ok", long.as_bytes(), b"x"];
+        assert_eq!(
+            split_row(row.into_iter(), &header, usize::MAX)
+                .unwrap_err()
+                .rule,
+            Rule::FieldTooLong
+        );
+        // Invalid UTF-8 anywhere in the row comes before the text rules.
+        let row: [&[u8]; 3] = [b"a\0b", b"x", b"\xff"];
+        assert_eq!(
+            split_row(row.into_iter(), &header, MAX_TEXT_BYTES)
+                .unwrap_err()
+                .rule,
+            Rule::InvalidUtf8
         );
     }
 

@@ -406,6 +406,7 @@ async fn clean(args: &CleanArgs, feedback: &Feedback) -> Result<(CleanedDay, Rep
         sort_budget_bytes: args.sort_memory_mib.max(1) << 20,
         scratch_dir: args.scratch_dir.clone(),
         progress: Some(feedback.clean_progress()),
+        ..CleanOptions::default()
     };
     let dir = args.dir.clone();
     let cleaned = tokio::task::spawn_blocking(move || pipeline::clean_day(&dir, &options)).await;

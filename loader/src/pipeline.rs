@@ -23,12 +23,13 @@ use std::sync::Arc;
 
 use invest_proto::deposit::v1::DirectoryEntry;
 use invest_proto::digest::{RecordDigest, RecordKind};
-use invest_proto::ids::Isin;
+use invest_proto::ids::{AccountNumber, Isin, MAX_TEXT_BYTES};
 use invest_proto::portfolio::v1::{Instrument, SnapshotAccount};
 
 use self::csvfile::{CsvFile, RawRow, RawText};
 pub use self::report::{
-    Counts, EXAMPLE_REJECTS, FileReport, Ratio, RejectRecord, Report, SortReport, Warning,
+    AccountCounts, Counts, EXAMPLE_REJECTS, FileReport, KEPT_WARNINGS, Loss, LossGuard, LossUnit,
+    Ratio, RejectRecord, Report, SortReport, Warning,
 };
 use self::report::{Ledger, Raw};
 use self::sort::{DEFAULT_FAN_IN, ExternalSorter};
@@ -36,8 +37,8 @@ pub use self::spool::Accounts;
 use self::spool::{Spool, SpoolWriter};
 use self::staged::Staged;
 use crate::clean::{
-    FileKind, Fingerprint, HoldingFields, HoldingRow, InstrumentFields, PrincipalFields,
-    PrincipalRow, RowRef, check_digit_warning, check_holding_row, check_instrument_row,
+    Fault, FileKind, Fingerprint, HoldingFields, HoldingRow, InstrumentFields, PrincipalFields,
+    PrincipalRow, RowRef, Rule, check_digit_warning, check_holding_row, check_instrument_row,
     check_principal_row, settle_account, settle_instruments, split_row,
 };
 
@@ -96,13 +97,40 @@ pub enum InputError {
         #[source]
         source: io::Error,
     },
-    /// The CSV reader failed for a reason other than I/O.
-    #[error("{}: cannot read as CSV: {detail}", path.display())]
-    Csv {
+    /// A delivery file is not a regular file (a FIFO, a device such as `/dev/zero` behind a
+    /// symlink, a directory, a socket): reading it could block or never end.
+    #[error("{}: is {what}, not a regular file; a delivery holds three regular files (check symlinks and how the folder is filled)", path.display())]
+    NotRegular {
         /// The file.
         path: PathBuf,
-        /// What the CSV reader said.
-        detail: String,
+        /// What it is instead.
+        what: &'static str,
+    },
+    /// The header line cannot be read as a header.
+    #[error("{}: {reason}", path.display())]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file changed size while it was read: the upstream is probably still writing it.
+    #[error("{}: changed while being read (it had {size} bytes when opened, then {now}); the upstream is probably still writing it: load the day once it is complete", path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// Its size when opened.
+        size: u64,
+        /// The size (or bytes read) found later.
+        now: u64,
+    },
+    /// The instrument master has more rows than the loader keeps in memory.
+    #[error("{}: more than {max} instrument rows (--max-instruments); the master is kept in memory and a real one has a few thousand, so this is not an instrument master: check the file, or raise --max-instruments if it really is one", path.display())]
+    TooManyInstruments {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        max: u64,
     },
     /// Writing the rejects file failed.
     #[error("{}: cannot write the rejects file: {source}", path.display())]
@@ -179,6 +207,19 @@ pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 /// Default memory budget of the sort: 64 MiB.
 pub const DEFAULT_SORT_BUDGET: usize = 64 << 20;
 
+/// Default longest line: 64 KiB (a real row is about 100 bytes).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 << 10;
+
+/// Default (and largest) field after trimming: what the servers accept.
+pub const DEFAULT_MAX_FIELD_BYTES: usize = MAX_TEXT_BYTES;
+
+/// Default cap on instrument rows (kept in memory): a real master has a few thousand.
+pub const DEFAULT_MAX_INSTRUMENTS: u64 = 100_000;
+
+/// Default cap on one account's rows (gathered in memory to settle it): a real account has
+/// a few dozen holdings.
+pub const DEFAULT_MAX_HOLDINGS_PER_ACCOUNT: usize = 10_000;
+
 /// How often settling reports progress, in rows.
 const SETTLE_PROGRESS_STEP: u64 = 1 << 16;
 
@@ -193,6 +234,17 @@ pub struct CleanOptions {
     pub sort_budget_bytes: usize,
     /// Folder for the sort runs and the spool; the system's temporary folder if `None`.
     pub scratch_dir: Option<PathBuf>,
+    /// Longest line read, without its terminator; a longer one is rejected as
+    /// `line_too_long` and its bytes past the limit are skipped unread.
+    pub max_line_bytes: usize,
+    /// Longest field after trimming (`field_too_long`); never above
+    /// [`MAX_TEXT_BYTES`], whatever is asked.
+    pub max_field_bytes: usize,
+    /// Most instrument rows; more is an input error ([`InputError::TooManyInstruments`]).
+    pub max_instruments: u64,
+    /// Most rows of one account in the holdings file (or in the principal file); an account
+    /// with more has all its rows rejected as `too_many_holdings`.
+    pub max_holdings_per_account: usize,
     /// Called with progress events.
     pub progress: Option<ProgressFn>,
 }
@@ -203,6 +255,10 @@ impl Default for CleanOptions {
             rejects: None,
             sort_budget_bytes: DEFAULT_SORT_BUDGET,
             scratch_dir: None,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
+            max_instruments: DEFAULT_MAX_INSTRUMENTS,
+            max_holdings_per_account: DEFAULT_MAX_HOLDINGS_PER_ACCOUNT,
             progress: None,
         }
     }
@@ -214,6 +270,10 @@ impl fmt::Debug for CleanOptions {
             .field("rejects", &self.rejects)
             .field("sort_budget_bytes", &self.sort_budget_bytes)
             .field("scratch_dir", &self.scratch_dir)
+            .field("max_line_bytes", &self.max_line_bytes)
+            .field("max_field_bytes", &self.max_field_bytes)
+            .field("max_instruments", &self.max_instruments)
+            .field("max_holdings_per_account", &self.max_holdings_per_account)
             .field("progress", &self.progress.as_ref().map(|_| "callback"))
             .finish()
     }
@@ -245,6 +305,12 @@ impl CleanedDay {
     }
 }
 
+/// What the readers need besides the file.
+struct Reading<'a> {
+    ledger: &'a mut Ledger,
+    max_field_bytes: usize,
+}
+
 /// Cleans the delivery in `dir`. Rows that break a rule are counted in the report (and
 /// written to `options.rejects`); only a folder that cannot be read as a delivery at all
 /// is an error.
@@ -255,14 +321,31 @@ pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Repo
             progress(event);
         }
     };
-    // All three headers are checked before any work, so a bad delivery fails in seconds.
-    let mut instruments_file = CsvFile::open(dir, FileKind::Instruments, progress.clone())?;
-    let mut principal_file = CsvFile::open(dir, FileKind::Principal, progress.clone())?;
-    let mut holdings_file = CsvFile::open(dir, FileKind::Holdings, progress.clone())?;
-    let mut ledger = Ledger::new(options.rejects.clone(), RawText::new(dir))?;
+    let max_line = options.max_line_bytes;
+    // All three files are opened and their headers checked before any work, so a bad
+    // delivery fails in seconds.
+    let mut instruments_file =
+        CsvFile::open(dir, FileKind::Instruments, max_line, progress.clone())?;
+    let mut principal_file = CsvFile::open(dir, FileKind::Principal, max_line, progress.clone())?;
+    let mut holdings_file = CsvFile::open(dir, FileKind::Holdings, max_line, progress.clone())?;
+    let raw_text = RawText::new(
+        dir,
+        vec![
+            (FileKind::Instruments, instruments_file.handle()?),
+            (FileKind::Principal, principal_file.handle()?),
+            (FileKind::Holdings, holdings_file.handle()?),
+        ],
+    );
+    let mut ledger = Ledger::new(options.rejects.clone(), raw_text)?;
+    let max_field_bytes = options.max_field_bytes.min(MAX_TEXT_BYTES);
 
     emit(Progress::Phase(Phase::Reading(FileKind::Instruments)));
-    let instruments = read_instruments(&mut instruments_file, &mut ledger)?;
+    let mut reading = Reading {
+        ledger: &mut ledger,
+        max_field_bytes,
+    };
+    let instruments =
+        read_instruments(&mut instruments_file, &mut reading, options.max_instruments)?;
     let known: BTreeSet<Isin> = instruments
         .iter()
         .filter_map(|instrument| Isin::parse(&instrument.isin).ok())
@@ -274,9 +357,17 @@ pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Repo
         options.scratch_dir.clone(),
     );
     emit(Progress::Phase(Phase::Reading(FileKind::Principal)));
-    read_principal(&mut principal_file, &mut ledger, &mut sorter)?;
+    read_principal(&mut principal_file, &mut reading, &mut sorter)?;
     emit(Progress::Phase(Phase::Reading(FileKind::Holdings)));
-    read_holdings(&mut holdings_file, &known, &mut ledger, &mut sorter)?;
+    read_holdings(&mut holdings_file, &known, &mut reading, &mut sorter)?;
+    for (kind, file) in [
+        (FileKind::Instruments, &instruments_file),
+        (FileKind::Principal, &principal_file),
+        (FileKind::Holdings, &holdings_file),
+    ] {
+        let counts = file.counts();
+        ledger.lines(kind, counts.lines, counts.blank);
+    }
     let sort_report = SortReport {
         rows: sorter.len(),
         runs_spilled: sorter.runs_spilled(),
@@ -298,22 +389,18 @@ pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Repo
         ledger,
         account_count: 0,
         holding_count: 0,
+        accounts_named: 0,
+        max_rows: options.max_holdings_per_account.max(1),
     };
-    let mut current = None;
-    let (mut holdings, mut principals) = (Vec::new(), Vec::new());
+    let mut group = Group::default();
     let mut settled_rows = 0;
     for staged in sorted {
         let staged = staged.map_err(scratch("reading sort runs"))?;
-        if current.as_ref() != Some(staged.account_number()) {
-            if current.is_some() {
-                settler.settle(mem::take(&mut holdings), mem::take(&mut principals))?;
-            }
-            current = Some(staged.account_number().clone());
+        if group.account.as_ref() != Some(staged.account_number()) {
+            settler.finish_group(&mut group)?;
+            group.account = Some(staged.account_number().clone());
         }
-        match staged {
-            Staged::Principal(row) => principals.push(row),
-            Staged::Holding(row) => holdings.push(row),
-        }
+        settler.add(&mut group, staged)?;
         settled_rows += 1;
         if settled_rows % SETTLE_PROGRESS_STEP == 0 {
             emit(Progress::Settled {
@@ -322,9 +409,7 @@ pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Repo
             });
         }
     }
-    if current.is_some() {
-        settler.settle(holdings, principals)?;
-    }
+    settler.finish_group(&mut group)?;
     emit(Progress::Settled {
         rows: settled_rows,
         total: sort_report.rows,
@@ -334,16 +419,16 @@ pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Repo
         spool,
         digest,
         directory_digest,
-        ledger,
+        mut ledger,
         account_count,
         holding_count,
+        accounts_named,
+        ..
     } = settler;
+    ledger.accounts(accounts_named, account_count);
     let spool = spool.finish().map_err(scratch("writing the spool"))?;
     let report = ledger.finish(sort_report)?;
-    debug_assert!(
-        report.files.iter().all(|file| file.counts.balanced()),
-        "{report:?}"
-    );
+    debug_assert!(report.check_accounting().is_ok(), "{report:?}");
     emit(Progress::Phase(Phase::Done));
     let day = CleanedDay {
         instruments,
@@ -372,7 +457,7 @@ fn row_ref(raw: &RawRow<'_>, fields: &[&str]) -> RowRef {
     RowRef {
         line: raw.line,
         offset: raw.offset,
-        len: raw.raw.len() as u64,
+        len: raw.len,
         content: Fingerprint::of(fields.iter().copied()),
     }
 }
@@ -384,15 +469,41 @@ fn span(row: &RowRef) -> Raw<'static> {
     }
 }
 
+/// The structural rules, then trimming and the text rules.
+fn fields_of<'a>(raw: &RawRow<'a>, max_field_bytes: usize) -> Result<Vec<&'a str>, Fault> {
+    match &raw.fields {
+        Ok(fields) => split_row(fields.clone(), raw.header, max_field_bytes),
+        Err(fault) => Err(fault.clone()),
+    }
+}
+
+/// The account a rejected row names, when its account number is well-formed: the row
+/// counts towards the accounts named in the delivery (the loss guard).
+fn mentioned_account(raw: &RawRow<'_>, column: usize) -> Option<AccountNumber> {
+    let index = *raw.columns.get(column)?;
+    let text = std::str::from_utf8(raw.field(index)?).ok()?;
+    AccountNumber::parse(text.trim()).ok()
+}
+
 fn read_instruments(
     file: &mut CsvFile,
-    ledger: &mut Ledger,
+    reading: &mut Reading<'_>,
+    max_instruments: u64,
 ) -> Result<Vec<Instrument>, InputError> {
     let kind = FileKind::Instruments;
+    let path = file.path().to_owned();
     let mut rows = Vec::new();
+    let mut read = 0u64;
     while let Some(raw) = file.next_row()? {
-        ledger.read(kind);
-        let checked = split_row(raw.record.iter(), raw.header).and_then(|fields| {
+        read += 1;
+        if read > max_instruments {
+            return Err(InputError::TooManyInstruments {
+                path,
+                max: max_instruments,
+            });
+        }
+        reading.ledger.read(kind);
+        let checked = fields_of(&raw, reading.max_field_bytes).and_then(|fields| {
             let [name, isin, asset_group] = pick(&fields, raw.columns);
             check_instrument_row(
                 &InstrumentFields {
@@ -406,11 +517,11 @@ fn read_instruments(
         match checked {
             Ok(row) => {
                 if let Some(warning) = check_digit_warning(&row.isin) {
-                    ledger.warn(kind, row.row.line, warning);
+                    reading.ledger.warn(kind, row.row.line, warning);
                 }
                 rows.push(row);
             }
-            Err(fault) => ledger.reject(
+            Err(fault) => reading.ledger.reject(
                 kind,
                 raw.line,
                 fault.rule,
@@ -421,7 +532,7 @@ fn read_instruments(
     }
     let settlement = settle_instruments(rows);
     for reject in settlement.rejects {
-        ledger.reject(
+        reading.ledger.reject(
             reject.file,
             reject.row.line,
             reject.rule,
@@ -429,8 +540,10 @@ fn read_instruments(
             span(&reject.row),
         )?;
     }
-    ledger.collapsed(kind, settlement.collapsed);
-    ledger.loaded(kind, settlement.instruments.len() as u64);
+    reading.ledger.collapsed(kind, settlement.collapsed);
+    reading
+        .ledger
+        .loaded(kind, settlement.instruments.len() as u64);
     Ok(settlement.instruments)
 }
 
@@ -440,13 +553,13 @@ fn stage(sorter: &mut ExternalSorter<Staged>, staged: Staged) -> Result<(), Inpu
 
 fn read_principal(
     file: &mut CsvFile,
-    ledger: &mut Ledger,
+    reading: &mut Reading<'_>,
     sorter: &mut ExternalSorter<Staged>,
 ) -> Result<(), InputError> {
     let kind = FileKind::Principal;
     while let Some(raw) = file.next_row()? {
-        ledger.read(kind);
-        let checked = split_row(raw.record.iter(), raw.header).and_then(|fields| {
+        reading.ledger.read(kind);
+        let checked = fields_of(&raw, reading.max_field_bytes).and_then(|fields| {
             let [account_number, principal] = pick(&fields, raw.columns);
             check_principal_row(
                 &PrincipalFields {
@@ -458,13 +571,19 @@ fn read_principal(
         });
         match checked {
             Ok(row) => stage(sorter, Staged::Principal(row))?,
-            Err(fault) => ledger.reject(
-                kind,
-                raw.line,
-                fault.rule,
-                fault.detail,
-                Raw::Bytes(raw.raw),
-            )?,
+            Err(fault) => {
+                reading.ledger.reject(
+                    kind,
+                    raw.line,
+                    fault.rule,
+                    fault.detail,
+                    Raw::Bytes(raw.raw),
+                )?;
+                // Column 0 of the principal file is the account number.
+                if let Some(account_number) = mentioned_account(&raw, 0) {
+                    stage(sorter, Staged::Mention(account_number, raw.line))?;
+                }
+            }
         }
     }
     Ok(())
@@ -473,13 +592,13 @@ fn read_principal(
 fn read_holdings(
     file: &mut CsvFile,
     known: &BTreeSet<Isin>,
-    ledger: &mut Ledger,
+    reading: &mut Reading<'_>,
     sorter: &mut ExternalSorter<Staged>,
 ) -> Result<(), InputError> {
     let kind = FileKind::Holdings;
     while let Some(raw) = file.next_row()? {
-        ledger.read(kind);
-        let checked = split_row(raw.record.iter(), raw.header).and_then(|fields| {
+        reading.ledger.read(kind);
+        let checked = fields_of(&raw, reading.max_field_bytes).and_then(|fields| {
             let [
                 customer_name,
                 brokerage,
@@ -504,19 +623,24 @@ fn read_holdings(
         });
         match checked {
             Ok(row) => stage(sorter, Staged::Holding(row))?,
-            Err(fault) => ledger.reject(
-                kind,
-                raw.line,
-                fault.rule,
-                fault.detail,
-                Raw::Bytes(raw.raw),
-            )?,
+            Err(fault) => {
+                reading.ledger.reject(
+                    kind,
+                    raw.line,
+                    fault.rule,
+                    fault.detail,
+                    Raw::Bytes(raw.raw),
+                )?;
+                // Column 2 of the holdings file is the account number.
+                if let Some(account_number) = mentioned_account(&raw, 2) {
+                    stage(sorter, Staged::Mention(account_number, raw.line))?;
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// Settles accounts one by one into the spool and the digest.
 /// The directory entry deposit-svc gets for an account.
 pub fn directory_entry(account: &SnapshotAccount) -> DirectoryEntry {
     DirectoryEntry {
@@ -525,6 +649,17 @@ pub fn directory_entry(account: &SnapshotAccount) -> DirectoryEntry {
     }
 }
 
+/// The sorted rows of the account being settled.
+#[derive(Default)]
+struct Group {
+    account: Option<AccountNumber>,
+    holdings: Vec<HoldingRow>,
+    principals: Vec<PrincipalRow>,
+    /// Past the cap: its rows are rejected as they come, none is kept.
+    too_many: bool,
+}
+
+/// Settles accounts one by one into the spool and the digest.
 struct Settler {
     spool: SpoolWriter,
     digest: RecordDigest,
@@ -532,9 +667,79 @@ struct Settler {
     ledger: Ledger,
     account_count: u64,
     holding_count: u64,
+    /// Distinct well-formed account numbers among the principal and holding rows.
+    accounts_named: u64,
+    /// Most rows of one account in one file.
+    max_rows: usize,
 }
 
 impl Settler {
+    fn too_many_detail(&self, account: &str) -> String {
+        format!(
+            "account {account} has more than {} rows in {} or {} (--max-holdings-per-account); \
+             all of its rows are rejected: no real account holds that many, and one account's \
+             rows are kept in memory to settle it",
+            self.max_rows,
+            FileKind::Holdings.file_name(),
+            FileKind::Principal.file_name()
+        )
+    }
+
+    fn reject_too_many(
+        &mut self,
+        file: FileKind,
+        row: &RowRef,
+        account: &str,
+    ) -> Result<(), InputError> {
+        let detail = self.too_many_detail(account);
+        self.ledger
+            .reject(file, row.line, Rule::TooManyHoldings, detail, span(row))
+    }
+
+    /// Adds one sorted row to the account's group; past the cap, rejects it at once.
+    fn add(&mut self, group: &mut Group, staged: Staged) -> Result<(), InputError> {
+        let account = staged.account_number().as_str().to_owned();
+        let (file, row) = match &staged {
+            Staged::Mention(..) => return Ok(()),
+            Staged::Principal(row) => (FileKind::Principal, row.row),
+            Staged::Holding(row) => (FileKind::Holdings, row.row),
+        };
+        if group.too_many {
+            return self.reject_too_many(file, &row, &account);
+        }
+        match staged {
+            Staged::Principal(row) => group.principals.push(row),
+            Staged::Holding(row) => group.holdings.push(row),
+            Staged::Mention(..) => {}
+        }
+        if group.holdings.len() > self.max_rows || group.principals.len() > self.max_rows {
+            group.too_many = true;
+            let principals = mem::take(&mut group.principals);
+            let holdings = mem::take(&mut group.holdings);
+            for row in &principals {
+                self.reject_too_many(FileKind::Principal, &row.row, &account)?;
+            }
+            for row in &holdings {
+                self.reject_too_many(FileKind::Holdings, &row.row, &account)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles the group's account (if any) and empties the group.
+    fn finish_group(&mut self, group: &mut Group) -> Result<(), InputError> {
+        if group.account.take().is_none() {
+            return Ok(());
+        }
+        self.accounts_named += 1;
+        let holdings = mem::take(&mut group.holdings);
+        let principals = mem::take(&mut group.principals);
+        if mem::take(&mut group.too_many) || (holdings.is_empty() && principals.is_empty()) {
+            return Ok(());
+        }
+        self.settle(holdings, principals)
+    }
+
     fn settle(
         &mut self,
         holdings: Vec<HoldingRow>,
@@ -712,10 +917,11 @@ mod tests {
         }
     }
 
-    /// Every row read is exactly one of loaded, collapsed, rejected; and the rejects file,
-    /// the counts and the cleaned day agree.
+    /// Every line is the header, a blank line or a row; every row read is exactly one of
+    /// loaded, collapsed, rejected; and the rejects file, the counts and the cleaned day agree.
     fn check_balance(cleaned: &Cleaned) {
         let report = &cleaned.report;
+        report.check_accounting().unwrap();
         for file in &report.files {
             assert!(file.counts.balanced(), "{file:?}");
         }
@@ -981,38 +1187,59 @@ mod tests {
 
     #[test]
     fn physical_line_numbers_and_raw_text() {
+        // A quoted field may not span lines: line 3 opens a quote it does not close, line 4
+        // is read as a row of its own (and has too few fields), everything else stands.
         let holdings = "고객이름,증권사,계좌번호,계좌명,ISIN,현재가,보유수량\n\
             \n\
-            김,A증권,111111,\"계좌\n1\",KR7360750004,100,3\n\
+            김,A증권,111111,\"계좌\n\
+            1\",KR7360750004,100,3\n\
             \n\
-            김,A증권,111111,\"계좌\n1\",CASH,1,x\n\
+            김,A증권,111111,계좌1,CASH,1,x\n\
             ,,,\n\
             \"이\", B증권 ,222222,계좌1,CASH,1.5,2000\n\
-            이,B증권,222222,계좌1,CASH,1,2000";
+            이,B증권,222222,계좌1,CASH,1,2000\n\
+            김,A증권,111111,계좌1,KR7360750004,100,3";
         let cleaned = Delivery::new(INSTRUMENTS, PRINCIPAL, holdings).clean();
         assert_eq!(
             cleaned.rejected(),
             [
+                reject(FileKind::Holdings, 3, Rule::UnclosedQuote),
+                reject(FileKind::Holdings, 4, Rule::FieldCount),
                 reject(FileKind::Holdings, 6, Rule::BadNumber),
-                reject(FileKind::Holdings, 9, Rule::BadNumber)
+                reject(FileKind::Holdings, 8, Rule::BadNumber)
             ]
         );
+        let open = cleaned.reject_at(FileKind::Holdings, 3);
+        assert_eq!(open["raw"], "김,A증권,111111,\"계좌");
+        let detail = open["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("field 4 (\"계좌명\")")
+                && detail.contains("line 3")
+                && detail.contains("may not span lines")
+                && detail.contains("resumes at line 4"),
+            "{detail}"
+        );
+        assert_eq!(
+            cleaned.reject_at(FileKind::Holdings, 4)["raw"],
+            "1\",KR7360750004,100,3"
+        );
         let first = cleaned.reject_at(FileKind::Holdings, 6);
-        assert_eq!(first["raw"], "김,A증권,111111,\"계좌\n1\",CASH,1,x");
         assert!(
             first["detail"]
                 .as_str()
                 .unwrap()
                 .contains("보유수량 (quantity)")
         );
-        let second = cleaned.reject_at(FileKind::Holdings, 9);
+        let second = cleaned.reject_at(FileKind::Holdings, 8);
         assert_eq!(second["raw"], "\"이\", B증권 ,222222,계좌1,CASH,1.5,2000");
         assert!(second["detail"].as_str().unwrap().contains("\"1.5\""));
-        assert_eq!(cleaned.account("111111").account_name, "계좌\n1");
-        // The JSON Lines file has one object per line, raw line breaks escaped.
-        assert_eq!(cleaned.rejects_text.lines().count(), 2);
+        assert_eq!(cleaned.account("111111").account_name, "계좌1");
+        let counts = cleaned.report.file(FileKind::Holdings);
+        assert_eq!((counts.lines, counts.blank, counts.read), (10, 3, 6));
+        // The JSON Lines file has one object per line.
+        assert_eq!(cleaned.rejects_text.lines().count(), 4);
         assert!(cleaned.rejects_text.starts_with(
-            r#"{"file":"account_asset_info_set.csv","line":6,"rule":"bad_number","detail":"#
+            r#"{"file":"account_asset_info_set.csv","line":3,"rule":"unclosed_quote","detail":"#
         ));
     }
 
@@ -1024,9 +1251,11 @@ mod tests {
         let holdings = "\u{feff}고객이름,증권사,계좌번호,계좌명,ISIN,현재가,보유수량\r\n\
             김,A증권,111111,계좌1,KR7360750004,100,3\r\n\
             \r\n\
-            \"김\",A증권,111111,\"계좌\r\n1\",CASH,1,50\r\n\
+            \"김\",A증권,111111,\"계좌 1\",CASH,1,50\r\n\
             이,B증권,222222,계좌1,CASH,1,2000\r\n\
-            박,C증권,444444,계좌1,CASH,1,2000\r\n";
+            박,C증권,444444,계좌1,CASH,1,2000\r\n\
+            김,A증권,555555,\"계좌\r\n\
+            1\",CASH,1,50\r\n";
         let cleaned = Delivery::new(INSTRUMENTS, principal, holdings).clean();
         assert_eq!(
             cleaned.rejected(),
@@ -1035,7 +1264,9 @@ mod tests {
                 reject(FileKind::Principal, 4, Rule::AccountWithoutHoldings),
                 reject(FileKind::Holdings, 2, Rule::AttributesNoMajority),
                 reject(FileKind::Holdings, 4, Rule::AttributesNoMajority),
-                reject(FileKind::Holdings, 7, Rule::AccountWithoutPrincipal),
+                reject(FileKind::Holdings, 6, Rule::AccountWithoutPrincipal),
+                reject(FileKind::Holdings, 7, Rule::UnclosedQuote),
+                reject(FileKind::Holdings, 8, Rule::FieldCount),
             ]
         );
         assert_eq!(cleaned.reject_at(FileKind::Principal, 4)["raw"], "333333,5");
@@ -1049,13 +1280,398 @@ mod tests {
         );
         assert_eq!(
             cleaned.reject_at(FileKind::Holdings, 4)["raw"],
-            "\"김\",A증권,111111,\"계좌\r\n1\",CASH,1,50"
+            "\"김\",A증권,111111,\"계좌 1\",CASH,1,50"
+        );
+        assert_eq!(
+            cleaned.reject_at(FileKind::Holdings, 6)["raw"],
+            "박,C증권,444444,계좌1,CASH,1,2000"
         );
         assert_eq!(
             cleaned.reject_at(FileKind::Holdings, 7)["raw"],
-            "박,C증권,444444,계좌1,CASH,1,2000"
+            "김,A증권,555555,\"계좌"
         );
         assert_eq!(cleaned.day.account_count, 1);
+        // 111111, 222222, 333333 and 444444 are named; 555555 only on a line that was
+        // never split into fields.
+        assert_eq!(
+            cleaned.report.accounts,
+            AccountCounts {
+                named: 4,
+                loaded: 1
+            }
+        );
+    }
+
+    /// A plain holdings file of `accounts` accounts with `per_account` holdings each (the
+    /// ISINs of [`many_instruments`]), and its principal file.
+    fn plain_day(accounts: u64, per_account: u64) -> (String, String) {
+        let mut principal = String::from("계좌번호,투자원금\n");
+        let mut holdings = String::from("고객이름,증권사,계좌번호,계좌명,ISIN,현재가,보유수량\n");
+        for account in 0..accounts {
+            let number = 100_000 + account;
+            principal.push_str(&format!("{number},{}\n", 1_000 + account));
+            for holding in 0..per_account {
+                holdings.push_str(&format!(
+                    "고객{account},A증권,{number},계좌1,{},{},{}\n",
+                    instrument_isin(holding),
+                    100 + holding,
+                    1 + account % 7
+                ));
+            }
+        }
+        (principal, holdings)
+    }
+
+    fn instrument_isin(index: u64) -> String {
+        if index == 0 {
+            return "CASH".to_owned();
+        }
+        invest_proto::ids::isin_with_check_digit(&format!("KR7{:06}00", index))
+            .unwrap()
+            .into_string()
+    }
+
+    fn many_instruments(count: u64) -> String {
+        let mut instruments = String::from("종목명,ISIN,자산그룹\n");
+        for index in 0..count {
+            instruments.push_str(&format!("종목{index},{},그룹\n", instrument_isin(index)));
+        }
+        instruments
+    }
+
+    #[test]
+    fn a_stray_quote_costs_one_row() {
+        // The issue's failure: one `"` at the start of a line 70% into the holdings file
+        // used to swallow the rest of the file into one field.
+        let (principal, holdings) = plain_day(200, 3);
+        let mut lines: Vec<&str> = holdings.lines().collect();
+        let at = lines.len() * 7 / 10;
+        let stray = format!("\"{}", lines[at]);
+        lines[at] = &stray;
+        let holdings = lines.join("\n") + "\n";
+        let cleaned = Delivery::new(many_instruments(3), principal, holdings).clean();
+        assert_eq!(
+            cleaned.rejected(),
+            [reject(
+                FileKind::Holdings,
+                at as u64 + 1,
+                Rule::UnclosedQuote
+            )]
+        );
+        assert_eq!(cleaned.day.account_count, 200);
+        assert_eq!(cleaned.day.holding_count, 599);
+        let guard = cleaned.report.loss_guard(Ratio::ZERO);
+        assert_eq!(guard.tripped, [LossUnit::Rows, LossUnit::Holdings]);
+        assert!(cleaned.report.loss_guard("1%".parse().unwrap()).passed());
+    }
+
+    #[test]
+    fn a_bare_cr_or_nul_inside_a_field_is_a_control_character() {
+        let holdings = "고객이름,증권사,계좌번호,계좌명,ISIN,현재가,보유수량\n\
+            김,A증권,111111,계좌1,KR7360750004,100,3\n\
+            \"김\0\",A증권,111111,계좌1,CASH,1,50\n\
+            김,A\r증권,111111,계좌1,CASH,1,50\n\
+            김,A증권,111111,\"계좌\t1\",CASH,1,50\n\
+            김,A증권,111111,\u{202e}1좌계,CASH,1,50\n\
+            이,B증권,222222,계좌1,CASH,1,2000\r\n";
+        let cleaned = Delivery::new(INSTRUMENTS, PRINCIPAL, holdings).clean();
+        assert_eq!(
+            cleaned.rejected(),
+            (3..=6)
+                .map(|line| reject(FileKind::Holdings, line, Rule::ControlCharacter))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            cleaned.reject_at(FileKind::Holdings, 3)["detail"]
+                .as_str()
+                .unwrap()
+                .contains("U+0000")
+        );
+        assert_eq!(cleaned.day.account_count, 2);
+        // A field over --max-field-bytes.
+        let holdings = format!("{HOLDINGS}김,A증권,111111,{},CASH,1,1\n", "계".repeat(20));
+        let cleaned = Delivery::new(INSTRUMENTS, PRINCIPAL, holdings).clean_with(CleanOptions {
+            max_field_bytes: 59,
+            ..CleanOptions::default()
+        });
+        assert_eq!(
+            cleaned.rejected(),
+            [reject(FileKind::Holdings, 5, Rule::FieldTooLong)]
+        );
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_cut_and_skipped() {
+        let long_name = "가".repeat(2_000); // 6,000 bytes
+        let holdings = format!(
+            "고객이름,증권사,계좌번호,계좌명,ISIN,현재가,보유수량\n\
+             김,A증권,111111,계좌1,KR7360750004,100,3\n\
+             x{long_name},A증권,111111,계좌1,CASH,1,50\r\n\
+             김,A증권,111111,계좌1,CASH,1,50\n\
+             이,B증권,222222,계좌1,CASH,1,2000\n\
+             {long_name}"
+        );
+        let cleaned = Delivery::new(INSTRUMENTS, PRINCIPAL, &holdings).clean_with(CleanOptions {
+            max_line_bytes: 1_000,
+            ..CleanOptions::default()
+        });
+        assert_eq!(
+            cleaned.rejected(),
+            [
+                reject(FileKind::Holdings, 3, Rule::LineTooLong),
+                reject(FileKind::Holdings, 6, Rule::LineTooLong)
+            ]
+        );
+        let cut = cleaned.reject_at(FileKind::Holdings, 3);
+        let raw = cut["raw"].as_str().unwrap();
+        // The first 256 bytes, cut back to a character boundary: "x" and 85 syllables.
+        assert_eq!(raw, format!("x{}", "가".repeat(85)));
+        let detail = cut["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("line 3 is 6034 bytes long") && detail.contains("1000 bytes"),
+            "{detail}"
+        );
+        let last = cleaned.reject_at(FileKind::Holdings, 6);
+        assert!(
+            last["detail"]
+                .as_str()
+                .unwrap()
+                .contains("is 6000 bytes long")
+        );
+        assert_eq!(cleaned.account("111111").holdings.len(), 2);
+        assert_eq!(cleaned.day.account_count, 2);
+        let counts = cleaned.report.file(FileKind::Holdings);
+        assert_eq!((counts.lines, counts.blank, counts.read), (6, 0, 5));
+
+        // The same line within a higher limit is a row like any other (with a long field).
+        let cleaned = Delivery::new(INSTRUMENTS, PRINCIPAL, &holdings).clean();
+        assert_eq!(
+            cleaned.rejected(),
+            [
+                reject(FileKind::Holdings, 3, Rule::FieldTooLong),
+                reject(FileKind::Holdings, 6, Rule::FieldCount)
+            ]
+        );
+
+        // A header over the limit is an input error.
+        let delivery = Delivery::new(INSTRUMENTS, PRINCIPAL, &holdings);
+        let error = clean_day(
+            &delivery.dir(),
+            &CleanOptions {
+                max_line_bytes: 20,
+                ..CleanOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(error, InputError::Header { .. }), "{error}");
+        assert!(error.to_string().contains("--max-line-bytes"), "{error}");
+    }
+
+    #[test]
+    fn a_line_longer_than_the_buffer_streams_by() {
+        // Longer than the read buffer: skipped chunk by chunk, its CRLF split across reads.
+        let huge = "9".repeat(300_000);
+        let holdings = format!(
+            "{HOLDINGS}김,A증권,111111,계좌1,CASH,1,{huge}\r\n이,B증권,222222,계좌1,CASH,1,2000\n"
+        );
+        let cleaned = Delivery::new(INSTRUMENTS, PRINCIPAL, &holdings).clean();
+        assert_eq!(
+            cleaned.rejected(),
+            [reject(FileKind::Holdings, 5, Rule::LineTooLong)]
+        );
+        let cut = cleaned.reject_at(FileKind::Holdings, 5);
+        assert_eq!(cut["raw"].as_str().unwrap().len(), 256);
+        let expected = format!(
+            "is {} bytes long",
+            "김,A증권,111111,계좌1,CASH,1,".len() + huge.len()
+        );
+        assert!(cut["detail"].as_str().unwrap().contains(&expected), "{cut}");
+        assert_eq!(
+            cleaned.report.file(FileKind::Holdings).collapsed,
+            1,
+            "the line after it is read (a copy of line 4)"
+        );
+    }
+
+    #[test]
+    fn a_file_that_grows_while_read_is_refused() {
+        let (principal, holdings) = plain_day(30_000, 1);
+        assert!(holdings.len() > 1 << 20);
+        let delivery = Delivery::new(many_instruments(1), principal, holdings);
+        let path = delivery.dir().join(FileKind::Holdings.file_name());
+        let appended = Arc::new(Mutex::new(false));
+        let options = CleanOptions {
+            progress: Some(Arc::new(move |event| {
+                if let Progress::Read {
+                    file: FileKind::Holdings,
+                    ..
+                } = event
+                {
+                    let mut appended = appended.lock().unwrap();
+                    if !*appended {
+                        // The upstream still writing.
+                        let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+                        std::io::Write::write_all(&mut file, b"late,row\n").unwrap();
+                        *appended = true;
+                    }
+                }
+            })),
+            ..CleanOptions::default()
+        };
+        let error = clean_day(&delivery.dir(), &options).unwrap_err();
+        assert!(matches!(error, InputError::Changed { .. }), "{error}");
+        assert!(error.to_string().contains("still writing"), "{error}");
+    }
+
+    /// Runs `clean_day` on a thread and fails (instead of hanging) if it takes long.
+    fn clean_within(dir: PathBuf, seconds: u64) -> Result<(CleanedDay, Report), InputError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(clean_day(&dir, &CleanOptions::default()));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(seconds))
+            .expect("clean_day did not return in time")
+    }
+
+    #[test]
+    fn fifos_devices_and_folders_are_refused_at_once() {
+        let delivery = Delivery::new(INSTRUMENTS, PRINCIPAL, HOLDINGS);
+        let holdings = delivery.dir().join(FileKind::Holdings.file_name());
+
+        fs::remove_file(&holdings).unwrap();
+        let path = std::ffi::CString::new(holdings.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let error = clean_within(delivery.dir(), 10).unwrap_err();
+        assert!(
+            matches!(error, InputError::NotRegular { what, .. } if what.contains("FIFO")),
+            "{error}"
+        );
+        assert!(error.to_string().contains("account_asset_info_set.csv"));
+
+        fs::remove_file(&holdings).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &holdings).unwrap();
+        let error = clean_within(delivery.dir(), 10).unwrap_err();
+        assert!(
+            matches!(error, InputError::NotRegular { what, .. } if what.contains("character device")),
+            "{error}"
+        );
+
+        fs::remove_file(&holdings).unwrap();
+        fs::create_dir(&holdings).unwrap();
+        let error = clean_within(delivery.dir(), 10).unwrap_err();
+        assert!(
+            matches!(error, InputError::NotRegular { what, .. } if what.contains("directory")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_account_above_the_cap_is_rejected_whole() {
+        let (principal, mut holdings) = plain_day(30, 3);
+        // Account 100007 gets five more rows: eight in all, above a cap of six.
+        for index in 3..8 {
+            holdings.push_str(&format!(
+                "고객7,A증권,100007,계좌1,{},1,1\n",
+                instrument_isin(index)
+            ));
+        }
+        for budget in [DEFAULT_SORT_BUDGET, 512] {
+            let cleaned = Delivery::new(many_instruments(8), &principal, &holdings).clean_with(
+                CleanOptions {
+                    max_holdings_per_account: 6,
+                    sort_budget_bytes: budget,
+                    ..CleanOptions::default()
+                },
+            );
+            let rules = &cleaned.report.totals.rejected_by_rule;
+            assert_eq!(rules.get(&Rule::TooManyHoldings), Some(&9), "{rules:?}");
+            assert_eq!(cleaned.report.totals.rejected, 9);
+            assert!(
+                cleaned
+                    .rejects
+                    .iter()
+                    .all(|r| r["detail"].as_str().unwrap().contains("100007"))
+            );
+            assert_eq!(cleaned.day.account_count, 29);
+            assert_eq!(
+                cleaned.report.accounts,
+                AccountCounts {
+                    named: 30,
+                    loaded: 29
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_instruments_is_an_input_error() {
+        let delivery = Delivery::new(many_instruments(11), PRINCIPAL, HOLDINGS);
+        let error = clean_day(
+            &delivery.dir(),
+            &CleanOptions {
+                max_instruments: 10,
+                ..CleanOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(error, InputError::TooManyInstruments { max: 10, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("--max-instruments"));
+    }
+
+    #[test]
+    fn each_loss_ratio_trips_on_its_own() {
+        let limit: Ratio = "10%".parse().unwrap();
+        let tripped = |cleaned: &Cleaned| cleaned.report.loss_guard(limit).tripped;
+
+        // Rows: bad instrument rows nobody holds.
+        let (principal, holdings) = plain_day(20, 3);
+        let mut instruments = many_instruments(3);
+        for index in 0..12 {
+            instruments.push_str(&format!("나쁜{index},XX,그룹\n"));
+        }
+        let cleaned = Delivery::new(&instruments, &principal, &holdings).clean();
+        assert_eq!(cleaned.report.totals.rejected, 12);
+        assert_eq!(tripped(&cleaned), [LossUnit::Rows]);
+
+        // Accounts: principal rows of accounts whose holdings never came (a file cut short
+        // loses accounts long before it loses a tenth of the rows).
+        let (mut principal, holdings) = plain_day(20, 10);
+        for index in 0..5 {
+            principal.push_str(&format!("{},5\n", 900_000 + index));
+        }
+        let cleaned = Delivery::new(many_instruments(10), &principal, &holdings).clean();
+        assert_eq!(
+            cleaned.report.accounts,
+            AccountCounts {
+                named: 25,
+                loaded: 20
+            }
+        );
+        assert_eq!(tripped(&cleaned), [LossUnit::Accounts]);
+
+        // Holdings: a few bad holding rows in many accounts, diluted among instrument rows.
+        let (principal, holdings) = plain_day(20, 10);
+        let holdings: String = holdings
+            .lines()
+            .enumerate()
+            .map(|(index, line)| {
+                if index > 0 && index % 8 == 0 {
+                    format!("{line}.5\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        let cleaned = Delivery::new(many_instruments(120), &principal, &holdings).clean();
+        assert_eq!(cleaned.day.account_count, 20);
+        assert_eq!(tripped(&cleaned), [LossUnit::Holdings]);
+        let guard = cleaned.report.loss_guard(limit);
+        let holdings_loss = guard.losses[2];
+        assert_eq!((holdings_loss.lost, holdings_loss.of), (25, 200));
     }
 
     #[test]

@@ -174,6 +174,17 @@ impl<W: Write> CsvOut<W> {
     }
 
     fn field(&mut self, value: &[u8], left: &[u8], right: &[u8]) -> io::Result<()> {
+        // Records are physical lines: a line break inside a field would make the loader
+        // reject the row as unclosed_quote, which no planned fault expects.
+        if value.iter().any(|&b| matches!(b, b'\r' | b'\n')) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a generated field holds a line break: {:?}",
+                    String::from_utf8_lossy(value)
+                ),
+            ));
+        }
         let quote = match self.style.quoting {
             Quoting::Always => true,
             Quoting::WhenNeeded => value
@@ -260,5 +271,22 @@ mod tests {
         file.row(&[b"1", b"2"]).unwrap();
         file.row(&[b"1", b"2", b"3"]).unwrap();
         assert_eq!(file.finish().unwrap(), b"b,a\n2,1\n1,2,3\n");
+    }
+
+    #[test]
+    fn generate_never_writes_a_line_break_inside_a_field() {
+        let mut file = CsvOut::new(
+            Vec::new(),
+            style(Quoting::Always, LineEnding::Lf, false, true),
+            &["a", "b"],
+            false,
+            false,
+            1,
+        )
+        .unwrap();
+        for bad in [&b"x\ny"[..], b"x\r", b"\r\n"] {
+            let error = file.row(&[b"1", bad]).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        }
     }
 }

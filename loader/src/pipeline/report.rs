@@ -17,10 +17,17 @@ use crate::clean::{FileKind, Rule};
 /// How many rejects the report keeps as examples.
 pub const EXAMPLE_REJECTS: usize = 10;
 
-/// What became of the rows of one file (or of all files).
+/// How many warnings the report keeps (the rest are only counted).
+pub const KEPT_WARNINGS: usize = 100;
+
+/// What became of the lines and rows of one file (or of all files).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
-    /// Rows read (blank lines are not rows).
+    /// Physical lines, the header included: always `1 + blank + read` for a file.
+    pub lines: u64,
+    /// Blank lines (empty, or only separators and white space): not rows.
+    pub blank: u64,
+    /// Rows read: every other line but the header.
     pub read: u64,
     /// Rows that are in the cleaned day.
     pub loaded: u64,
@@ -34,6 +41,8 @@ pub struct Counts {
 
 impl Counts {
     fn add(&mut self, other: &Counts) {
+        self.lines += other.lines;
+        self.blank += other.blank;
         self.read += other.read;
         self.loaded += other.loaded;
         self.collapsed += other.collapsed;
@@ -47,6 +56,91 @@ impl Counts {
     pub fn balanced(&self) -> bool {
         self.read == self.loaded + self.collapsed + self.rejected
             && self.rejected == self.rejected_by_rule.values().sum::<u64>()
+    }
+
+    /// Whether the lines of one file are exactly its header, its blank lines and its rows.
+    pub fn lines_balanced(&self) -> bool {
+        self.lines == 1 + self.blank + self.read
+    }
+}
+
+/// Accounts the delivery names against the accounts that load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AccountCounts {
+    /// Distinct well-formed account numbers among the principal and holding rows (rejected
+    /// rows included).
+    pub named: u64,
+    /// Accounts in the cleaned day.
+    pub loaded: u64,
+}
+
+/// A unit in which the loss guard counts what a day lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossUnit {
+    /// Rows rejected over rows read, all files together (every non-blank line but the
+    /// headers is a row).
+    Rows,
+    /// Accounts named in the delivery that do not load.
+    Accounts,
+    /// Holding rows rejected over holding rows read (identical copies that collapsed into a
+    /// loaded holding are not losses).
+    Holdings,
+}
+
+impl LossUnit {
+    /// Every unit.
+    pub const ALL: [LossUnit; 3] = [LossUnit::Rows, LossUnit::Accounts, LossUnit::Holdings];
+
+    /// The name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossUnit::Rows => "rows rejected",
+            LossUnit::Accounts => "accounts lost",
+            LossUnit::Holdings => "holding rows lost",
+        }
+    }
+
+    /// What the denominator counts.
+    pub fn of_what(self) -> &'static str {
+        match self {
+            LossUnit::Rows => "rows read",
+            LossUnit::Accounts => "accounts named in the delivery",
+            LossUnit::Holdings => "holding rows read",
+        }
+    }
+}
+
+/// What a day lost in one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Loss {
+    /// The unit.
+    pub unit: LossUnit,
+    /// How many were lost.
+    pub lost: u64,
+    /// Out of how many.
+    pub of: u64,
+    /// `lost / of` (0/1 when there was nothing).
+    pub ratio: Ratio,
+    /// Whether the ratio is above the limit.
+    pub exceeded: bool,
+}
+
+/// The loss guard's verdict: a day that lost more than the limit in any unit is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LossGuard {
+    /// `--max-reject-ratio`.
+    pub limit: Ratio,
+    /// One per unit.
+    pub losses: Vec<Loss>,
+    /// The units whose ratio is above the limit (empty when the day passes).
+    pub tripped: Vec<LossUnit>,
+}
+
+impl LossGuard {
+    /// Whether the day passes.
+    pub fn passed(&self) -> bool {
+        self.tripped.is_empty()
     }
 }
 
@@ -105,8 +199,12 @@ pub struct Report {
     pub totals: Counts,
     /// Rows rejected over rows read, all files together.
     pub reject_ratio: Ratio,
-    /// Warnings, in file order.
+    /// Accounts named against accounts loaded.
+    pub accounts: AccountCounts,
+    /// The first [`KEPT_WARNINGS`] warnings, in file order.
     pub warnings: Vec<Warning>,
+    /// Warnings in all.
+    pub warnings_total: u64,
     /// The first rejects, in the order they were found.
     pub examples: Vec<RejectRecord>,
     /// How the sort went.
@@ -131,9 +229,85 @@ impl Report {
     pub fn exceeds(&self, max: Ratio) -> bool {
         self.reject_ratio.exceeds(max)
     }
+
+    /// What the day lost, per unit.
+    pub fn losses(&self) -> [(LossUnit, u64, u64); 3] {
+        let holdings = self.file(FileKind::Holdings);
+        LossUnit::ALL.map(|unit| match unit {
+            LossUnit::Rows => (unit, self.totals.rejected, self.totals.read),
+            LossUnit::Accounts => (
+                unit,
+                self.accounts.named.saturating_sub(self.accounts.loaded),
+                self.accounts.named,
+            ),
+            LossUnit::Holdings => (unit, holdings.rejected, holdings.read),
+        })
+    }
+
+    /// The loss guard against `limit`: the same verdict for `validate` and `load`.
+    pub fn loss_guard(&self, limit: Ratio) -> LossGuard {
+        let losses: Vec<Loss> = self
+            .losses()
+            .into_iter()
+            .map(|(unit, lost, of)| {
+                let ratio = Ratio::new(lost, of).unwrap_or(Ratio::ZERO);
+                Loss {
+                    unit,
+                    lost,
+                    of,
+                    ratio,
+                    exceeded: ratio.exceeds(limit),
+                }
+            })
+            .collect();
+        let tripped = losses
+            .iter()
+            .filter(|loss| loss.exceeded)
+            .map(|loss| loss.unit)
+            .collect();
+        LossGuard {
+            limit,
+            losses,
+            tripped,
+        }
+    }
+
+    /// The accounting invariants: per file, every physical line is the header, a blank line
+    /// or a row, and every row is exactly one of loaded, collapsed, rejected; no more
+    /// accounts load than are named. A violation is a bug in the loader, never bad input.
+    pub fn check_accounting(&self) -> Result<(), String> {
+        for file in &self.files {
+            let c = &file.counts;
+            if !c.lines_balanced() {
+                return Err(format!(
+                    "{}: {} lines is not 1 header + {} blank + {} rows",
+                    file.file, c.lines, c.blank, c.read
+                ));
+            }
+            if !c.balanced() {
+                return Err(format!(
+                    "{}: {} rows read is not {} loaded + {} collapsed + {} rejected (by rule: {:?})",
+                    file.file, c.read, c.loaded, c.collapsed, c.rejected, c.rejected_by_rule
+                ));
+            }
+        }
+        if self.accounts.loaded > self.accounts.named
+            || self.accounts.loaded != self.file(FileKind::Principal).loaded
+        {
+            return Err(format!(
+                "{} accounts loaded, {} named, {} principal rows loaded",
+                self.accounts.loaded,
+                self.accounts.named,
+                self.file(FileKind::Principal).loaded
+            ));
+        }
+        Ok(())
+    }
 }
 
 static EMPTY_COUNTS: Counts = Counts {
+    lines: 0,
+    blank: 0,
     read: 0,
     loaded: 0,
     collapsed: 0,
@@ -151,6 +325,12 @@ pub struct Ratio {
 }
 
 impl Ratio {
+    /// Nothing: 0/1.
+    pub const ZERO: Ratio = Ratio {
+        numerator: 0,
+        denominator: 1,
+    };
+
     /// `numerator / denominator`, or `None` when the denominator is 0.
     pub fn new(numerator: u64, denominator: u64) -> Option<Self> {
         (denominator != 0).then_some(Self {
@@ -230,7 +410,9 @@ pub(crate) enum Raw<'a> {
 /// Keeps the counts and writes the rejects as they happen.
 pub(crate) struct Ledger {
     counts: BTreeMap<FileKind, Counts>,
+    accounts: AccountCounts,
     warnings: Vec<Warning>,
+    warnings_total: u64,
     examples: Vec<RejectRecord>,
     rejects: Option<(PathBuf, BufWriter<File>)>,
     raw_text: RawText,
@@ -254,7 +436,9 @@ impl Ledger {
             .collect();
         Ok(Self {
             counts,
+            accounts: AccountCounts::default(),
             warnings: Vec::new(),
+            warnings_total: 0,
             examples: Vec::new(),
             rejects,
             raw_text,
@@ -277,7 +461,23 @@ impl Ledger {
         self.counts(file).collapsed += rows;
     }
 
+    /// The physical lines of a file, once read.
+    pub fn lines(&mut self, file: FileKind, lines: u64, blank: u64) {
+        let counts = self.counts(file);
+        counts.lines = lines;
+        counts.blank = blank;
+    }
+
+    /// Accounts named in the delivery and accounts loaded.
+    pub fn accounts(&mut self, named: u64, loaded: u64) {
+        self.accounts = AccountCounts { named, loaded };
+    }
+
     pub fn warn(&mut self, file: FileKind, line: u64, message: String) {
+        self.warnings_total += 1;
+        if self.warnings.len() >= KEPT_WARNINGS {
+            return;
+        }
         self.warnings.push(Warning {
             file,
             line,
@@ -348,15 +548,14 @@ impl Ledger {
         for file in &files {
             totals.add(&file.counts);
         }
-        let reject_ratio = Ratio::new(totals.rejected, totals.read).unwrap_or(Ratio {
-            numerator: 0,
-            denominator: 1,
-        });
+        let reject_ratio = Ratio::new(totals.rejected, totals.read).unwrap_or(Ratio::ZERO);
         Ok(Report {
             files,
             totals,
             reject_ratio,
+            accounts: self.accounts,
             warnings: self.warnings,
+            warnings_total: self.warnings_total,
             examples: self.examples,
             sort,
         })

@@ -14,6 +14,9 @@ use crate::clean::{Fingerprint, HoldingRow, PrincipalRow, RowRef};
 pub(crate) enum Staged {
     Principal(PrincipalRow),
     Holding(HoldingRow),
+    /// A row rejected by a row rule whose account number is well-formed, at this line: it
+    /// makes its account one the delivery names (the loss guard counts those).
+    Mention(AccountNumber, u64),
 }
 
 impl Staged {
@@ -21,6 +24,7 @@ impl Staged {
         match self {
             Staged::Principal(row) => &row.account_number,
             Staged::Holding(row) => &row.account_number,
+            Staged::Mention(account_number, _) => account_number,
         }
     }
 
@@ -28,11 +32,14 @@ impl Staged {
         match self {
             Staged::Principal(row) => (row.account_number.as_str(), 0, row.row.line),
             Staged::Holding(row) => (row.account_number.as_str(), 1, row.row.line),
+            // A line holds one row, so (file, line) is unique; mentions come from both files.
+            Staged::Mention(account_number, line) => (account_number.as_str(), 2, *line),
         }
     }
 }
 
-// Keys are unique (a line holds one row of one file), so ordering by key alone is total.
+// Keys are unique but for mentions, which carry no more than their key: ordering by key
+// alone is total, and two equal mentions are interchangeable.
 impl PartialEq for Staged {
     fn eq(&self, other: &Self) -> bool {
         self.key() == other.key()
@@ -129,6 +136,7 @@ impl<'a> Decoder<'a> {
 
 const PRINCIPAL: u8 = 0;
 const HOLDING: u8 = 1;
+const MENTION: u8 = 2;
 
 impl Spill for Staged {
     fn heap_bytes(&self) -> usize {
@@ -141,6 +149,7 @@ impl Spill for Staged {
                     + row.account_name.len()
                     + row.isin.as_str().len()
             }
+            Staged::Mention(account_number, _) => account_number.as_str().len(),
         }
     }
 
@@ -165,6 +174,11 @@ impl Spill for Staged {
                 put_u64(out, row.quantity.unsigned_abs());
                 put_u64(out, row.valuation.unsigned_abs());
             }
+            Staged::Mention(account_number, line) => {
+                out.push(MENTION);
+                put_u64(out, *line);
+                put_str(out, account_number.as_str());
+            }
         }
     }
 
@@ -187,6 +201,10 @@ impl Spill for Staged {
                 quantity: decoder.i64()?,
                 valuation: decoder.i64()?,
             }),
+            MENTION => {
+                let line = decoder.u64()?;
+                Staged::Mention(decoder.account_number()?, line)
+            }
             _ => return Err(corrupt("unknown tag")),
         };
         if decoder.0.is_empty() {
@@ -226,6 +244,7 @@ mod tests {
                 quantity: 3,
                 valuation: 0,
             }),
+            Staged::Mention(AccountNumber::parse("000123").unwrap(), 9),
         ];
         for item in items {
             let mut bytes = Vec::new();
