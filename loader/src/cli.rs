@@ -12,25 +12,34 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use invest_proto::auth::JwtSecretArgs;
+use invest_proto::auth::{JwtKeys, JwtSecretArgs};
 use prost_types::Timestamp;
 
 use crate::{
     generate::{self, CsvFormat, GenError, GenOptions},
-    pipeline::{self, CleanOptions, CleanedDay, Phase, Progress, report::Ratio, report::Report},
+    guard::{CurrentDay, ShrinkGuard},
+    pipeline::{
+        self, CleanOptions, CleanedDay, LossGuard, Phase, Progress, report::Ratio, report::Report,
+    },
     push::{self, PushError},
     summary,
 };
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  done: the day was loaded (or was already loaded), or validated within the reject ratio
-  1  unexpected failure (a bug or the machine); see the log
-  2  usage or configuration error (flags, JWT secret, URLs)
-  3  the delivery cannot be read (missing file or column, unreadable folder)
-  4  too many rejected rows (above --max-reject-ratio) or nothing to load: nothing was pushed
-  5  a service refused the day or could not be reached: the summary says which; re-running
-     the same day is safe and repairs it";
+  0  done: the day was loaded (or was already loaded), or validated and it passes every guard
+  1  unexpected failure (a bug or the machine, such as lines that do not add up); see the log
+  2  usage or configuration error (flags, JWT secret, URLs, `load` without --as-of or
+     --cutoff)
+  3  the delivery cannot be read (missing file or column, a file that is not a regular
+     file, a header too long, a file changing while read, too many instruments)
+  4  the day failed a guard, so nothing was pushed and the services keep the previous day:
+     more than --max-reject-ratio of the rows rejected, of the accounts named lost or of the
+     holding rows lost; smaller than the current day by more than --max-shrink (accounts or
+     holdings; --allow-shrink to load it anyway); or nothing to load
+  5  a service refused the day or could not be reached (also for the shrink check): the
+     summary says which; neither service takes a day the other refused before its end;
+     re-running the same day is safe and repairs it";
 
 /// The daily loader of the invest services.
 #[derive(Debug, Parser)]
@@ -59,8 +68,9 @@ pub enum Command {
     /// Clean a delivery folder and stream it to portfolio-svc (snapshot) and deposit-svc
     /// (account directory).
     Load(LoadArgs),
-    /// Clean a delivery folder and report, pushing nothing.
-    Validate(CleanArgs),
+    /// Clean a delivery folder and report, pushing nothing: the same guards and verdict as
+    /// `load` (the shrink guard only with a portfolio-svc URL).
+    Validate(ValidateArgs),
     /// Print a JWT signed with the configured secret, for grpcurl.
     Token(TokenArgs),
     /// Write a synthetic delivery in the exact format.
@@ -93,8 +103,9 @@ pub struct CleanArgs {
     /// Write every rejected row here as JSON Lines (file, line, rule, detail, raw).
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
-    /// Above this share of rejected rows nothing is pushed (protects yesterday's good data):
-    /// a decimal (0.1), a percentage (10%) or a fraction (1/10).
+    /// Above this share of losses nothing is pushed (protects yesterday's good data), in any
+    /// unit: rows rejected, accounts named in the delivery that do not load, holding rows
+    /// rejected. A decimal (0.1), a percentage (10%) or a fraction (1/10).
     #[arg(long, default_value = "0.1", value_parser = parse_ratio)]
     pub max_reject_ratio: Ratio,
     /// Also write the report as JSON here.
@@ -106,6 +117,47 @@ pub struct CleanArgs {
     /// Memory the sort may use before spilling to the scratch folder, in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     pub sort_memory_mib: usize,
+    /// Longest line read, in bytes; a longer line is rejected (line_too_long) and its bytes
+    /// past the limit are skipped unread. A header longer than this is an input error.
+    #[arg(long, default_value_t = pipeline::DEFAULT_MAX_LINE_BYTES as u64, value_name = "BYTES",
+        value_parser = clap::value_parser!(u64).range(64..=(64 << 20)))]
+    pub max_line_bytes: u64,
+    /// Longest field after trimming, in bytes (field_too_long); at most 1024, what the
+    /// services accept.
+    #[arg(long, default_value_t = pipeline::DEFAULT_MAX_FIELD_BYTES as u64, value_name = "BYTES",
+        value_parser = clap::value_parser!(u64).range(1..=(invest_proto::ids::MAX_TEXT_BYTES as u64)))]
+    pub max_field_bytes: u64,
+    /// Most instrument rows (the master is kept in memory); more is an input error.
+    #[arg(long, default_value_t = pipeline::DEFAULT_MAX_INSTRUMENTS, value_name = "ROWS")]
+    pub max_instruments: u64,
+    /// Most rows of one account in the holdings (or principal) file; an account with more
+    /// has all its rows rejected (too_many_holdings).
+    #[arg(long, default_value_t = pipeline::DEFAULT_MAX_HOLDINGS_PER_ACCOUNT as u64, value_name = "ROWS",
+        value_parser = clap::value_parser!(u64).range(1..=(1 << 24)))]
+    pub max_holdings_per_account: u64,
+    /// Refuse a day with fewer accounts or fewer holdings than the day portfolio-svc serves
+    /// now by more than this share (same forms as --max-reject-ratio).
+    #[arg(long, default_value = "0.1", value_parser = parse_ratio)]
+    pub max_shrink: Ratio,
+    /// Load a day even though it is smaller than the current one by more than --max-shrink
+    /// (say, after accounts really closed).
+    #[arg(long)]
+    pub allow_shrink: bool,
+}
+
+/// `loader validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The cleaning options.
+    #[command(flatten)]
+    pub clean: CleanArgs,
+    /// portfolio-svc, to compare the day with the one it serves now (the shrink guard);
+    /// without it the check is skipped and the report says so.
+    #[arg(long, env = "LOADER_PORTFOLIO_URL")]
+    pub portfolio_url: Option<String>,
+    /// The shared JWT secret (needed with --portfolio-url).
+    #[command(flatten)]
+    pub jwt: JwtSecretArgs,
 }
 
 /// `loader load`.
@@ -128,13 +180,15 @@ pub struct LoadArgs {
         default_value = "http://127.0.0.1:50052"
     )]
     pub deposit_url: String,
-    /// The moment the delivery describes (RFC 3339); now by default.
-    #[arg(long, value_parser = parse_timestamp)]
-    pub as_of: Option<Timestamp>,
+    /// The moment the delivery describes (RFC 3339, e.g. 2026-11-23T04:00:00+09:00), or
+    /// `now`. Required, or --cutoff: deposits confirmed after as_of are shown on top of the
+    /// day, those before are taken to be in it.
+    #[arg(long, env = "LOADER_AS_OF", value_parser = parse_as_of)]
+    pub as_of: Option<AsOf>,
     /// Instead of --as-of: the daily cut-off as local time and UTC offset, e.g.
     /// "04:00+09:00"; as_of is its latest occurrence (today's, or yesterday's if it has not
     /// come yet). For a scheduled job, which cannot compute dates.
-    #[arg(long, value_parser = parse_cutoff, conflicts_with = "as_of")]
+    #[arg(long, env = "LOADER_CUTOFF", value_parser = parse_cutoff)]
     pub cutoff: Option<Cutoff>,
     /// Holdings per streamed part.
     #[arg(long, default_value_t = 20_000)]
@@ -252,9 +306,65 @@ fn parse_cutoff(text: &str) -> Result<Cutoff, String> {
     })
 }
 
-fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
-    Timestamp::from_str(text)
-        .map_err(|e| format!("expected RFC 3339 such as 2026-11-23T06:00:00+09:00: {e}"))
+/// `--as-of`: a moment, or the moment the command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// `now`.
+    Now,
+    /// An RFC 3339 moment.
+    At(Timestamp),
+}
+
+fn parse_as_of(text: &str) -> Result<AsOf, String> {
+    if text.trim().eq_ignore_ascii_case("now") {
+        return Ok(AsOf::Now);
+    }
+    Timestamp::from_str(text.trim())
+        .map(AsOf::At)
+        .map_err(|e| format!("expected RFC 3339 such as 2026-11-23T04:00:00+09:00, or now: {e}"))
+}
+
+/// Why `load` needs the moment the delivery describes.
+const AS_OF_REQUIRED: &str = "\
+load needs the moment the delivery describes: --as-of RFC3339 (e.g. --as-of \
+2026-11-23T04:00:00+09:00, or --as-of now) or --cutoff HH:MM+HH:MM (e.g. --cutoff 04:00+09:00: \
+the latest such cut-off), or LOADER_AS_OF / LOADER_CUTOFF. portfolio-svc shows deposits \
+confirmed after as_of on top of the day and takes those before it to be in the day already: \
+an as_of later than the delivery's real cut-off hides the deposits confirmed in between, an \
+earlier one counts them twice. `now` is right only for a delivery cut at this very moment";
+
+/// Furthest in the future an `--as-of` may be (clock skew).
+const AS_OF_SLACK_MICROS: i64 = 60_000_000;
+
+/// The as_of of a load from `--as-of` / `--cutoff` at `now` (microseconds).
+fn resolve_as_of(
+    as_of: Option<AsOf>,
+    cutoff: Option<Cutoff>,
+    now: i64,
+) -> Result<Timestamp, String> {
+    match (as_of, cutoff) {
+        (Some(_), Some(_)) => Err(
+            "--as-of (LOADER_AS_OF) and --cutoff (LOADER_CUTOFF) are both given; pass only one"
+                .to_owned(),
+        ),
+        (None, None) => Err(AS_OF_REQUIRED.to_owned()),
+        (Some(AsOf::Now), None) => Ok(invest_proto::time::from_micros(now)),
+        (Some(AsOf::At(at)), None) => {
+            let micros = invest_proto::time::to_micros(&at)
+                .ok_or_else(|| format!("--as-of {at} is out of range"))?;
+            if micros > now.saturating_add(AS_OF_SLACK_MICROS) {
+                return Err(format!(
+                    "--as-of {at} is in the future (now is {}); a delivery describes a moment \
+                     that has passed",
+                    invest_proto::time::from_micros(now)
+                ));
+            }
+            Ok(at)
+        }
+        (None, Some(cutoff)) => Ok(invest_proto::time::from_micros(
+            cutoff.latest_at_or_before(now),
+        )),
+    }
 }
 
 /// A process exit code (see `EXIT_CODES`).
@@ -399,14 +509,18 @@ impl Feedback {
     }
 }
 
-/// Cleans the folder on a blocking thread; prints the summary; writes the JSON report.
+/// Cleans the folder on a blocking thread; prints the summary; checks the accounting.
 async fn clean(args: &CleanArgs, feedback: &Feedback) -> Result<(CleanedDay, Report), Exit> {
     let options = CleanOptions {
         rejects: args.rejects.clone(),
         sort_budget_bytes: args.sort_memory_mib.max(1) << 20,
         scratch_dir: args.scratch_dir.clone(),
+        max_line_bytes: usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX),
+        max_field_bytes: usize::try_from(args.max_field_bytes).unwrap_or(usize::MAX),
+        max_instruments: args.max_instruments,
+        max_holdings_per_account: usize::try_from(args.max_holdings_per_account)
+            .unwrap_or(usize::MAX),
         progress: Some(feedback.clean_progress()),
-        ..CleanOptions::default()
     };
     let dir = args.dir.clone();
     let cleaned = tokio::task::spawn_blocking(move || pipeline::clean_day(&dir, &options)).await;
@@ -426,42 +540,188 @@ async fn clean(args: &CleanArgs, feedback: &Feedback) -> Result<(CleanedDay, Rep
             args.rejects.as_deref()
         )
     );
-    if let Some(path) = &args.report_json {
-        write_json(path, &report)?;
+    if let Err(violation) = report.check_accounting() {
+        return Err(fail(
+            Exit::Unexpected,
+            format!(
+                "BUG: the loader's own accounting does not add up ({violation}); nothing was \
+                 pushed. Keep the delivery and report it"
+            ),
+        ));
     }
     Ok((day, report))
 }
 
-fn write_json(path: &Path, report: &Report) -> Result<(), Exit> {
-    let json = serde_json::to_vec_pretty(report).map_err(|e| fail(Exit::Unexpected, e))?;
+/// The JSON report: the cleaning report and the guards' verdicts.
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    loss_guard: &'a LossGuard,
+    shrink_guard: &'a ShrinkGuard,
+    /// `pass`, or why the day is refused.
+    verdict: &'a str,
+}
+
+fn write_json(path: &Path, json: &JsonReport<'_>) -> Result<(), Exit> {
+    let json = serde_json::to_vec_pretty(json).map_err(|e| fail(Exit::Unexpected, e))?;
     std::fs::write(path, json)
         .map_err(|e| fail(Exit::Input, format!("cannot write {}: {e}", path.display())))
 }
 
-/// The ratio check shared by `load` and `validate`.
-fn within_ratio(day: &CleanedDay, report: &Report, max: Ratio) -> Result<(), Exit> {
-    if report.exceeds(max) {
-        println!(
-            "NOT LOADED: {} of rows rejected is above the limit of {}; the services keep the previous day.",
-            report.reject_ratio(),
-            max
-        );
-        return Err(Exit::Rejected);
-    }
-    if day.account_count == 0 {
-        println!("NOT LOADED: no account survived cleaning; the services keep the previous day.");
-        return Err(Exit::Rejected);
-    }
-    Ok(())
+/// Where the shrink guard reads the current day.
+struct CurrentDaySource {
+    url: String,
+    keys: Arc<JwtKeys>,
+    attempts: u32,
 }
 
-async fn validate(args: CleanArgs) -> Exit {
+/// The guards shared by `validate` and `load`, in order: the loss guard, something to
+/// load, the shrink guard. Prints each verdict, writes the JSON report, and returns `Ok`
+/// when the day may be pushed.
+async fn judge(
+    args: &CleanArgs,
+    day: &CleanedDay,
+    report: &Report,
+    source: Option<&CurrentDaySource>,
+) -> Result<(), Exit> {
+    let loss = report.loss_guard(args.max_reject_ratio);
+    let refusal = if !loss.passed() {
+        let tripped: Vec<String> = loss
+            .losses
+            .iter()
+            .filter(|l| l.exceeded)
+            .map(|l| {
+                format!(
+                    "{} {} ({} of {})",
+                    l.unit.as_str(),
+                    summary::percent(l.ratio),
+                    l.lost,
+                    l.of
+                )
+            })
+            .collect();
+        Some(format!(
+            "the day failed the loss guard: {} above the limit of {} (--max-reject-ratio)",
+            tripped.join(", "),
+            summary::percent(args.max_reject_ratio)
+        ))
+    } else if day.account_count == 0 {
+        Some("no account survived cleaning".to_owned())
+    } else {
+        None
+    };
+    let shrink = match (&refusal, source) {
+        (Some(_), _) => ShrinkGuard::Skipped {
+            reason: "the day is refused already".to_owned(),
+        },
+        (None, None) => ShrinkGuard::Skipped {
+            reason: "no --portfolio-url or LOADER_PORTFOLIO_URL given, so the day was not \
+                     compared with the one portfolio-svc serves now"
+                .to_owned(),
+        },
+        (None, Some(source)) => {
+            let current = with_retries("portfolio-svc", source.attempts, || {
+                push::current_snapshot(&source.url, source.keys.clone())
+            })
+            .await;
+            match current {
+                Ok(None) => ShrinkGuard::FirstDay,
+                Ok(Some(record)) => ShrinkGuard::compare(
+                    args.max_shrink,
+                    args.allow_shrink,
+                    CurrentDay {
+                        as_of: record.as_of.map(|t| t.to_string()).unwrap_or_default(),
+                        accounts: u64::try_from(record.accounts).unwrap_or(0),
+                        holdings: u64::try_from(record.holdings).unwrap_or(0),
+                    },
+                    day.account_count,
+                    day.holding_count,
+                ),
+                Err(e) => {
+                    println!(
+                        "shrink guard: FAILED: cannot read the day portfolio-svc serves now: {e}"
+                    );
+                    println!(
+                        "NOT LOADED: the day could not be compared with the current one; nothing was pushed. Re-run once portfolio-svc answers."
+                    );
+                    return Err(Exit::PushFailed);
+                }
+            }
+        }
+    };
+    print!("{}", summary::shrink_guard(&shrink));
+    let refusal = refusal.or_else(|| match &shrink {
+        ShrinkGuard::Checked {
+            current, shrinks, ..
+        } if shrink.refuses() => {
+            let counts: Vec<String> = shrinks
+                .iter()
+                .filter(|s| s.exceeded)
+                .map(|s| {
+                    format!(
+                        "{} {} -> {} ({} fewer)",
+                        s.unit,
+                        s.current,
+                        s.new,
+                        summary::percent(s.ratio)
+                    )
+                })
+                .collect();
+            Some(format!(
+                "the day is smaller than the one portfolio-svc serves now (as_of {}) by more \
+                 than {} (--max-shrink): {}; a delivery that lost part of its input looks like \
+                 this. If the day is right (accounts really closed), re-run with --allow-shrink",
+                current.as_of,
+                summary::percent(args.max_shrink),
+                counts.join(", ")
+            ))
+        }
+        _ => None,
+    });
+    if let Some(path) = &args.report_json {
+        write_json(
+            path,
+            &JsonReport {
+                report,
+                loss_guard: &loss,
+                shrink_guard: &shrink,
+                verdict: refusal.as_deref().unwrap_or("pass"),
+            },
+        )?;
+    }
+    match refusal {
+        Some(why) => {
+            println!("NOT LOADED: {why}; nothing was pushed, the services keep the previous day.");
+            Err(Exit::Rejected)
+        }
+        None => Ok(()),
+    }
+}
+
+async fn validate(args: ValidateArgs) -> Exit {
+    let source = match &args.portfolio_url {
+        Some(url) => match args.jwt.load() {
+            Ok(keys) => Some(CurrentDaySource {
+                url: url.clone(),
+                keys: Arc::new(keys),
+                attempts: 3,
+            }),
+            Err(e) => {
+                return fail(
+                    Exit::Usage,
+                    format!("{e} (needed to ask portfolio-svc for the current day)"),
+                );
+            }
+        },
+        None => None,
+    };
     let feedback = Feedback::new();
-    let (day, report) = match clean(&args, &feedback).await {
+    let (day, report) = match clean(&args.clean, &feedback).await {
         Ok(result) => result,
         Err(exit) => return exit,
     };
-    match within_ratio(&day, &report, args.max_reject_ratio) {
+    match judge(&args.clean, &day, &report, source.as_ref()).await {
         Ok(()) => {
             println!(
                 "VALID: the day would load ({} accounts, {} holdings).",
@@ -478,65 +738,64 @@ async fn load(args: LoadArgs) -> Exit {
         Ok(keys) => Arc::new(keys),
         Err(e) => return fail(Exit::Usage, e),
     };
-    let as_of = args
-        .as_of
-        .unwrap_or_else(|| invest_proto::time::from_micros(invest_proto::time::now_micros()));
+    let as_of = match resolve_as_of(args.as_of, args.cutoff, invest_proto::time::now_micros()) {
+        Ok(as_of) => as_of,
+        Err(e) => return fail(Exit::Usage, e),
+    };
     let feedback = Feedback::new();
     let (day, report) = match clean(&args.clean, &feedback).await {
         Ok(result) => result,
         Err(exit) => return exit,
     };
-    if let Err(exit) = within_ratio(&day, &report, args.clean.max_reject_ratio) {
+    let source = CurrentDaySource {
+        url: args.portfolio_url.clone(),
+        keys: keys.clone(),
+        attempts: args.attempts,
+    };
+    if let Err(exit) = judge(&args.clean, &day, &report, Some(&source)).await {
         return exit;
     }
     let day = Arc::new(day);
+    println!("as_of {as_of}");
 
-    // Both services get the same cleaned day at once; each push is idempotent, so a
-    // re-run after a partial failure repairs the one that failed.
-    let progress = feedback.push_progress(day.account_count);
-    let (portfolio_url, deposit_url, batch) =
-        (&args.portfolio_url, &args.deposit_url, args.batch_holdings);
-    let (portfolio, deposit) = tokio::join!(
-        with_retries("portfolio-svc", args.attempts, || {
-            let (keys, day) = (keys.clone(), day.clone());
-            let progress = progress.clone();
-            async move {
-                let channel = push::connect(portfolio_url, 3).await?;
-                push::push_snapshot(channel, keys, day, as_of, batch, Some(progress)).await
-            }
-        }),
-        with_retries("deposit-svc", args.attempts, || {
-            let (keys, day) = (keys.clone(), day.clone());
-            async move {
-                let channel = push::connect(deposit_url, 3).await?;
-                push::push_directory(channel, keys, day, as_of, batch).await
-            }
-        }),
-    );
+    // Both services get the same cleaned day at once, and neither commits unless both have
+    // received all of it; each push is idempotent, so a re-run repairs a partial failure.
+    let targets = push::Targets {
+        portfolio_url: args.portfolio_url.clone(),
+        deposit_url: args.deposit_url.clone(),
+    };
+    let mut delay = Duration::from_secs(1);
+    let mut attempt = 1;
+    let outcome = loop {
+        let progress = feedback.push_progress(day.account_count);
+        let outcome = push::push_day(
+            &targets,
+            keys.clone(),
+            day.clone(),
+            as_of,
+            args.batch_holdings,
+            Some(progress),
+        )
+        .await;
+        let transient = outcome.portfolio.is_transient() && outcome.deposit.is_transient();
+        if outcome.succeeded() || !transient || attempt >= args.attempts.max(1) {
+            break outcome;
+        }
+        tracing::warn!(attempt, retry_in = ?delay, portfolio = ?outcome.portfolio, deposit = ?outcome.deposit, "push failed; retrying both services");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+        attempt += 1;
+    };
     feedback.finish();
-    let mut failed = false;
-    match portfolio {
-        Ok(response) => println!("{}", summary::portfolio_loaded(&response)),
-        Err(e) => {
-            println!("portfolio-svc: FAILED: {e}");
-            failed = true;
-        }
-    }
-    match deposit {
-        Ok(response) => println!("{}", summary::directory_loaded(&response)),
-        Err(e) => {
-            println!("deposit-svc: FAILED: {e}");
-            failed = true;
-        }
-    }
-    if failed {
+    print!("{}", summary::push_outcome(&outcome));
+    if outcome.succeeded() {
+        println!("RESULT: OK");
+        Exit::Ok
+    } else {
         println!(
             "RESULT: FAILED; re-run the same command once the cause is fixed (loading is idempotent)."
         );
         Exit::PushFailed
-    } else {
-        println!("RESULT: OK");
-        Exit::Ok
     }
 }
 
@@ -670,6 +929,45 @@ mod tests {
         for bad in ["4", "24:00+09:00", "04:60Z", "04:00", "04:00+9", "x"] {
             assert!(parse_cutoff(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn as_of_is_required_and_never_in_the_future() {
+        let at = |rfc: &str| rfc.parse::<Timestamp>().unwrap();
+        let now = invest_proto::time::to_micros(&at("2026-11-23T06:30:00+09:00")).unwrap();
+        let missing = resolve_as_of(None, None, now).unwrap_err();
+        assert!(
+            missing.contains("--as-of")
+                && missing.contains("--cutoff")
+                && missing.contains("hides")
+                && missing.contains("twice"),
+            "{missing}"
+        );
+        assert_eq!(
+            resolve_as_of(Some(AsOf::Now), None, now).unwrap(),
+            invest_proto::time::from_micros(now)
+        );
+        let cutoff = parse_cutoff("04:00+09:00").unwrap();
+        assert_eq!(
+            resolve_as_of(None, Some(cutoff), now).unwrap(),
+            at("2026-11-23T04:00:00+09:00")
+        );
+        assert!(resolve_as_of(Some(AsOf::Now), Some(cutoff), now).is_err());
+        // A minute of clock skew is tolerated, more is not.
+        let soon = at("2026-11-23T06:31:00+09:00");
+        assert_eq!(
+            resolve_as_of(Some(AsOf::At(soon)), None, now).unwrap(),
+            soon
+        );
+        let later = at("2026-11-23T06:31:01+09:00");
+        assert!(
+            resolve_as_of(Some(AsOf::At(later)), None, now)
+                .unwrap_err()
+                .contains("future")
+        );
+        assert_eq!(parse_as_of("now").unwrap(), AsOf::Now);
+        assert_eq!(parse_as_of(" NOW ").unwrap(), AsOf::Now);
+        assert!(parse_as_of("yesterday").is_err());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - [`clean`]: the rules, as pure functions over rows (no I/O).
 //! - [`pipeline`]: reading the three files, grouping rows by account with bounded memory,
 //!   and producing the cleaned day plus the report.
-//! - [`push`]: streaming the cleaned day over gRPC.
+//! - [`guard`]: the shrink guard (the loss guard is the report's).
+//! - [`push`]: streaming the cleaned day over gRPC, to both services or neither.
 //! - [`generate`]: a synthetic delivery in the exact format, deterministic for a seed.
 //! - [`cli`] and [`summary`]: the command line and what it prints.
 
@@ -12,6 +13,7 @@ pub mod bench;
 pub mod clean;
 pub mod cli;
 pub mod generate;
+pub mod guard;
 pub mod pipeline;
 pub mod push;
 pub mod summary;

@@ -3,20 +3,35 @@
 //! thread and sent in batches through a small bounded channel, so neither the loader nor the
 //! server ever holds more than a few batches.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    marker::PhantomData,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use invest_proto::{
     auth::{JwtKeys, SCOPE_INGEST_WRITE, ServiceToken},
-    deposit::v1::{self as dpb, directory_ingest_client::DirectoryIngestClient},
+    deposit::v1::{self as dpb},
     portfolio::v1::{
         self as pb, SnapshotAccount, portfolio_ingest_client::PortfolioIngestClient,
         snapshot_part::Part,
     },
 };
+use prost::Message as _;
 use prost_types::Timestamp;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Status, transport::Channel};
+use tokio_stream::Stream;
+use tonic::{
+    Code, Status,
+    client::Grpc,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codegen::http::uri::PathAndQuery,
+    service::interceptor::InterceptedService,
+    transport::Channel,
+};
 
 use crate::pipeline::{CleanedDay, directory_entry};
 
@@ -25,6 +40,13 @@ pub const LOADER_SUBJECT: &str = "loader";
 
 /// Largest message the loader sends (the server accepts 32 MiB).
 const MAX_MESSAGE: usize = 32 * 1024 * 1024;
+
+/// How long an aborted call may take to end on its broken stream before it is dropped.
+const ABORT_GRACE: Duration = Duration::from_secs(30);
+
+/// A batch ends once its accounts encode to this many bytes, whatever their row count: long
+/// names cannot make a batch (and the few batches in flight) grow past a bound.
+const MAX_BATCH_BYTES: usize = 2 << 20;
 
 /// Why a push failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,36 +140,263 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Progress of a push, in accounts sent.
 pub type PushProgress = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// What the stream of a push carries from the producer.
+enum Produced<P> {
+    Part(P),
+    /// Every part was produced: the stream may end once the gate says so.
+    End,
+}
+
+/// An item of a gated request stream.
+enum Gated<P> {
+    /// A part, encoded as itself.
+    Part(P),
+    /// Fails the encoder, which makes the transport reset the stream with INTERNAL_ERROR:
+    /// the server sees a broken stream and changes nothing. (A reset with CANCEL, what
+    /// dropping the call or tonic's cancellation handle sends, reaches a hyper server as a
+    /// clean end of the stream: a server holding every part would then commit.)
+    Abort,
+}
+
+/// Protobuf codec of a gated stream: parts as themselves, `Abort` as an encoding error.
+struct GateCodec<P, R>(PhantomData<fn() -> (P, R)>);
+
+impl<P, R> GateCodec<P, R> {
+    fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+struct GateEncoder<P>(PhantomData<fn() -> P>);
+
+struct ProtoDecoder<R>(PhantomData<fn() -> R>);
+
+impl<P, R> Codec for GateCodec<P, R>
+where
+    P: prost::Message + Send + 'static,
+    R: prost::Message + Default + Send + 'static,
+{
+    type Encode = Gated<P>;
+    type Decode = R;
+    type Encoder = GateEncoder<P>;
+    type Decoder = ProtoDecoder<R>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        GateEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProtoDecoder(PhantomData)
+    }
+}
+
+impl<P: prost::Message> Encoder for GateEncoder<P> {
+    type Item = Gated<P>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Gated<P>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        match item {
+            Gated::Part(part) => part
+                .encode(dst)
+                .map_err(|e| Status::internal(format!("encoding a part: {e}"))),
+            Gated::Abort => Err(Status::aborted(
+                "the loader aborted the load: the other service failed",
+            )),
+        }
+    }
+}
+
+impl<R: prost::Message + Default> Decoder for ProtoDecoder<R> {
+    type Item = R;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<R>, Status> {
+        R::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("decoding the response: {e}")))
+    }
+}
+
+/// What the coordinator decides for a stream that has sent every part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// End the stream: the server commits.
+    Commit,
+    /// Never end it: cancel it (RST_STREAM), the server changes nothing.
+    Abort,
+}
+
+/// The coordinator's side of a gate.
+struct GateControl {
+    decision: mpsc::Sender<Decision>,
+    /// Fires once the stream has handed every part to the transport.
+    sent_all: Option<oneshot::Receiver<()>>,
+}
+
+impl GateControl {
+    fn decide(&self, decision: Decision) {
+        // A full or closed channel means the stream has decided or is gone already.
+        let _ = self.decision.try_send(decision);
+    }
+}
+
+/// The stream's side of a gate.
+struct Gate {
+    decision: mpsc::Receiver<Decision>,
+    sent_all: Option<oneshot::Sender<()>>,
+}
+
+/// A gate whose stream ends only when the coordinator says `Commit`.
+fn gate() -> (Gate, GateControl) {
+    let (decision_tx, decision_rx) = mpsc::channel(2);
+    let (sent_tx, sent_rx) = oneshot::channel();
+    (
+        Gate {
+            decision: decision_rx,
+            sent_all: Some(sent_tx),
+        },
+        GateControl {
+            decision: decision_tx,
+            sent_all: Some(sent_rx),
+        },
+    )
+}
+
+/// A gate already open: the stream ends as soon as every part is sent (one service alone).
+fn open_gate() -> Gate {
+    let (gate, control) = gate();
+    control.decide(Decision::Commit);
+    gate
+}
+
+/// The request stream of a push: the produced parts, then, instead of ending (which makes
+/// the server commit), a wait for the coordinator's decision. `Abort` (or the coordinator
+/// gone) fails the stream ([`Gated::Abort`]): the server sees a broken stream and changes
+/// nothing. It never ends without `Commit`.
+struct GatedParts<P> {
+    parts: mpsc::Receiver<Produced<P>>,
+    gate: Gate,
+    committed: bool,
+    sent_all: bool,
+    aborted: bool,
+}
+
+impl<P> GatedParts<P> {
+    fn abort(&mut self) -> Poll<Option<Gated<P>>> {
+        self.aborted = true;
+        Poll::Ready(Some(Gated::Abort))
+    }
+}
+
+impl<P> Stream for GatedParts<P> {
+    type Item = Gated<P>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Gated<P>>> {
+        let this = self.get_mut();
+        if this.aborted {
+            // The encoder failed on `Abort`; never end, whatever polls next.
+            return Poll::Pending;
+        }
+        while !this.committed {
+            match this.gate.decision.poll_recv(cx) {
+                Poll::Ready(Some(Decision::Commit)) => this.committed = true,
+                Poll::Ready(Some(Decision::Abort)) | Poll::Ready(None) => return this.abort(),
+                Poll::Pending => break,
+            }
+        }
+        if !this.sent_all {
+            match this.parts.poll_recv(cx) {
+                Poll::Ready(Some(Produced::Part(part))) => {
+                    return Poll::Ready(Some(Gated::Part(part)));
+                }
+                Poll::Ready(Some(Produced::End)) => {
+                    this.sent_all = true;
+                    if let Some(sent_all) = this.gate.sent_all.take() {
+                        let _ = sent_all.send(());
+                    }
+                }
+                // The producer stopped short (the spool could not be read): never commit.
+                Poll::Ready(None) => return this.abort(),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if this.committed {
+            Poll::Ready(None)
+        } else {
+            // The decision channel's waker is registered above.
+            Poll::Pending
+        }
+    }
+}
+
+/// Calls a client-streaming ingest method with a stream that only ends through `gate`.
+async fn call_gated<P, R>(
+    channel: Channel,
+    keys: Arc<JwtKeys>,
+    service: &'static str,
+    method: &'static str,
+    parts: mpsc::Receiver<Produced<P>>,
+    gate: Gate,
+) -> Result<R, PushError>
+where
+    P: prost::Message + Send + Sync + 'static,
+    R: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = Grpc::new(InterceptedService::new(
+        channel,
+        ServiceToken::new(keys, LOADER_SUBJECT, &[SCOPE_INGEST_WRITE]),
+    ))
+    .max_encoding_message_size(MAX_MESSAGE);
+    grpc.ready().await.map_err(|e| PushError::Unreachable {
+        url: service.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let request = tonic::Request::new(GatedParts {
+        parts,
+        gate,
+        committed: false,
+        sent_all: false,
+        aborted: false,
+    });
+    grpc.client_streaming(request, PathAndQuery::from_static(method), GateCodec::new())
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| refused(service, status))
+}
+
 /// Reads the spool on a blocking thread and feeds a small bounded channel: the `head` parts,
 /// then one part per batch of accounts holding about `batch_rows` rows (`rows_of` counts an
-/// account's rows). When the call ends early (the server answered, or failed), the receiver
-/// is dropped and the producer stops at its next send.
+/// account's rows) and at most about [`MAX_BATCH_BYTES`] encoded, then `End`. When the call
+/// ends early (the server answered, or failed), the receiver is dropped and the producer
+/// stops at its next send.
 fn produce<P: Send + 'static>(
     day: Arc<CleanedDay>,
     head: Vec<P>,
     batch_rows: usize,
     rows_of: fn(&SnapshotAccount) -> usize,
+    bytes_of: fn(&SnapshotAccount) -> usize,
     part_of: fn(Vec<SnapshotAccount>) -> P,
     progress: Option<PushProgress>,
-) -> (ReceiverStream<P>, JoinHandle<std::io::Result<()>>) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<P>(4);
+) -> (mpsc::Receiver<Produced<P>>, JoinHandle<std::io::Result<()>>) {
+    let (tx, rx) = mpsc::channel::<Produced<P>>(4);
     let producer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         for part in head {
-            if tx.blocking_send(part).is_err() {
+            if tx.blocking_send(Produced::Part(part)).is_err() {
                 return Ok(());
             }
         }
         let mut batch = Vec::new();
-        let (mut rows, mut sent) = (0usize, 0u64);
+        let (mut rows, mut bytes, mut sent) = (0usize, 0usize, 0u64);
         let mut accounts = day.accounts()?.peekable();
         while let Some(account) = accounts.next() {
             let account = account?;
             rows += rows_of(&account);
+            bytes += bytes_of(&account);
             batch.push(account);
-            if rows >= batch_rows.max(1) || accounts.peek().is_none() {
+            if rows >= batch_rows.max(1) || bytes >= MAX_BATCH_BYTES || accounts.peek().is_none() {
                 sent += batch.len() as u64;
                 if tx
-                    .blocking_send(part_of(std::mem::take(&mut batch)))
+                    .blocking_send(Produced::Part(part_of(std::mem::take(&mut batch))))
                     .is_err()
                 {
                     return Ok(());
@@ -155,16 +404,17 @@ fn produce<P: Send + 'static>(
                 if let Some(progress) = &progress {
                     progress(sent);
                 }
-                rows = 0;
+                (rows, bytes) = (0, 0);
             }
         }
+        let _ = tx.blocking_send(Produced::End);
         Ok(())
     });
-    (ReceiverStream::new(rx), producer)
+    (rx, producer)
 }
 
 /// Waits for the producer: a spool read error surfaces as such rather than as a confusing
-/// count mismatch on the server.
+/// cancelled call.
 async fn join(producer: JoinHandle<std::io::Result<()>>) -> Result<(), PushError> {
     match producer.await {
         Ok(result) => result.map_err(PushError::Spool),
@@ -173,8 +423,19 @@ async fn join(producer: JoinHandle<std::io::Result<()>>) -> Result<(), PushError
     }
 }
 
-/// Streams the day to `PortfolioIngest.LoadSnapshot`: header, instruments, then accounts in
-/// parts of about `batch_holdings` holdings.
+fn snapshot_client(
+    channel: Channel,
+    keys: Arc<JwtKeys>,
+) -> PortfolioIngestClient<InterceptedService<Channel, ServiceToken>> {
+    PortfolioIngestClient::with_interceptor(
+        channel,
+        ServiceToken::new(keys, LOADER_SUBJECT, &[SCOPE_INGEST_WRITE]),
+    )
+    .max_encoding_message_size(MAX_MESSAGE)
+}
+
+/// Streams the day to `PortfolioIngest.LoadSnapshot` on its own (no other service waits):
+/// header, instruments, then accounts in parts of about `batch_holdings` holdings.
 pub async fn push_snapshot(
     channel: Channel,
     keys: Arc<JwtKeys>,
@@ -183,11 +444,27 @@ pub async fn push_snapshot(
     batch_holdings: usize,
     progress: Option<PushProgress>,
 ) -> Result<pb::LoadSnapshotResponse, PushError> {
-    let mut client = PortfolioIngestClient::with_interceptor(
+    load_snapshot(
         channel,
-        ServiceToken::new(keys, LOADER_SUBJECT, &[SCOPE_INGEST_WRITE]),
+        keys,
+        day,
+        as_of,
+        batch_holdings,
+        progress,
+        open_gate(),
     )
-    .max_encoding_message_size(MAX_MESSAGE);
+    .await
+}
+
+async fn load_snapshot(
+    channel: Channel,
+    keys: Arc<JwtKeys>,
+    day: Arc<CleanedDay>,
+    as_of: Timestamp,
+    batch_holdings: usize,
+    progress: Option<PushProgress>,
+    gate: Gate,
+) -> Result<pb::LoadSnapshotResponse, PushError> {
     let head = vec![
         pb::SnapshotPart {
             part: Some(Part::Header(pb::SnapshotHeader {
@@ -209,19 +486,26 @@ pub async fn push_snapshot(
         head,
         batch_holdings,
         |account| account.holdings.len(),
+        |account| account.encoded_len(),
         |accounts| pb::SnapshotPart {
             part: Some(Part::Accounts(pb::AccountBatch { accounts })),
         },
         progress,
     );
-    let result = client.load_snapshot(parts).await;
+    let result = call_gated(
+        channel,
+        keys,
+        "portfolio-svc",
+        "/invest.portfolio.v1.PortfolioIngest/LoadSnapshot",
+        parts,
+        gate,
+    )
+    .await;
     join(producer).await?;
     result
-        .map(|r| r.into_inner())
-        .map_err(|status| refused("portfolio-svc", status))
 }
 
-/// Streams the account directory of the day to `DirectoryIngest.LoadDirectory`.
+/// Streams the account directory of the day to `DirectoryIngest.LoadDirectory` on its own.
 pub async fn push_directory(
     channel: Channel,
     keys: Arc<JwtKeys>,
@@ -229,11 +513,17 @@ pub async fn push_directory(
     as_of: Timestamp,
     batch_entries: usize,
 ) -> Result<dpb::LoadDirectoryResponse, PushError> {
-    let mut client = DirectoryIngestClient::with_interceptor(
-        channel,
-        ServiceToken::new(keys, LOADER_SUBJECT, &[SCOPE_INGEST_WRITE]),
-    )
-    .max_encoding_message_size(MAX_MESSAGE);
+    load_directory(channel, keys, day, as_of, batch_entries, open_gate()).await
+}
+
+async fn load_directory(
+    channel: Channel,
+    keys: Arc<JwtKeys>,
+    day: Arc<CleanedDay>,
+    as_of: Timestamp,
+    batch_entries: usize,
+    gate: Gate,
+) -> Result<dpb::LoadDirectoryResponse, PushError> {
     let head = vec![dpb::DirectoryPart {
         part: Some(dpb::directory_part::Part::Header(dpb::DirectoryHeader {
             as_of: Some(as_of),
@@ -246,6 +536,7 @@ pub async fn push_directory(
         head,
         batch_entries,
         |_| 1,
+        |account| directory_entry(account).encoded_len(),
         |accounts| dpb::DirectoryPart {
             part: Some(dpb::directory_part::Part::Entries(dpb::DirectoryBatch {
                 entries: accounts.iter().map(directory_entry).collect(),
@@ -253,11 +544,249 @@ pub async fn push_directory(
         },
         None,
     );
-    let result = client.load_directory(parts).await;
+    let result = call_gated(
+        channel,
+        keys,
+        "deposit-svc",
+        "/invest.deposit.v1.DirectoryIngest/LoadDirectory",
+        parts,
+        gate,
+    )
+    .await;
     join(producer).await?;
     result
-        .map(|r| r.into_inner())
-        .map_err(|status| refused("deposit-svc", status))
+}
+
+/// What became of one service in a push of the day.
+#[derive(Debug)]
+pub enum Outcome<R> {
+    /// The service answered: loaded, or already had the day (`unchanged`).
+    Done(R),
+    /// The service (or the way to it) failed.
+    Failed(PushError),
+    /// Its stream was cancelled before its end because the other service failed: it
+    /// changed nothing and keeps the previous day.
+    Cancelled,
+}
+
+impl<R> Outcome<R> {
+    /// Whether trying the whole push again can help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Outcome::Done(_) => true,
+            Outcome::Failed(e) => e.is_transient(),
+            Outcome::Cancelled => true,
+        }
+    }
+
+    /// Whether the service has the day.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Outcome::Done(_))
+    }
+}
+
+/// What became of a push of the day to both services.
+#[derive(Debug)]
+pub struct DayOutcome {
+    /// portfolio-svc (the snapshot).
+    pub portfolio: Outcome<pb::LoadSnapshotResponse>,
+    /// deposit-svc (the directory).
+    pub deposit: Outcome<dpb::LoadDirectoryResponse>,
+    /// Whether both streams were ended (released for commit): from then on each server
+    /// commits on its own, and only a failure at its own commit can leave them apart.
+    pub released: bool,
+}
+
+impl DayOutcome {
+    /// Both services have the day.
+    pub fn succeeded(&self) -> bool {
+        self.portfolio.is_done() && self.deposit.is_done()
+    }
+}
+
+/// Where a day goes.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// portfolio-svc.
+    pub portfolio_url: String,
+    /// deposit-svc.
+    pub deposit_url: String,
+}
+
+/// One side of a coordinated push, as the coordinator sees it.
+enum Side<R> {
+    /// Still sending parts.
+    Sending,
+    /// Every part sent; waiting for the decision.
+    Sent,
+    /// The call finished.
+    Finished(Result<R, PushError>),
+}
+
+impl<R> Side<R> {
+    fn releasable(&self) -> bool {
+        matches!(self, Side::Sent | Side::Finished(Ok(_)))
+    }
+
+    fn failed(&self) -> bool {
+        matches!(self, Side::Finished(Err(_)))
+    }
+
+    fn finished(&self) -> bool {
+        matches!(self, Side::Finished(_))
+    }
+
+    /// A side that had not finished when the push ended was cancelled.
+    fn outcome(self) -> Outcome<R> {
+        match self {
+            Side::Finished(Ok(response)) => Outcome::Done(response),
+            Side::Finished(Err(e)) => Outcome::Failed(e),
+            Side::Sending | Side::Sent => Outcome::Cancelled,
+        }
+    }
+}
+
+/// Waits for a stream to report that it sent every part: true if it did, false if it went
+/// away first (its call failed).
+async fn sent_all(signal: &mut Option<oneshot::Receiver<()>>) -> bool {
+    match signal.as_mut() {
+        Some(rx) => rx.await.is_ok(),
+        None => false,
+    }
+}
+
+/// Streams the day to both services at once so that one never takes a day the other
+/// refuses: neither stream is ended (which makes a server commit) until both have sent
+/// every part with no error from either server; if either fails before that, the other's
+/// call is cancelled (RST_STREAM: the server sees a broken stream and changes nothing).
+/// Then both streams end together. A service that answers early that it already has the
+/// day (`unchanged`) counts as ready.
+pub async fn push_day(
+    targets: &Targets,
+    keys: Arc<JwtKeys>,
+    day: Arc<CleanedDay>,
+    as_of: Timestamp,
+    batch: usize,
+    progress: Option<PushProgress>,
+) -> DayOutcome {
+    let (portfolio_gate, mut portfolio_control) = gate();
+    let (deposit_gate, mut deposit_control) = gate();
+    let portfolio = {
+        let (keys, day) = (keys.clone(), day.clone());
+        async move {
+            let channel = connect(&targets.portfolio_url, 3).await?;
+            load_snapshot(channel, keys, day, as_of, batch, progress, portfolio_gate).await
+        }
+    };
+    let deposit = async move {
+        let channel = connect(&targets.deposit_url, 3).await?;
+        load_directory(channel, keys, day, as_of, batch, deposit_gate).await
+    };
+    tokio::pin!(portfolio, deposit);
+    let mut portfolio_sent = portfolio_control.sent_all.take();
+    let mut deposit_sent = deposit_control.sent_all.take();
+    let (mut portfolio_side, mut deposit_side) = (Side::Sending, Side::Sending);
+    let mut released = false;
+    loop {
+        if !released && (portfolio_side.failed() || deposit_side.failed()) {
+            // Abort whichever has not finished, and let its call end on the broken stream
+            // before dropping it: dropping a call that is still running resets its stream
+            // with CANCEL, which a hyper server takes for a clean end.
+            portfolio_control.decide(Decision::Abort);
+            deposit_control.decide(Decision::Abort);
+            let drain = async {
+                if !portfolio_side.finished() {
+                    let _ = (&mut portfolio).await;
+                }
+                if !deposit_side.finished() {
+                    let _ = (&mut deposit).await;
+                }
+            };
+            if tokio::time::timeout(ABORT_GRACE, drain).await.is_err() {
+                tracing::warn!(
+                    "an aborted stream did not end within {ABORT_GRACE:?}; dropping it (its server holds only part of the day)"
+                );
+            }
+            // Sides that had not finished when the push was aborted were cancelled.
+            return DayOutcome {
+                portfolio: portfolio_side.outcome(),
+                deposit: deposit_side.outcome(),
+                released,
+            };
+        }
+        if !released && portfolio_side.releasable() && deposit_side.releasable() {
+            portfolio_control.decide(Decision::Commit);
+            deposit_control.decide(Decision::Commit);
+            released = true;
+        }
+        if let (Side::Finished(_), Side::Finished(_)) = (&portfolio_side, &deposit_side) {
+            break;
+        }
+        tokio::select! {
+            result = &mut portfolio, if !portfolio_side.finished() => {
+                portfolio_side = Side::Finished(result);
+            }
+            result = &mut deposit, if !deposit_side.finished() => {
+                deposit_side = Side::Finished(result);
+            }
+            sent = sent_all(&mut portfolio_sent), if portfolio_sent.is_some() => {
+                portfolio_sent = None;
+                if sent && matches!(portfolio_side, Side::Sending) {
+                    portfolio_side = Side::Sent;
+                }
+            }
+            sent = sent_all(&mut deposit_sent), if deposit_sent.is_some() => {
+                deposit_sent = None;
+                if sent && matches!(deposit_side, Side::Sending) {
+                    deposit_side = Side::Sent;
+                }
+            }
+        }
+    }
+    DayOutcome {
+        portfolio: portfolio_side.outcome(),
+        deposit: deposit_side.outcome(),
+        released,
+    }
+}
+
+/// Pages `current_snapshot` reads at most before it concludes there is no current day.
+const MAX_SNAPSHOT_PAGES: usize = 100;
+
+/// The current snapshot of portfolio-svc (the one the screens read), if any: the shrink
+/// guard compares the new day with it. It is normally the first record; records that are
+/// not current (a load being cleaned up) are paged past.
+pub async fn current_snapshot(
+    url: &str,
+    keys: Arc<JwtKeys>,
+) -> Result<Option<pb::SnapshotRecord>, PushError> {
+    let channel = connect(url, 3).await?;
+    let mut client = snapshot_client(channel, keys);
+    let mut page_token = String::new();
+    for _ in 0..MAX_SNAPSHOT_PAGES {
+        let page = client
+            .list_snapshots(pb::ListSnapshotsRequest {
+                page_size: 1,
+                page_token,
+            })
+            .await
+            .map_err(|status| refused("portfolio-svc", status))?
+            .into_inner();
+        if let Some(current) = page.snapshots.into_iter().find(|record| record.current) {
+            return Ok(Some(current));
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(None);
+        }
+        page_token = page.next_page_token;
+    }
+    Err(PushError::Refused {
+        service: "portfolio-svc",
+        code: Code::Internal,
+        message: format!(
+            "ListSnapshots gave {MAX_SNAPSHOT_PAGES} pages without the current snapshot"
+        ),
+    })
 }
 
 fn refused(service: &'static str, status: Status) -> PushError {

@@ -7,7 +7,9 @@ use invest_proto::{deposit::v1::LoadDirectoryResponse, portfolio::v1::LoadSnapsh
 
 use crate::{
     clean::FileKind,
-    pipeline::{CleanedDay, report::Ratio, report::Report},
+    guard::ShrinkGuard,
+    pipeline::{CleanedDay, LossGuard, report::Ratio, report::Report},
+    push::{DayOutcome, Outcome},
 };
 
 /// `numerator / denominator` as a percentage with two decimals, rounded half up, in integers.
@@ -33,15 +35,17 @@ pub fn render(
     let _ = writeln!(out, "delivery {}", dir.display());
     let _ = writeln!(
         out,
-        "  {:<28} {:>10} {:>10} {:>10} {:>10}",
-        "file", "read", "loaded", "collapsed", "rejected"
+        "  {:<28} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "file", "lines", "blank", "read", "loaded", "collapsed", "rejected"
     );
     for kind in FileKind::ALL {
         let c = report.file(kind);
         let _ = writeln!(
             out,
-            "  {:<28} {:>10} {:>10} {:>10} {:>10}",
+            "  {:<28} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}",
             kind.file_name(),
+            c.lines,
+            c.blank,
             c.read,
             c.loaded,
             c.collapsed,
@@ -51,8 +55,13 @@ pub fn render(
     let t = &report.totals;
     let _ = writeln!(
         out,
-        "  {:<28} {:>10} {:>10} {:>10} {:>10}",
-        "total", t.read, t.loaded, t.collapsed, t.rejected
+        "  {:<28} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "total", t.lines, t.blank, t.read, t.loaded, t.collapsed, t.rejected
+    );
+    let _ = writeln!(
+        out,
+        "accounts: {} named in the delivery, {} loaded",
+        report.accounts.named, report.accounts.loaded
     );
     if t.rejected > 0 {
         let _ = writeln!(out, "rejected rows by rule");
@@ -68,21 +77,14 @@ pub fn render(
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "reject ratio {} ({} of {} rows); limit {}",
-        percent(report.reject_ratio()),
-        t.rejected,
-        t.read,
-        percent(max)
-    );
-    if !report.warnings.is_empty() {
-        let _ = writeln!(out, "warnings ({})", report.warnings.len());
+    out.push_str(&loss_guard(&report.loss_guard(max)));
+    if report.warnings_total > 0 {
+        let _ = writeln!(out, "warnings ({})", report.warnings_total);
         for w in report.warnings.iter().take(10) {
             let _ = writeln!(out, "  {}:{}: {}", w.file.file_name(), w.line, w.message);
         }
-        if report.warnings.len() > 10 {
-            let _ = writeln!(out, "  … and {} more", report.warnings.len() - 10);
+        if report.warnings_total > 10 {
+            let _ = writeln!(out, "  … and {} more", report.warnings_total - 10);
         }
     }
     if !report.examples.is_empty() {
@@ -114,6 +116,113 @@ pub fn render(
         day.holding_count,
         day.digest
     );
+    out
+}
+
+/// The loss guard: each unit's ratio, and which tripped.
+pub fn loss_guard(guard: &LossGuard) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "loss guard: a day that lost more than {} in any unit is refused (--max-reject-ratio)",
+        percent(guard.limit)
+    );
+    for loss in &guard.losses {
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>8}  ({} of {} {}){}",
+            loss.unit.as_str(),
+            percent(loss.ratio),
+            loss.lost,
+            loss.of,
+            loss.unit.of_what(),
+            if loss.exceeded { "  TRIPPED" } else { "" }
+        );
+    }
+    out
+}
+
+/// The shrink guard's verdict.
+pub fn shrink_guard(guard: &ShrinkGuard) -> String {
+    match guard {
+        ShrinkGuard::Skipped { reason } => format!("shrink guard: skipped: {reason}\n"),
+        ShrinkGuard::FirstDay => {
+            "shrink guard: portfolio-svc serves no day yet: a first day passes\n".to_owned()
+        }
+        ShrinkGuard::Checked {
+            limit,
+            current,
+            shrinks,
+            allowed,
+            tripped,
+        } => {
+            let mut out = String::new();
+            let _ = writeln!(
+                out,
+                "shrink guard: against the day served now (as_of {}), a day smaller by more than {} is refused (--max-shrink){}",
+                current.as_of,
+                percent(*limit),
+                if *allowed && !tripped.is_empty() {
+                    "; --allow-shrink given: loading anyway"
+                } else {
+                    ""
+                }
+            );
+            for shrink in shrinks {
+                let _ = writeln!(
+                    out,
+                    "  {:<20} {:>10} now, {:>10} in the new day: {} smaller{}",
+                    shrink.unit,
+                    shrink.current,
+                    shrink.new,
+                    percent(shrink.ratio),
+                    if shrink.exceeded { "  TRIPPED" } else { "" }
+                );
+            }
+            out
+        }
+    }
+}
+
+/// What became of each service in a push.
+pub fn push_outcome(outcome: &DayOutcome) -> String {
+    let mut out = String::new();
+    let other_failed = |other_failed: bool, other: &str| {
+        if other_failed {
+            format!(
+                "NOT LOADED: its stream was cancelled before its end because {other} failed; it changed nothing and keeps the previous day"
+            )
+        } else {
+            "NOT LOADED: its stream was cancelled before its end; it changed nothing and keeps the previous day".to_owned()
+        }
+    };
+    let deposit_failed = matches!(outcome.deposit, Outcome::Failed(_));
+    let portfolio_failed = matches!(outcome.portfolio, Outcome::Failed(_));
+    let _ = match &outcome.portfolio {
+        Outcome::Done(response) => writeln!(out, "{}", portfolio_loaded(response)),
+        Outcome::Failed(e) => writeln!(out, "portfolio-svc: FAILED: {e}"),
+        Outcome::Cancelled => writeln!(
+            out,
+            "portfolio-svc: {}",
+            other_failed(deposit_failed, "deposit-svc")
+        ),
+    };
+    let _ = match &outcome.deposit {
+        Outcome::Done(response) => writeln!(out, "{}", directory_loaded(response)),
+        Outcome::Failed(e) => writeln!(out, "deposit-svc: FAILED: {e}"),
+        Outcome::Cancelled => writeln!(
+            out,
+            "deposit-svc: {}",
+            other_failed(portfolio_failed, "portfolio-svc")
+        ),
+    };
+    if outcome.released && outcome.portfolio.is_done() != outcome.deposit.is_done() {
+        let _ = writeln!(
+            out,
+            "the two services now serve different days: one failed at its own commit, after both \
+             had received the whole day; re-run the same command to repair (loading is idempotent)"
+        );
+    }
     out
 }
 

@@ -411,7 +411,8 @@ async fn the_binary_loads_reports_and_protects(backend: Backend) {
         as_of
     );
 
-    // A service that cannot be reached: exit 5, and the summary says which.
+    // A service that cannot be reached: exit 5, and the summary says which (here the
+    // shrink guard's read of the current day already fails).
     let unreachable = run_loader(&[
         "load",
         good.to_str().unwrap(),
@@ -421,10 +422,48 @@ async fn the_binary_loads_reports_and_protects(backend: Backend) {
         &deposit_url,
         "--attempts",
         "1",
+        "--as-of",
+        "now",
     ])
     .await;
-    assert_eq!(unreachable.status.code(), Some(5));
-    assert!(stdout(&unreachable).contains("portfolio-svc: FAILED"));
+    assert_eq!(
+        unreachable.status.code(),
+        Some(5),
+        "{}",
+        stdout(&unreachable)
+    );
+    assert!(stdout(&unreachable).contains("cannot read the day portfolio-svc serves now"));
+
+    // No as_of: exit 2 before anything is read, and the message says why it matters.
+    let no_as_of = run_loader(&[
+        "load",
+        good.to_str().unwrap(),
+        "--portfolio-url",
+        &url,
+        "--deposit-url",
+        &deposit_url,
+    ])
+    .await;
+    assert_eq!(no_as_of.status.code(), Some(2), "{}", stdout(&no_as_of));
+    let why = String::from_utf8_lossy(&no_as_of.stderr);
+    assert!(
+        why.contains("--as-of") && why.contains("--cutoff") && why.contains("hides"),
+        "{why}"
+    );
+    assert!(stdout(&no_as_of).is_empty(), "nothing was cleaned");
+    // An as_of in the future is refused the same way.
+    let future = run_loader(&[
+        "load",
+        good.to_str().unwrap(),
+        "--portfolio-url",
+        &url,
+        "--deposit-url",
+        &deposit_url,
+        "--as-of",
+        "2999-01-01T00:00:00Z",
+    ])
+    .await;
+    assert_eq!(future.status.code(), Some(2));
 
     // A folder that is not a delivery: exit 3.
     let missing = run_loader(&["validate", work.path().to_str().unwrap()]).await;
@@ -467,7 +506,8 @@ async fn a_loaded_day_takes_deposits(backend: Backend) {
         invest_proto::time::from_micros(invest_proto::time::now_micros() - 86_400_000_000)
             .to_string();
 
-    // deposit-svc is unreachable at first: the summary names it and the exit code says so.
+    // deposit-svc is unreachable at first: the summary names it and the exit code says so,
+    // and portfolio-svc does not take the day either (its stream is cancelled, not ended).
     let dir = day.path().to_str().unwrap();
     let partial = run_loader(&[
         "load",
@@ -483,10 +523,26 @@ async fn a_loaded_day_takes_deposits(backend: Backend) {
     ])
     .await;
     assert_eq!(partial.status.code(), Some(5), "{}", stdout(&partial));
-    assert!(stdout(&partial).contains("portfolio-svc: loaded"));
+    assert!(
+        stdout(&partial).contains("portfolio-svc: NOT LOADED")
+            && stdout(&partial).contains("because deposit-svc failed"),
+        "{}",
+        stdout(&partial)
+    );
     assert!(stdout(&partial).contains("deposit-svc: FAILED"));
+    let snapshots = app
+        .ingest()
+        .await
+        .list_snapshots(pb::ListSnapshotsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        snapshots.snapshots.iter().all(|s| !s.current),
+        "{snapshots:?}"
+    );
 
-    // Re-running the same day repairs it: portfolio-svc already has it, deposit-svc gets it.
+    // Re-running the same day with both up loads it into both.
     let repaired = run_loader(&[
         "load",
         dir,
@@ -499,7 +555,7 @@ async fn a_loaded_day_takes_deposits(backend: Backend) {
     ])
     .await;
     assert_eq!(repaired.status.code(), Some(0), "{}", stdout(&repaired));
-    assert!(stdout(&repaired).contains("portfolio-svc: unchanged"));
+    assert!(stdout(&repaired).contains("portfolio-svc: loaded"));
     assert!(stdout(&repaired).contains("deposit-svc: loaded: directory"));
 
     let account = generate::accounts(&options).unwrap().nth(3).unwrap();
