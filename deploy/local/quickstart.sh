@@ -57,7 +57,10 @@ say "starting deposit-svc on sqlite://$work/deposit.db (log: $work/deposit-svc.l
 pids+=($!)
 
 say "loading the day"
+# The day is generated now, so it describes this moment: as_of = now. A real delivery passes
+# its cut-off instead (--cutoff 04:00+09:00); the loader refuses to guess.
 "$bin/loader" load "$work/day" \
+  --as-of now \
   --portfolio-url http://127.0.0.1:50051 \
   --deposit-url http://127.0.0.1:50052 \
   --rejects "$work/rejects.jsonl" \

@@ -202,7 +202,7 @@ for size in $sizes; do
     # The bulk baseline first, so that nothing but the servers runs while they are measured.
     bulk_s=$(bulk_baseline "$backend" "$size" "$day")
     start_servers "$backend" "$size"
-    read -r load_s loader_kb < <(timed "$bin/loader" load "$day" --portfolio-url "$portfolio_url" \
+    read -r load_s loader_kb < <(timed "$bin/loader" load "$day" --as-of now --portfolio-url "$portfolio_url" \
       --deposit-url "$deposit_url" --attempts 20)
     portfolio_load_kb=$(peak_kb "$portfolio_pid")
     loadgen get_account "$backend" "$size" --mix get_account=1

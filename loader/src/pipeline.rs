@@ -220,6 +220,32 @@ pub const DEFAULT_MAX_INSTRUMENTS: u64 = 100_000;
 /// a few dozen holdings.
 pub const DEFAULT_MAX_HOLDINGS_PER_ACCOUNT: usize = 10_000;
 
+/// The memory the loader may use, whatever the delivery holds (the README's formula):
+///
+/// ```text
+/// 48 MiB (program, runtime, connections)
+/// + 2 × sort budget (the sort's items and the vector holding them)
+/// + 8 × max line bytes (read buffer, field buffers, a row's raw text read back)
+/// + max instruments × (2 × max field bytes + 256 B) (the master, kept whole)
+/// + max holdings per account × (3 × max field bytes + 512 B) (one account being settled)
+/// + 32 MiB (push: batches of at most 2 MiB, a few in flight per service)
+/// ```
+///
+/// The parts add up although they never all live at once (the sort is gone before the
+/// push), so the bound holds with room. With the defaults it is about 463 MiB, within the
+/// CronJob's 512 MiB limit; a real day (names of tens of bytes, a few thousand
+/// instruments) stays far below it.
+pub fn memory_bound(options: &CleanOptions) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let field = options.max_field_bytes.min(MAX_TEXT_BYTES) as u64;
+    48 * MIB
+        + 2 * options.sort_budget_bytes as u64
+        + 8 * options.max_line_bytes as u64
+        + options.max_instruments * (2 * field + 256)
+        + options.max_holdings_per_account as u64 * (3 * field + 512)
+        + 32 * MIB
+}
+
 /// How often settling reports progress, in rows.
 const SETTLE_PROGRESS_STEP: u64 = 1 << 16;
 
