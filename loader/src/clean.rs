@@ -620,7 +620,7 @@ pub fn check_digit_warning(isin: &Isin) -> Option<String> {
         .map(|digit| format!(" (expected {digit})"))
         .unwrap_or_default();
     Some(format!(
-        "{} {isin} has a wrong check digit{expected}; loaded anyway, as DATASET.md requires",
+        "{} {isin} has a wrong check digit{expected}; loaded anyway, as the dataset contract requires (loader/CLEANING.md)",
         Column::Isin
     ))
 }

@@ -6,7 +6,7 @@
 
 use std::{path::Path, process::Output};
 
-use deposit_svc::testkit::{Proxy, ProxyMode, TestDeposit};
+use deposit_svc::testkit::TestDeposit;
 use invest_proto::{
     backend_tests,
     deposit::v1 as deposit_pb,
@@ -412,9 +412,9 @@ async fn a_day_that_lost_accounts_is_refused(backend: Backend) {
     assert_eq!(services.current().await, None);
 }
 
-/// (g) deposit-svc is down while portfolio-svc is up: portfolio-svc receives the whole
-/// day, but its stream is held open and then cancelled, so it does not switch days; once
-/// deposit-svc is back, the same command loads both.
+/// (g) deposit-svc is down (nothing listens) while portfolio-svc is up: portfolio-svc
+/// receives the whole day, but its stream is held open and then broken off, so it does not
+/// switch days; once deposit-svc is reachable, the same command loads both.
 async fn one_service_never_takes_a_day_the_other_refuses(backend: Backend) {
     let Some(services) = Services::spawn(backend).await else {
         return;
@@ -429,38 +429,40 @@ async fn one_service_never_takes_a_day_the_other_refuses(backend: Backend) {
     assert_eq!(loaded.status.code(), Some(0), "{}", shown(&loaded));
     let before = services.current().await.unwrap();
 
-    let deposit_addr = services
-        .deposit
-        .url()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let proxy = Proxy::start(deposit_addr, ProxyMode::Down).await;
-    let (portfolio_url, deposit_url) = (services.portfolio.url(), proxy.url());
-    let args = [
-        "load",
-        second.to_str().unwrap(),
-        "--portfolio-url",
-        &portfolio_url,
-        "--deposit-url",
-        &deposit_url,
-        "--as-of",
-        "2026-11-22T04:00:00+09:00",
-        "--attempts",
-        "1",
-    ];
-    let refused = run_loader(&args).await;
+    // A port nothing listens on: the connection is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let portfolio_url = services.portfolio.url();
+    let args = |deposit_url: &str| {
+        [
+            "load",
+            second.to_str().unwrap(),
+            "--portfolio-url",
+            &portfolio_url,
+            "--deposit-url",
+            deposit_url,
+            "--as-of",
+            "2026-11-22T04:00:00+09:00",
+            "--attempts",
+            "1",
+        ]
+        .map(str::to_owned)
+    };
+    let refused = run_loader(&args(&down).each_ref().map(String::as_str)).await;
     assert_eq!(refused.status.code(), Some(5), "{}", shown(&refused));
     let text = stdout(&refused);
     assert!(text.contains("deposit-svc: FAILED"), "{text}");
     assert!(
-        text.contains("portfolio-svc: NOT LOADED: its stream was cancelled before its end because deposit-svc failed"),
+        text.contains(
+            "portfolio-svc: NOT LOADED: its stream was cancelled before its end because deposit-svc failed"
+        ),
         "{text}"
     );
     assert_eq!(services.current().await.unwrap(), before);
 
-    proxy.set(ProxyMode::Up);
-    let repaired = run_loader(&args).await;
+    let deposit_url = services.deposit.url();
+    let repaired = run_loader(&args(&deposit_url).each_ref().map(String::as_str)).await;
     assert_eq!(repaired.status.code(), Some(0), "{}", shown(&repaired));
     let after = services.current().await.unwrap();
     assert_ne!(after.as_of, before.as_of);
