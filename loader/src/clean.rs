@@ -16,7 +16,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use invest_proto::ids::{AccountNumber, Isin, TextError, check_text, isin_with_check_digit};
+use invest_proto::ids::{
+    AccountNumber, Isin, MAX_TEXT_BYTES, TextError, check_text, isin_with_check_digit,
+};
 use invest_proto::portfolio::v1::{Instrument, SnapshotAccount, SnapshotHolding};
 use serde::{Serialize, Serializer};
 
@@ -494,6 +496,15 @@ where
     Ok(trimmed)
 }
 
+/// Whether `text` certainly passes [`check_text`]'s character rule: it holds no byte that
+/// can start a forbidden character (C0 and DEL; and the lead bytes of C1, U+061C, U+200E-F,
+/// U+2028-E, U+2066-9 and U+FEFF). Hangul and Latin text passes without decoding.
+fn plainly_printable(text: &str) -> bool {
+    !text
+        .bytes()
+        .any(|b| b < 0x20 || matches!(b, 0x7F | 0xC2 | 0xD8 | 0xE2 | 0xEF))
+}
+
 /// The text rules of one trimmed field (0-based `index`, header `name`).
 fn check_field_text(
     index: usize,
@@ -501,6 +512,9 @@ fn check_field_text(
     text: &str,
     max_field_bytes: usize,
 ) -> Result<(), Fault> {
+    if text.len() <= max_field_bytes.min(MAX_TEXT_BYTES) && plainly_printable(text) {
+        return Ok(());
+    }
     match check_text(text, max_field_bytes) {
         Ok(()) => Ok(()),
         Err(TextError::TooLong { len, max }) => Err(Fault::new(
@@ -1127,7 +1141,6 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use invest_proto::ids::MAX_TEXT_BYTES;
 
     const ACCOUNT: &str = "5736692368320";
 
@@ -1288,6 +1301,20 @@ mod tests {
             split_row(good.into_iter(), &header, MAX_TEXT_BYTES).unwrap(),
             ["류영길", "디셈버증권"]
         );
+    }
+
+    #[test]
+    fn the_fast_path_never_accepts_what_check_text_refuses() {
+        // Every character whose UTF-8 starts with a byte the fast path lets through.
+        for code in 0..=0x10FFFFu32 {
+            let Some(c) = char::from_u32(code) else {
+                continue;
+            };
+            let text = c.to_string();
+            if plainly_printable(&text) {
+                assert!(check_text(&text, MAX_TEXT_BYTES).is_ok(), "U+{code:04X}");
+            }
+        }
     }
 
     #[test]

@@ -394,10 +394,7 @@ impl CsvFile {
     /// The next physical line, or `None` at the end of the file.
     fn next_line(&mut self) -> Result<Option<Line>, InputError> {
         loop {
-            if let Some(at) = self.buf[self.scanned..self.end]
-                .iter()
-                .position(|&b| b == b'\n')
-            {
+            if let Some(at) = memchr::memchr(b'\n', &self.buf[self.scanned..self.end]) {
                 let lf = self.scanned + at;
                 let start = self.start;
                 let end = if lf > start && self.buf[lf - 1] == b'\r' {
@@ -471,7 +468,7 @@ impl CsvFile {
                 continue;
             }
             let chunk = &self.buf[self.start..self.end];
-            match chunk.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', chunk) {
                 Some(at) => {
                     let before = if at > 0 { chunk[at - 1] } else { last };
                     len += at as u64;
@@ -647,9 +644,37 @@ fn utf8_prefix(bytes: &[u8]) -> &[u8] {
     }
 }
 
-/// `DATASET.md`: a line that is empty or only separators and white space is not a row.
+/// A line that is empty or only separators and white space (any Unicode white space) is not
+/// a row. Most lines are rows, so this stops at their first other character.
 fn is_blank(raw: &[u8]) -> bool {
-    std::str::from_utf8(raw).is_ok_and(|text| text.chars().all(|c| c == ',' || c.is_whitespace()))
+    let mut rest = raw;
+    while let Some(&byte) = rest.first() {
+        if byte < 0x80 {
+            // ASCII white space as `char::is_whitespace` has it: tab to CR, and space.
+            if !matches!(byte, b',' | b' ' | 0x09..=0x0D) {
+                return false;
+            }
+            rest = &rest[1..];
+            continue;
+        }
+        let len = match byte {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => return false,
+        };
+        let Some(bytes) = rest.get(..len) else {
+            return false;
+        };
+        match std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|c| c.chars().next())
+        {
+            Some(c) if c.is_whitespace() => rest = &rest[len..],
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Finds each column the rules read by its Korean header or English alias.
@@ -726,5 +751,35 @@ impl RawText {
         let mut raw = vec![0; len];
         file.read_exact_at(&mut raw, offset).map_err(read_error)?;
         Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_lines_are_separators_and_white_space_only() {
+        let reference = |raw: &[u8]| {
+            std::str::from_utf8(raw)
+                .is_ok_and(|text| text.chars().all(|c| c == ',' || c.is_whitespace()))
+        };
+        for line in [
+            &b""[..],
+            b",,,",
+            b" \t,\x0b,\x0c",
+            "\u{3000},\u{a0}\u{2028}".as_bytes(),
+            "\u{85}".as_bytes(),
+            b"a",
+            b",,x",
+            "김,".as_bytes(),
+            b"\"\"",
+            b"\xff",
+            b"\xe3\x80",
+            b"\x1c",
+            "\u{200b}".as_bytes(),
+        ] {
+            assert_eq!(is_blank(line), reference(line), "{line:?}");
+        }
     }
 }
