@@ -152,7 +152,7 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
             <DepositServiceServer<DepositApi> as tonic::server::NamedService>::NAME,
             <DirectoryIngestServer<DirectoryApi> as tonic::server::NamedService>::NAME,
         ],
-        untimed_methods: HashSet::from(["/invest.deposit.v1.DirectoryIngest/LoadDirectory"]),
+        streaming_methods: HashSet::from(["/invest.deposit.v1.DirectoryIngest/LoadDirectory"]),
         migrations: store::MIGRATIONS,
     };
     let keys = launch.keys()?;
@@ -187,6 +187,7 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
     let running = launch
         .start(
             db,
+            (keys.clone(), verified.clone()),
             |routes| {
                 routes
                     .add_service(DepositServiceServer::with_interceptor(

@@ -377,7 +377,11 @@ impl PortfolioIngest for IngestApi {
         request: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
         let request = request.into_inner();
-        let limit = page_size(request.page_size, SNAPSHOTS_PAGE_DEFAULT, SNAPSHOTS_PAGE_MAX)?;
+        let limit = page_size(
+            request.page_size,
+            SNAPSHOTS_PAGE_DEFAULT,
+            SNAPSHOTS_PAGE_MAX,
+        )?;
         let after = SnapshotsToken::decode(&request.page_token)?;
         let db = self.state.db()?;
         let mut rows = db

@@ -252,6 +252,7 @@ async fn auth_is_enforced(backend: Backend) {
         aud: aud.into(),
         exp,
         iat: now,
+        nbf: None,
         scope: scope.into(),
     };
 

@@ -102,7 +102,11 @@ pub fn check_text(text: &str, max: usize) -> Result<(), TextError> {
             max,
         });
     }
-    match text.chars().enumerate().find(|(_, c)| is_forbidden_char(*c)) {
+    match text
+        .chars()
+        .enumerate()
+        .find(|(_, c)| is_forbidden_char(*c))
+    {
         Some((index, character)) => Err(TextError::ForbiddenCharacter {
             character,
             position: index + 1,
@@ -245,7 +249,10 @@ mod tests {
     #[test]
     fn text_rules() {
         assert_eq!(check_text("류영길", MAX_TEXT_BYTES), Ok(()));
-        assert_eq!(check_text("미국S&P IT(합성) / 현금", MAX_TEXT_BYTES), Ok(()));
+        assert_eq!(
+            check_text("미국S&P IT(합성) / 현금", MAX_TEXT_BYTES),
+            Ok(())
+        );
         assert_eq!(
             check_text("a\0b", MAX_TEXT_BYTES),
             Err(TextError::ForbiddenCharacter {
@@ -253,7 +260,15 @@ mod tests {
                 position: 2
             })
         );
-        for bad in ["x\ny", "x\ty", "\u{7f}", "\u{85}", "abc\u{202E}cba", "\u{2028}", "\u{feff}x"] {
+        for bad in [
+            "x\ny",
+            "x\ty",
+            "\u{7f}",
+            "\u{85}",
+            "abc\u{202E}cba",
+            "\u{2028}",
+            "\u{feff}x",
+        ] {
             assert!(check_text(bad, MAX_TEXT_BYTES).is_err(), "{bad:?}");
         }
         assert_eq!(
