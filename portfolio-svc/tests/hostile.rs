@@ -374,7 +374,7 @@ async fn connections_beyond_the_cap_are_refused() {
     let mut served = false;
     for _ in 0..100 {
         if let Ok(stream) = TcpStream::connect(process.addr).await
-            && let Ok(Ok((mut sender, connection))) =
+            && let Ok(Ok((sender, connection))) =
                 tokio::time::timeout(Duration::from_secs(2), h2::client::handshake(stream)).await
         {
             tokio::spawn(connection);
