@@ -12,7 +12,7 @@ use invest_proto::{
     ids::AccountNumber,
     server::{
         db::Database,
-        paging::{decode_token, encode_token, page_size},
+        paging::{PageTokens, page_size, token_mismatch},
     },
     time,
 };
@@ -57,6 +57,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Advisory-lock key serialising directory flips on PostgreSQL.
     pub flip_lock_key: i64,
+    /// Signs and checks page tokens.
+    pub tokens: PageTokens,
 }
 
 impl AppState {
@@ -279,16 +281,12 @@ impl DepositService for DepositApi {
         let filter = list_filter(&request)?;
         let limit = page_size(request.page_size, PAGE_DEFAULT, PAGE_MAX)?;
         let fingerprint = filter_fingerprint(&filter);
-        let cursor = match decode_token::<3>(&request.page_token)? {
+        let tokens = &self.state.tokens;
+        let cursor = match tokens.decode::<3>(LIST_DEPOSITS, &owner, &request.page_token)? {
             None => None,
             Some([created_at, transfer_id, issued_for]) => {
                 if issued_for != fingerprint {
-                    return Err(Error::invalid(
-                        "PAGE_TOKEN_MISMATCH",
-                        "page_token",
-                        "was issued for other filters; pass the same filters as the first page",
-                    )
-                    .into());
+                    return Err(token_mismatch("other filters").into());
                 }
                 let created_at = created_at.parse::<i64>().map_err(|_| {
                     Error::invalid(
@@ -302,9 +300,17 @@ impl DepositService for DepositApi {
         };
         let now = self.state.clock.now();
         let db = self.state.db()?;
+        let listed_for = owner.clone();
         let mut rows = db
             .run(move |c| -> Result<_> {
-                Ok(deposits::list(c, &owner, &filter, cursor, limit + 1, now)?)
+                Ok(deposits::list(
+                    c,
+                    &listed_for,
+                    &filter,
+                    cursor,
+                    limit + 1,
+                    now,
+                )?)
             })
             .await?;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -312,11 +318,15 @@ impl DepositService for DepositApi {
             rows.truncate(limit);
             rows.last()
                 .map(|last| {
-                    encode_token(&[
-                        &last.created_at.to_string(),
-                        &last.transfer_id,
-                        &fingerprint,
-                    ])
+                    tokens.encode(
+                        LIST_DEPOSITS,
+                        &owner,
+                        &[
+                            &last.created_at.to_string(),
+                            &last.transfer_id,
+                            &fingerprint,
+                        ],
+                    )
                 })
                 .unwrap_or_default()
         } else {
@@ -381,6 +391,9 @@ fn list_filter(request: &pb::ListDepositsRequest) -> Result<ListFilter> {
 }
 
 /// Binds a page token to the filters it was issued for (AIP-158).
+/// The method page tokens of ListDeposits are signed for.
+const LIST_DEPOSITS: &str = "ListDeposits";
+
 fn filter_fingerprint(filter: &ListFilter) -> String {
     let text = format!(
         "{:?}|{:?}|{:?}|{:?}",

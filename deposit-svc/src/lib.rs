@@ -172,6 +172,7 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
         },
         clock: config.clock.clone(),
         flip_lock_key: store::MIGRATIONS.lock_key + 1,
+        tokens: invest_proto::server::paging::PageTokens::new(&keys),
     });
     let delivery_config = DeliveryConfig {
         timeout: config.delivery_timeout,

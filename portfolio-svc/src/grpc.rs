@@ -16,7 +16,10 @@ use invest_proto::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    domain::{PageToken, SnapshotsToken, overflow, page_size, profit_rate, total_profit},
+    domain::{
+        Listing, PageToken, PageTokens, SnapshotsToken, overflow, page_size, profit_rate,
+        total_profit,
+    },
     error::{Error, Result},
     ingest::{self, IngestConfig},
     store::{
@@ -37,6 +40,8 @@ pub struct AppState {
     pub db: Arc<OnceLock<Database>>,
     /// Ingest settings.
     pub ingest: IngestConfig,
+    /// Signs and checks page tokens.
+    pub tokens: PageTokens,
 }
 
 impl AppState {
@@ -111,7 +116,13 @@ impl PortfolioService for PortfolioApi {
         let owner = caller(&request)?.subject.clone();
         let request = request.into_inner();
         let limit = page_size(request.page_size, ACCOUNTS_PAGE_DEFAULT, ACCOUNTS_PAGE_MAX)?;
-        let token = PageToken::decode(&request.page_token)?;
+        let listing = Listing {
+            method: "ListAccounts",
+            caller: &owner,
+            account_number: "",
+        };
+        let token = PageToken::decode(&self.state.tokens, listing, &request.page_token)?;
+        let owner_for_db = owner.clone();
         let db = self.state.db()?;
         let page = db
             .run(move |c| -> Result<_> {
@@ -125,7 +136,8 @@ impl PortfolioService for PortfolioApi {
                     },
                 };
                 let after = token.map(|t| t.after).unwrap_or_default();
-                let mut rows = read::accounts_page(c, snapshot.id, &owner, &after, limit + 1)?;
+                let mut rows =
+                    read::accounts_page(c, snapshot.id, &owner_for_db, &after, limit + 1)?;
                 let numbers: Vec<&str> = rows.iter().map(|r| r.account_number.as_str()).collect();
                 let deposits = ledger::overlay(c, &numbers, snapshot.as_of)?;
                 for row in &mut rows {
@@ -139,7 +151,19 @@ impl PortfolioService for PortfolioApi {
         let Some((snapshot, mut rows)) = page else {
             return Ok(Response::new(pb::ListAccountsResponse::default()));
         };
-        let next_page_token = next_token(&mut rows, limit, snapshot.id, |r| &r.account_number);
+        let listing = Listing {
+            method: "ListAccounts",
+            caller: &owner,
+            account_number: "",
+        };
+        let next_page_token = next_token(
+            &self.state.tokens,
+            listing,
+            &mut rows,
+            limit,
+            snapshot.id,
+            |r| &r.account_number,
+        );
         Ok(Response::new(pb::ListAccountsResponse {
             accounts: rows.into_iter().map(summary).collect(),
             next_page_token,
@@ -178,9 +202,15 @@ impl PortfolioService for PortfolioApi {
         let request = request.into_inner();
         let account_number = parse_account_number(&request.account_number)?;
         let limit = page_size(request.page_size, HOLDINGS_PAGE_DEFAULT, HOLDINGS_PAGE_MAX)?;
-        let token = PageToken::decode(&request.page_token)?;
+        let listing = Listing {
+            method: "ListHoldings",
+            caller: &owner,
+            account_number: account_number.as_str(),
+        };
+        let token = PageToken::decode(&self.state.tokens, listing, &request.page_token)?;
         let db = self.state.db()?;
         let account = account_number.clone();
+        let owner_for_db = owner.clone();
         let page = db
             .run(move |c| -> Result<_> {
                 let pin = match &token {
@@ -194,37 +224,43 @@ impl PortfolioService for PortfolioApi {
                 let account = account.as_str();
                 // Most pages: one statement (page, ownership, snapshot, and whether deposits may
                 // follow the snapshot).
-                let (snapshot, mut rows, deposits) =
-                    match read::owned_holdings_page(c, pin, account, &owner, &after, limit + 1)? {
-                        Some(read::HoldingsPage {
-                            snapshot,
-                            deposits_until,
-                            holdings,
-                        }) => {
-                            let deposits =
-                                if deposits_until.is_some_and(|until| until > snapshot.as_of) {
-                                    ledger::overlay(c, &[account], snapshot.as_of)?
-                                        .get(account)
-                                        .copied()
-                                        .unwrap_or(0)
-                                } else {
-                                    0
-                                };
-                            (snapshot, holdings, deposits)
-                        }
-                        // Nothing after `after`: not the caller's account, or an empty last
-                        // page (which deposits may still give a `CASH` line).
-                        None => {
-                            let Some((snapshot, _, deposits)) =
-                                read::owned_account(c, pin, account, &owner)?
-                            else {
-                                return Ok(None);
-                            };
-                            let deposits =
-                                deposits.ok_or_else(|| overflow("sum of recent deposits"))?;
-                            (snapshot, Vec::new(), deposits)
-                        }
-                    };
+                let (snapshot, mut rows, deposits) = match read::owned_holdings_page(
+                    c,
+                    pin,
+                    account,
+                    &owner_for_db,
+                    &after,
+                    limit + 1,
+                )? {
+                    Some(read::HoldingsPage {
+                        snapshot,
+                        deposits_until,
+                        holdings,
+                    }) => {
+                        let deposits = if deposits_until.is_some_and(|until| until > snapshot.as_of)
+                        {
+                            ledger::overlay(c, &[account], snapshot.as_of)?
+                                .get(account)
+                                .copied()
+                                .unwrap_or(0)
+                        } else {
+                            0
+                        };
+                        (snapshot, holdings, deposits)
+                    }
+                    // Nothing after `after`: not the caller's account, or an empty last
+                    // page (which deposits may still give a `CASH` line).
+                    None => {
+                        let Some((snapshot, _, deposits)) =
+                            read::owned_account(c, pin, account, &owner_for_db)?
+                        else {
+                            return Ok(None);
+                        };
+                        let deposits =
+                            deposits.ok_or_else(|| overflow("sum of recent deposits"))?;
+                        (snapshot, Vec::new(), deposits)
+                    }
+                };
                 if deposits > 0 {
                     let (held, instrument) = ledger::cash_line(c, snapshot.id, account)?;
                     credit_cash(&mut rows, deposits, held, instrument, &after)?;
@@ -233,7 +269,19 @@ impl PortfolioService for PortfolioApi {
             })
             .await?;
         let (snapshot, mut rows) = page.ok_or_else(|| not_found(account_number.as_str()))?;
-        let next_page_token = next_token(&mut rows, limit, snapshot.id, |r| &r.isin);
+        let listing = Listing {
+            method: "ListHoldings",
+            caller: &owner,
+            account_number: account_number.as_str(),
+        };
+        let next_page_token = next_token(
+            &self.state.tokens,
+            listing,
+            &mut rows,
+            limit,
+            snapshot.id,
+            |r| &r.isin,
+        );
         Ok(Response::new(pb::ListHoldingsResponse {
             holdings: rows
                 .into_iter()
@@ -311,6 +359,8 @@ fn credit_cash(
 /// Given `limit + 1` rows fetched, trims to `limit` and returns the token of the next page
 /// (empty when there is none).
 fn next_token<T>(
+    tokens: &PageTokens,
+    listing: Listing<'_>,
     rows: &mut Vec<T>,
     limit: i64,
     snapshot_id: i64,
@@ -321,7 +371,7 @@ fn next_token<T>(
             snapshot_id,
             after: key(last).clone(),
         }
-        .encode()
+        .encode(tokens, listing)
     })
 }
 
@@ -376,13 +426,14 @@ impl PortfolioIngest for IngestApi {
         &self,
         request: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let caller_name = caller(&request)?.subject.clone();
         let request = request.into_inner();
         let limit = page_size(
             request.page_size,
             SNAPSHOTS_PAGE_DEFAULT,
             SNAPSHOTS_PAGE_MAX,
         )?;
-        let after = SnapshotsToken::decode(&request.page_token)?;
+        let after = SnapshotsToken::decode(&self.state.tokens, &caller_name, &request.page_token)?;
         let db = self.state.db()?;
         let mut rows = db
             .run(move |c| -> Result<_> {
@@ -398,7 +449,7 @@ impl PortfolioIngest for IngestApi {
                 as_of: last.as_of,
                 id: last.id,
             }
-            .encode()
+            .encode(&self.state.tokens, &caller_name)
         });
         Ok(Response::new(pb::ListSnapshotsResponse {
             snapshots: rows.into_iter().map(snapshot_record).collect(),

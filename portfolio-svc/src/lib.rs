@@ -113,6 +113,7 @@ pub async fn start(config: Config) -> Result<Portfolio, StartError> {
         ingest: IngestConfig {
             flip_lock_key: store::MIGRATIONS.lock_key + 1,
         },
+        tokens: domain::PageTokens::new(&keys),
     });
     let (loaded_tx, loaded_rx) = tokio::sync::mpsc::channel(1);
     let janitor = Janitor {

@@ -137,6 +137,7 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    page_token_key: [u8; 32],
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -219,7 +220,15 @@ impl JwtKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            // Its own key, derived from the shared secret: every replica signs and checks page
+            // tokens alike, and a page token is never a JWT signature.
+            page_token_key: blake3::derive_key("invest 2026-12-02 page tokens", secret),
         }
+    }
+
+    /// The key page tokens are signed with (derived from the shared secret).
+    pub fn page_token_key(&self) -> [u8; 32] {
+        self.page_token_key
     }
 
     /// Mints a token for `sub` with the given scopes, valid for `ttl`.
