@@ -22,7 +22,10 @@ use crate::{
     clock::Clock,
     delivery::Delivery,
     directory,
-    domain::{Signature, Status as DepositState, TransferId, check_amount, parse_request_id},
+    domain::{
+        Signature, Status as DepositState, check_amount, new_transfer_id, parse_request_id,
+        parse_transfer_id,
+    },
     error::{Error, Result},
     store::{
         deposits::{self, Confirmation, DepositRow, ListFilter},
@@ -149,7 +152,7 @@ impl DepositService for DepositApi {
         let request_id = parse_request_id(&request.request_id)?;
         let now = self.state.clock.now();
         let new = DepositRow {
-            transfer_id: TransferId::generate()?.into_string(),
+            transfer_id: new_transfer_id()?.into_string(),
             owner: owner.clone(),
             account_number: account.as_str().to_owned(),
             customer_name: request.customer_name,
@@ -196,7 +199,7 @@ impl DepositService for DepositApi {
     ) -> Result<Response<pb::ConfirmDepositResponse>, Status> {
         let owner = caller(&request)?.subject.clone();
         let request = request.into_inner();
-        let transfer_id = TransferId::parse(&request.transfer_id)?;
+        let transfer_id = parse_transfer_id(&request.transfer_id)?;
         let signature = Signature::parse(&request.signature)?;
         let now = self.state.clock.now();
         let db = self.state.db()?;
@@ -261,7 +264,7 @@ impl DepositService for DepositApi {
         request: Request<pb::GetDepositRequest>,
     ) -> Result<Response<pb::Deposit>, Status> {
         let owner = caller(&request)?.subject.clone();
-        let transfer_id = TransferId::parse(&request.get_ref().transfer_id)?;
+        let transfer_id = parse_transfer_id(&request.get_ref().transfer_id)?;
         let db = self.state.db()?;
         let row = db
             .run(move |c| -> Result<_> {

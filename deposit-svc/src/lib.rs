@@ -204,7 +204,7 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
                 Box::pin(async move {
                     let lease_owner = format!(
                         "{SERVER_NAME}-{}",
-                        crate::domain::TransferId::generate()
+                        crate::domain::new_transfer_id()
                             .map(|t| t.into_string())
                             .unwrap_or_default()
                     );

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use invest_proto::{
     auth::caller,
-    ids::{AccountNumber, CASH_ISIN},
+    ids::{AccountNumber, CASH_ISIN, TransferId},
     portfolio::v1::{
         self as pb, portfolio_ingest_server::PortfolioIngest,
         portfolio_ledger_server::PortfolioLedger, portfolio_service_server::PortfolioService,
@@ -139,12 +139,22 @@ impl PortfolioService for PortfolioApi {
                 let mut rows =
                     read::accounts_page(c, snapshot.id, &owner_for_db, &after, limit + 1)?;
                 let numbers: Vec<&str> = rows.iter().map(|r| r.account_number.as_str()).collect();
-                let deposits = ledger::overlay(c, &numbers, snapshot.as_of)?;
-                for row in &mut rows {
-                    if let Some(amount) = deposits.get(&row.account_number) {
-                        credit(row, *amount)?;
+                let deposits = ledger::overlay_each(c, &numbers, snapshot.as_of)?;
+                // An account whose figures cannot be represented (only corrupt data gets there)
+                // is left out of the list rather than failing the customer's other accounts;
+                // GetAccount on it says why.
+                rows.retain_mut(|row| {
+                    let fits = match deposits.get(&row.account_number) {
+                        Some(Some(amount)) => credit(row, *amount).is_ok(),
+                        Some(None) => false,
+                        None => true,
+                    };
+                    if !fits {
+                        tracing::error!(account = %row.account_number, "figures out of range; left out of ListAccounts");
+                        metrics::counter!("portfolio_figures_out_of_range_total").increment(1);
                     }
-                }
+                    fits
+                });
                 Ok(Some((snapshot, rows)))
             })
             .await?;
@@ -492,23 +502,11 @@ impl LedgerApi {
     }
 }
 
-/// A transfer id as deposit-svc issues it, or any other opaque id of 1 to 64 characters from
-/// `[A-Za-z0-9_-]`.
+/// A transfer id as deposit-svc issues it (the one format, from invest-proto).
 fn parse_transfer_id(text: &str) -> Result<String> {
-    let ok = !text.is_empty()
-        && text.len() <= 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(text.to_owned())
-    } else {
-        Err(Error::invalid(
-            "INVALID_TRANSFER_ID",
-            "transfer_id",
-            "must be 1 to 64 characters among letters, digits, '_' and '-'",
-        ))
-    }
+    TransferId::parse(text)
+        .map(TransferId::into_string)
+        .map_err(|e| Error::invalid("INVALID_TRANSFER_ID", "transfer_id", e.0))
 }
 
 #[tonic::async_trait]

@@ -43,6 +43,46 @@ impl fmt::Display for AccountNumber {
     }
 }
 
+/// A transfer id: 128 random bits as 32 lowercase hex digits, as deposit-svc issues them and
+/// portfolio-svc records credits under them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TransferId(String);
+
+impl TransferId {
+    /// 32 hex digits, either case (kept in lowercase).
+    pub fn parse(text: &str) -> Result<Self, FormatError> {
+        if text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(text.to_ascii_lowercase()))
+        } else {
+            Err(FormatError(format!(
+                "transfer id must be the 32 hex digits RegisterDeposit returned, got {}",
+                echo(text)
+            )))
+        }
+    }
+
+    /// The id of 16 random bytes.
+    pub fn from_random(bytes: [u8; 16]) -> Self {
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for TransferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Longest text field (names of customers, brokerages, accounts, instruments and asset
 /// groups) anywhere in the system, in UTF-8 bytes. The loader may be stricter, never looser:
 /// a day it cleans must pass the servers' checks.
@@ -244,6 +284,16 @@ mod tests {
             AccountNumber::parse("１２３４５６").is_err(),
             "full-width digits are not digits"
         );
+    }
+
+    #[test]
+    fn transfer_ids() {
+        let id = TransferId::from_random([0xab; 16]);
+        assert_eq!(id.as_str(), "ab".repeat(16));
+        assert_eq!(TransferId::parse(&"AB".repeat(16)).unwrap(), id);
+        for bad in ["", "1234", &"g".repeat(32), &"a".repeat(33), "transfer-1"] {
+            assert!(TransferId::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
