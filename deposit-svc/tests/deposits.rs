@@ -814,6 +814,17 @@ async fn the_directory_loads_atomically(backend: Backend) {
         (status.code(), reason(&status).as_deref()),
         (Code::InvalidArgument, Some("DIGEST_MISMATCH"))
     );
+    // A NUL inside a name: INVALID_TEXT on both backends, never INTERNAL.
+    let mut nul = today.clone();
+    nul.entries[1].customer_name = "류\0영길".into();
+    let status = ingest
+        .load_directory(tokio_stream::iter(nul.parts(5)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::InvalidArgument, Some("INVALID_TEXT"))
+    );
     let mut unordered = today.clone();
     unordered.entries.swap(0, 1);
     let status = ingest

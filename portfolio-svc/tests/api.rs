@@ -758,6 +758,20 @@ async fn bad_streams_change_nothing(backend: Backend) {
         ["accounts.accounts[1].holdings[0].isin"]
     );
 
+    // A NUL inside a name: the same answer on both backends (PostgreSQL cannot store NUL at
+    // all), never INTERNAL.
+    let mut broken = next.clone();
+    broken.accounts[2].customer_name = "이정\0희".into();
+    let status = load(&app, &broken).await.unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::InvalidArgument, Some("INVALID_TEXT"))
+    );
+    // Two accounts per part: the path is within its part (the third account is the first of
+    // the second part), which the message names.
+    assert_eq!(bad_fields(&status), ["accounts.accounts[0].customer_name"]);
+    assert!(status.message().contains("U+0000"), "{}", status.message());
+
     // A stream cut by the client after some batches were written.
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let mut ingest = app.ingest().await;

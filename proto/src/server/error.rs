@@ -61,6 +61,20 @@ impl Error {
     }
 }
 
+/// A required text field of a record: trimmed, not empty (EMPTY_FIELD), and within the text
+/// rules every side shares (INVALID_TEXT: no control or invisible characters, at most
+/// [`crate::ids::MAX_TEXT_BYTES`]), so that what is stored is the same on SQLite and
+/// PostgreSQL and safe to show.
+pub fn required_text(value: &str, field: impl Into<String>) -> Result<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid("EMPTY_FIELD", field, "must not be empty"));
+    }
+    crate::ids::check_text(trimmed, crate::ids::MAX_TEXT_BYTES)
+        .map_err(|e| Error::invalid("INVALID_TEXT", field, e.to_string()))?;
+    Ok(trimmed.to_owned())
+}
+
 impl From<diesel::result::Error> for Error {
     fn from(err: diesel::result::Error) -> Self {
         Self::Db(DbError::Query(err))
