@@ -208,3 +208,89 @@ mod tests {
         assert!(t.decode::<2>("ListAccounts", "a", "garbage!").is_err());
     }
 }
+
+/// Fuzzing the page-token decoder with generated input (proptest, stable Rust). The number of
+/// cases is `INVEST_FUZZ_CASES` (default 2,000: a second or two); raise it for a longer run.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn cases() -> u32 {
+        std::env::var("INVEST_FUZZ_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2_000)
+    }
+
+    fn tokens() -> PageTokens {
+        PageTokens::new(&JwtKeys::from_secret(b"fuzzing secret"))
+    }
+
+    fn field() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("[^\n]{0,40}").expect("a valid regex")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        /// Any text at all: an answer, never a panic; and never a position unless it is "".
+        #[test]
+        fn arbitrary_text_is_refused_without_panic(text in any::<String>()) {
+            let decoded = tokens().decode::<2>("ListAccounts", "a", &text);
+            if text.is_empty() {
+                prop_assert!(matches!(decoded, Ok(None)));
+            } else {
+                prop_assert!(decoded.is_err());
+            }
+        }
+
+        /// Base64url text of arbitrary bytes (what a forger would try): refused.
+        #[test]
+        fn arbitrary_bytes_are_refused(bytes in proptest::collection::vec(any::<u8>(), 1..200)) {
+            let text = URL_SAFE_NO_PAD.encode(&bytes);
+            prop_assert!(tokens().decode::<2>("ListAccounts", "a", &text).is_err());
+        }
+
+        /// What is encoded comes back, for its method and caller only.
+        #[test]
+        fn round_trip(a in field(), b in field(), caller in field(), other in field()) {
+            let t = tokens();
+            let token = t.encode("ListHoldings", &caller, &[&a, &b]);
+            prop_assert_eq!(
+                t.decode::<2>("ListHoldings", &caller, &token).unwrap(),
+                Some([a.clone(), b.clone()])
+            );
+            if other != caller {
+                prop_assert!(t.decode::<2>("ListHoldings", &other, &token).is_err());
+            }
+            prop_assert!(t.decode::<2>("ListAccounts", &caller, &token).is_err());
+        }
+
+        /// Any change to a genuine token's text is refused: a changed character, a cut, an
+        /// insertion.
+        #[test]
+        fn altered_tokens_are_refused(
+            a in field(),
+            at in any::<prop::sample::Index>(),
+            replacement in proptest::char::any(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let t = tokens();
+            let token = t.encode("ListAccounts", "a", &[&a, "x"]);
+            let position = at.index(token.len());
+            let mut changed = token.clone();
+            changed.replace_range(position..=position, &replacement.to_string());
+            if changed != token {
+                prop_assert!(t.decode::<2>("ListAccounts", "a", &changed).is_err());
+            }
+            // Cut to 1..len characters (cut to nothing is the first page, by design).
+            let cut = 1 + cut.index(token.len() - 1);
+            prop_assert!(t.decode::<2>("ListAccounts", "a", &token[..cut]).is_err());
+            let mut longer = token.clone();
+            longer.insert(position, 'A');
+            prop_assert!(t.decode::<2>("ListAccounts", "a", &longer).is_err());
+        }
+    }
+}
