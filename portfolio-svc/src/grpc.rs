@@ -161,11 +161,6 @@ impl PortfolioService for PortfolioApi {
         let Some((snapshot, mut rows)) = page else {
             return Ok(Response::new(pb::ListAccountsResponse::default()));
         };
-        let listing = Listing {
-            method: "ListAccounts",
-            caller: &owner,
-            account_number: "",
-        };
         let next_page_token = next_token(
             &self.state.tokens,
             listing,
@@ -279,11 +274,6 @@ impl PortfolioService for PortfolioApi {
             })
             .await?;
         let (snapshot, mut rows) = page.ok_or_else(|| not_found(account_number.as_str()))?;
-        let listing = Listing {
-            method: "ListHoldings",
-            caller: &owner,
-            account_number: account_number.as_str(),
-        };
         let next_page_token = next_token(
             &self.state.tokens,
             listing,
