@@ -137,13 +137,10 @@ where
                     e.0,
                 )
             })?;
-            if entry.customer_name.trim().is_empty() {
-                return Err(invalid(
-                    "EMPTY_FIELD",
-                    format!("{at}.customer_name"),
-                    "must not be empty",
-                ));
-            }
+            let customer_name = invest_proto::server::error::required_text(
+                &entry.customer_name,
+                format!("{at}.customer_name"),
+            )?;
             if last.as_ref().is_some_and(|l| *l >= account) {
                 return Err(invalid(
                     "ENTRIES_OUT_OF_ORDER",
@@ -156,7 +153,7 @@ where
             hasher.add(RecordKind::DirectoryEntry, entry);
             entries.push(Entry {
                 account_number: account.as_str().to_owned(),
-                customer_name: entry.customer_name.clone(),
+                customer_name,
             });
             last = Some(account);
             count += 1;

@@ -67,42 +67,20 @@ impl Status {
     }
 }
 
-/// A transfer id: 128 random bits as 32 lowercase hex digits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferId(String);
+pub use invest_proto::ids::TransferId;
 
-impl TransferId {
-    /// A fresh id from the operating system's random source.
-    pub fn generate() -> Result<Self> {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).map_err(|e| {
-            Error::Unavailable(format!("no randomness available for a transfer id: {e}"))
-        })?;
-        Ok(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
-    }
+/// A fresh transfer id from the operating system's random source.
+pub fn new_transfer_id() -> Result<TransferId> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        Error::Unavailable(format!("no randomness available for a transfer id: {e}"))
+    })?;
+    Ok(TransferId::from_random(bytes))
+}
 
-    /// Accepts exactly what `generate` produces (hex case-insensitive).
-    pub fn parse(text: &str) -> Result<Self> {
-        if text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(Self(text.to_ascii_lowercase()))
-        } else {
-            Err(Error::invalid(
-                "INVALID_TRANSFER_ID",
-                "transfer_id",
-                "must be the 32 hex digits RegisterDeposit returned",
-            ))
-        }
-    }
-
-    /// The id.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The id, owned.
-    pub fn into_string(self) -> String {
-        self.0
-    }
+/// Accepts exactly what [`new_transfer_id`] produces (hex case-insensitive).
+pub fn parse_transfer_id(text: &str) -> Result<TransferId> {
+    TransferId::parse(text).map_err(|e| Error::invalid("INVALID_TRANSFER_ID", "transfer_id", e.0))
 }
 
 /// The phase-2 signature: BLAKE3 of account_number + customer_name + amount.
@@ -203,12 +181,12 @@ mod tests {
 
     #[test]
     fn transfer_ids() {
-        let a = TransferId::generate().unwrap();
-        let b = TransferId::generate().unwrap();
+        let a = new_transfer_id().unwrap();
+        let b = new_transfer_id().unwrap();
         assert_ne!(a, b);
         assert_eq!(a.as_str().len(), 32);
-        assert_eq!(TransferId::parse(&a.as_str().to_uppercase()).unwrap(), a);
-        assert!(TransferId::parse("1234").is_err());
+        assert_eq!(parse_transfer_id(&a.as_str().to_uppercase()).unwrap(), a);
+        assert!(parse_transfer_id("1234").is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use invest_proto::{
     ids::AccountNumber,
     server::{
         db::Database,
-        paging::{decode_token, encode_token, page_size},
+        paging::{PageTokens, page_size, token_mismatch},
     },
     time,
 };
@@ -22,7 +22,10 @@ use crate::{
     clock::Clock,
     delivery::Delivery,
     directory,
-    domain::{Signature, Status as DepositState, TransferId, check_amount, parse_request_id},
+    domain::{
+        Signature, Status as DepositState, check_amount, new_transfer_id, parse_request_id,
+        parse_transfer_id,
+    },
     error::{Error, Result},
     store::{
         deposits::{self, Confirmation, DepositRow, ListFilter},
@@ -57,6 +60,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Advisory-lock key serialising directory flips on PostgreSQL.
     pub flip_lock_key: i64,
+    /// Signs and checks page tokens.
+    pub tokens: PageTokens,
 }
 
 impl AppState {
@@ -147,7 +152,7 @@ impl DepositService for DepositApi {
         let request_id = parse_request_id(&request.request_id)?;
         let now = self.state.clock.now();
         let new = DepositRow {
-            transfer_id: TransferId::generate()?.into_string(),
+            transfer_id: new_transfer_id()?.into_string(),
             owner: owner.clone(),
             account_number: account.as_str().to_owned(),
             customer_name: request.customer_name,
@@ -194,7 +199,7 @@ impl DepositService for DepositApi {
     ) -> Result<Response<pb::ConfirmDepositResponse>, Status> {
         let owner = caller(&request)?.subject.clone();
         let request = request.into_inner();
-        let transfer_id = TransferId::parse(&request.transfer_id)?;
+        let transfer_id = parse_transfer_id(&request.transfer_id)?;
         let signature = Signature::parse(&request.signature)?;
         let now = self.state.clock.now();
         let db = self.state.db()?;
@@ -259,7 +264,7 @@ impl DepositService for DepositApi {
         request: Request<pb::GetDepositRequest>,
     ) -> Result<Response<pb::Deposit>, Status> {
         let owner = caller(&request)?.subject.clone();
-        let transfer_id = TransferId::parse(&request.get_ref().transfer_id)?;
+        let transfer_id = parse_transfer_id(&request.get_ref().transfer_id)?;
         let db = self.state.db()?;
         let row = db
             .run(move |c| -> Result<_> {
@@ -279,16 +284,12 @@ impl DepositService for DepositApi {
         let filter = list_filter(&request)?;
         let limit = page_size(request.page_size, PAGE_DEFAULT, PAGE_MAX)?;
         let fingerprint = filter_fingerprint(&filter);
-        let cursor = match decode_token::<3>(&request.page_token)? {
+        let tokens = &self.state.tokens;
+        let cursor = match tokens.decode::<3>(LIST_DEPOSITS, &owner, &request.page_token)? {
             None => None,
             Some([created_at, transfer_id, issued_for]) => {
                 if issued_for != fingerprint {
-                    return Err(Error::invalid(
-                        "PAGE_TOKEN_MISMATCH",
-                        "page_token",
-                        "was issued for other filters; pass the same filters as the first page",
-                    )
-                    .into());
+                    return Err(token_mismatch("other filters").into());
                 }
                 let created_at = created_at.parse::<i64>().map_err(|_| {
                     Error::invalid(
@@ -302,9 +303,17 @@ impl DepositService for DepositApi {
         };
         let now = self.state.clock.now();
         let db = self.state.db()?;
+        let listed_for = owner.clone();
         let mut rows = db
             .run(move |c| -> Result<_> {
-                Ok(deposits::list(c, &owner, &filter, cursor, limit + 1, now)?)
+                Ok(deposits::list(
+                    c,
+                    &listed_for,
+                    &filter,
+                    cursor,
+                    limit + 1,
+                    now,
+                )?)
             })
             .await?;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -312,11 +321,15 @@ impl DepositService for DepositApi {
             rows.truncate(limit);
             rows.last()
                 .map(|last| {
-                    encode_token(&[
-                        &last.created_at.to_string(),
-                        &last.transfer_id,
-                        &fingerprint,
-                    ])
+                    tokens.encode(
+                        LIST_DEPOSITS,
+                        &owner,
+                        &[
+                            &last.created_at.to_string(),
+                            &last.transfer_id,
+                            &fingerprint,
+                        ],
+                    )
                 })
                 .unwrap_or_default()
         } else {
@@ -381,6 +394,9 @@ fn list_filter(request: &pb::ListDepositsRequest) -> Result<ListFilter> {
 }
 
 /// Binds a page token to the filters it was issued for (AIP-158).
+/// The method page tokens of ListDeposits are signed for.
+const LIST_DEPOSITS: &str = "ListDeposits";
+
 fn filter_fingerprint(filter: &ListFilter) -> String {
     let text = format!(
         "{:?}|{:?}|{:?}|{:?}",

@@ -152,7 +152,7 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
             <DepositServiceServer<DepositApi> as tonic::server::NamedService>::NAME,
             <DirectoryIngestServer<DirectoryApi> as tonic::server::NamedService>::NAME,
         ],
-        untimed_methods: HashSet::from(["/invest.deposit.v1.DirectoryIngest/LoadDirectory"]),
+        streaming_methods: HashSet::from(["/invest.deposit.v1.DirectoryIngest/LoadDirectory"]),
         migrations: store::MIGRATIONS,
     };
     let keys = launch.keys()?;
@@ -172,6 +172,7 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
         },
         clock: config.clock.clone(),
         flip_lock_key: store::MIGRATIONS.lock_key + 1,
+        tokens: invest_proto::server::paging::PageTokens::new(&keys),
     });
     let delivery_config = DeliveryConfig {
         timeout: config.delivery_timeout,
@@ -187,6 +188,7 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
     let running = launch
         .start(
             db,
+            (keys.clone(), verified.clone()),
             |routes| {
                 routes
                     .add_service(DepositServiceServer::with_interceptor(
@@ -202,7 +204,7 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
                 Box::pin(async move {
                     let lease_owner = format!(
                         "{SERVER_NAME}-{}",
-                        crate::domain::TransferId::generate()
+                        crate::domain::new_transfer_id()
                             .map(|t| t.into_string())
                             .unwrap_or_default()
                     );

@@ -2,7 +2,7 @@
 //! clients with tokens, directory streams built from entries, and a TCP proxy that takes
 //! portfolio-svc "down" and "up" without stopping it.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use clap::Parser as _;
 use invest_proto::{
@@ -14,13 +14,11 @@ use invest_proto::{
     digest::{RecordDigest, RecordKind},
     server::testkit::{Backend, TestDatabase},
 };
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::watch,
-};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 use crate::{Config, DepositServer, start};
+
+pub use invest_proto::server::testkit::{Proxy, ProxyMode};
 
 /// The JWT secret every test server and client shares (the same as portfolio-svc's tests).
 pub const TEST_SECRET: &str = "test-secret-of-the-invest-test-suite-0123456789";
@@ -180,73 +178,5 @@ impl Directory {
             });
         }
         parts
-    }
-}
-
-/// How the proxy treats connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyMode {
-    /// Forwards everything.
-    Up,
-    /// Closes every connection at once (the target is down).
-    Down,
-    /// Accepts connections and never answers (the target hangs).
-    Hang,
-}
-
-/// A TCP proxy in front of a server, whose mode a test switches; switching closes the
-/// connections open so far, so clients notice at once.
-#[derive(Debug)]
-pub struct Proxy {
-    /// Where clients connect.
-    pub addr: SocketAddr,
-    mode: watch::Sender<(ProxyMode, u64)>,
-}
-
-impl Proxy {
-    /// A proxy to `target`, starting in `mode`.
-    pub async fn start(target: SocketAddr, mode: ProxyMode) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
-        let addr = listener.local_addr().expect("a bound address");
-        let (tx, rx) = watch::channel((mode, 0u64));
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let mut rx = rx.clone();
-                let (mode, generation) = *rx.borrow_and_update();
-                tokio::spawn(async move {
-                    let relay = async {
-                        match mode {
-                            ProxyMode::Down => {}
-                            ProxyMode::Hang => std::future::pending::<()>().await,
-                            ProxyMode::Up => {
-                                if let Ok(mut server) = TcpStream::connect(target).await {
-                                    let mut client = client;
-                                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server)
-                                        .await;
-                                }
-                            }
-                        }
-                    };
-                    tokio::select! {
-                        _ = relay => {}
-                        _ = rx.wait_for(|(_, g)| *g != generation) => {}
-                    }
-                });
-            }
-        });
-        Self { addr, mode: tx }
-    }
-
-    /// `http://ADDR`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Switches mode and cuts every open connection.
-    pub fn set(&self, mode: ProxyMode) {
-        self.mode.send_modify(|(m, generation)| {
-            *m = mode;
-            *generation += 1;
-        });
     }
 }

@@ -1,7 +1,7 @@
 //! deposit-svc as a real process, killed with SIGKILL after a confirmation was committed and
 //! before it was delivered: after a restart the deposit lands in portfolio-svc exactly once.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use deposit_svc::testkit::{Directory, Proxy, ProxyMode, TEST_SECRET, deposits_client, sign};
 use invest_proto::{
@@ -9,33 +9,26 @@ use invest_proto::{
     backend_tests,
     deposit::v1::{self as pb, DepositStatus, directory_ingest_client::DirectoryIngestClient},
     portfolio::v1 as portfolio,
-    server::testkit::{Backend, TestDatabase},
+    server::testkit::{Backend, ServerProcess, TestDatabase},
 };
 use portfolio_svc::testkit::{Snapshot, TestPortfolio};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
 
 const ACCOUNT: &str = "111111111111";
 const OWNER: &str = "류영길";
 
-struct Process {
-    child: Child,
-    url: String,
-}
-
 /// Starts the deposit-svc binary and waits until it reports SERVING.
-async fn start(database_url: &str, portfolio_url: &str) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deposit-svc"))
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .args([
+async fn start(database_url: &str, portfolio_url: &str) -> ServerProcess {
+    ServerProcess::start(
+        env!("CARGO_BIN_EXE_deposit-svc"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--database-url",
             database_url,
             "--portfolio-url",
             portfolio_url,
-        ])
-        .args([
             "--delivery-timeout",
             "5s",
             "--delivery-lease",
@@ -44,45 +37,10 @@ async fn start(database_url: &str, portfolio_url: &str) -> Process {
             "200ms",
             "--delivery-poll",
             "50ms",
-        ])
-        .env("INVEST_JWT_SECRET", TEST_SECRET)
-        .env_remove("INVEST_JWT_SECRET_FILE")
-        .env("INVEST_LOG_FORMAT", "text")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the deposit-svc binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("deposit-svc logs its address within 30 s")
-            .unwrap()
-            .expect("deposit-svc exited before listening");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let url = format!("http://{addr}");
-    let channel = deposit_svc::testkit::connect(&url).await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let mut watch = health
-        .watch(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    while let Some(Ok(status)) = tokio_stream::StreamExt::next(&mut watch).await {
-        if status.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-            break;
-        }
-    }
-    Process { child, url }
+        ],
+        TEST_SECRET,
+    )
+    .await
 }
 
 async fn principal(portfolio: &TestPortfolio) -> i64 {
@@ -144,14 +102,14 @@ async fn killed_after_confirmation_delivers_once_after_restart(backend: Backend)
         }],
     };
     DirectoryIngestClient::with_interceptor(
-        deposit_svc::testkit::connect(&first.url).await,
+        deposit_svc::testkit::connect(&first.url()).await,
         ServiceToken::new(portfolio.keys.clone(), "loader", &[SCOPE_INGEST_WRITE]),
     )
     .load_directory(tokio_stream::iter(directory.parts(10)))
     .await
     .unwrap();
 
-    let mut client = deposits_client(&first.url, &portfolio.keys, OWNER).await;
+    let mut client = deposits_client(&first.url(), &portfolio.keys, OWNER).await;
     let transfer = client
         .register_deposit(pb::RegisterDepositRequest {
             account_number: ACCOUNT.into(),
@@ -197,7 +155,7 @@ async fn killed_after_confirmation_delivers_once_after_restart(backend: Backend)
     // portfolio-svc is back; a new process on the same database finishes the job.
     proxy.set(ProxyMode::Up);
     let second = start(db.url(), &proxy.url()).await;
-    let mut client = deposits_client(&second.url, &portfolio.keys, OWNER).await;
+    let mut client = deposits_client(&second.url(), &portfolio.keys, OWNER).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let deposit = client

@@ -684,7 +684,7 @@ async fn history_pages_newest_first(backend: Backend) {
     let status = lee
         .list_deposits(pb::ListDepositsRequest {
             page_size: 1,
-            page_token: first.next_page_token,
+            page_token: first.next_page_token.clone(),
             status: DepositStatus::Pending as i32,
             ..Default::default()
         })
@@ -694,14 +694,34 @@ async fn history_pages_newest_first(backend: Backend) {
         (status.code(), bad_fields(&status)),
         (Code::InvalidArgument, vec!["page_token".to_owned()])
     );
-    let ryu = w
-        .deposit
-        .deposits(RYU)
-        .await
+    assert_eq!(reason(&status).as_deref(), Some("PAGE_TOKEN_MISMATCH"));
+    let mut ryu = w.deposit.deposits(RYU).await;
+    let listed = ryu
         .list_deposits(pb::ListDepositsRequest::default())
         .await
         .unwrap();
-    assert!(ryu.into_inner().deposits.is_empty());
+    assert!(listed.into_inner().deposits.is_empty());
+    // Nor can another customer continue Lee's listing with Lee's token, or anyone with a
+    // token that was cut.
+    let status = ryu
+        .list_deposits(pb::ListDepositsRequest {
+            page_size: 1,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status).as_deref(), Some("INVALID_PAGE_TOKEN"));
+    let cut = &first.next_page_token[..first.next_page_token.len() - 2];
+    let status = lee
+        .list_deposits(pb::ListDepositsRequest {
+            page_size: 1,
+            page_token: cut.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status).as_deref(), Some("INVALID_PAGE_TOKEN"));
 }
 
 async fn a_new_day_keeps_deposits_confirmed_after_its_as_of(backend: Backend) {
@@ -793,6 +813,17 @@ async fn the_directory_loads_atomically(backend: Backend) {
     assert_eq!(
         (status.code(), reason(&status).as_deref()),
         (Code::InvalidArgument, Some("DIGEST_MISMATCH"))
+    );
+    // A NUL inside a name: INVALID_TEXT on both backends, never INTERNAL.
+    let mut nul = today.clone();
+    nul.entries[1].customer_name = "류\0영길".into();
+    let status = ingest
+        .load_directory(tokio_stream::iter(nul.parts(5)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::InvalidArgument, Some("INVALID_TEXT"))
     );
     let mut unordered = today.clone();
     unordered.entries.swap(0, 1);

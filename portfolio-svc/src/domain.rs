@@ -1,8 +1,7 @@
 //! Domain values and the arithmetic of the screens: money in `i64` won with checked
 //! arithmetic, rates as exact decimals, page tokens and page sizes.
 
-pub use invest_proto::server::paging::page_size;
-use invest_proto::server::paging::{decode_token, encode_token};
+pub use invest_proto::server::paging::{PageTokens, page_size, token_mismatch};
 
 use crate::error::{Error, Result};
 
@@ -53,17 +52,44 @@ pub struct PageToken {
     pub after: String,
 }
 
+/// A listing's identity: the method, the caller, and the request field that defines it (the
+/// account of ListHoldings; empty for ListAccounts).
+#[derive(Debug, Clone, Copy)]
+pub struct Listing<'a> {
+    /// `ListAccounts` or `ListHoldings`.
+    pub method: &'static str,
+    /// The token's `sub`.
+    pub caller: &'a str,
+    /// The account listed, or empty.
+    pub account_number: &'a str,
+}
+
 impl PageToken {
-    /// Opaque text for `next_page_token`.
-    pub fn encode(&self) -> String {
-        encode_token(&[&self.snapshot_id.to_string(), &self.after])
+    /// Opaque text for `next_page_token`, signed for `listing`.
+    pub fn encode(&self, tokens: &PageTokens, listing: Listing<'_>) -> String {
+        tokens.encode(
+            listing.method,
+            listing.caller,
+            &[
+                &self.snapshot_id.to_string(),
+                &self.after,
+                listing.account_number,
+            ],
+        )
     }
 
-    /// Parses `page_token`; empty means the first page.
-    pub fn decode(text: &str) -> Result<Option<Self>> {
-        let Some([id, after]) = decode_token::<2>(text)? else {
+    /// Parses `page_token` for `listing`; empty means the first page.
+    pub fn decode(tokens: &PageTokens, listing: Listing<'_>, text: &str) -> Result<Option<Self>> {
+        let Some([id, after, account_number]) =
+            tokens.decode::<3>(listing.method, listing.caller, text)?
+        else {
             return Ok(None);
         };
+        if account_number != listing.account_number {
+            return Err(token_mismatch(&format!(
+                "the listing of another account ({account_number})"
+            )));
+        }
         let snapshot_id = id.parse().map_err(|_| {
             Error::invalid(
                 "INVALID_PAGE_TOKEN",
@@ -84,19 +110,25 @@ pub struct SnapshotsToken {
     pub id: i64,
 }
 
+const LIST_SNAPSHOTS: &str = "ListSnapshots";
+
 impl SnapshotsToken {
-    /// Opaque text for `next_page_token`.
-    pub fn encode(&self) -> String {
-        encode_token(&["snapshots", &self.as_of.to_string(), &self.id.to_string()])
+    /// Opaque text for `next_page_token`, signed for `caller`.
+    pub fn encode(&self, tokens: &PageTokens, caller: &str) -> String {
+        tokens.encode(
+            LIST_SNAPSHOTS,
+            caller,
+            &[&self.as_of.to_string(), &self.id.to_string()],
+        )
     }
 
     /// Parses `page_token`; empty means the first page.
-    pub fn decode(text: &str) -> Result<Option<Self>> {
-        let Some([kind, as_of, id]) = decode_token::<3>(text)? else {
+    pub fn decode(tokens: &PageTokens, caller: &str, text: &str) -> Result<Option<Self>> {
+        let Some([as_of, id]) = tokens.decode::<2>(LIST_SNAPSHOTS, caller, text)? else {
             return Ok(None);
         };
-        match (kind.as_str(), as_of.parse(), id.parse()) {
-            ("snapshots", Ok(as_of), Ok(id)) => Ok(Some(Self { as_of, id })),
+        match (as_of.parse(), id.parse()) {
+            (Ok(as_of), Ok(id)) => Ok(Some(Self { as_of, id })),
             _ => Err(Error::invalid(
                 "INVALID_PAGE_TOKEN",
                 "page_token",
@@ -138,13 +170,46 @@ mod tests {
     }
 
     #[test]
-    fn page_tokens() {
+    fn page_tokens_are_bound_to_their_listing() {
+        let tokens = PageTokens::new(&invest_proto::auth::JwtKeys::from_secret(b"secret"));
         let token = PageToken {
             snapshot_id: 42,
             after: "KR7360750004".into(),
         };
-        assert_eq!(PageToken::decode(&token.encode()).unwrap(), Some(token));
-        assert_eq!(PageToken::decode("").unwrap(), None);
-        assert!(PageToken::decode("garbage!").is_err());
+        let listing = Listing {
+            method: "ListHoldings",
+            caller: "류영길",
+            account_number: "5736692368320",
+        };
+        let text = token.encode(&tokens, listing);
+        assert_eq!(
+            PageToken::decode(&tokens, listing, &text).unwrap(),
+            Some(token)
+        );
+        assert_eq!(PageToken::decode(&tokens, listing, "").unwrap(), None);
+        let reason = |result: Result<Option<PageToken>>| match result {
+            Err(Error::InvalidArgument { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+        let other_account = Listing {
+            account_number: "1111111111",
+            ..listing
+        };
+        assert_eq!(
+            reason(PageToken::decode(&tokens, other_account, &text)),
+            "PAGE_TOKEN_MISMATCH"
+        );
+        let other_caller = Listing {
+            caller: "이정희",
+            ..listing
+        };
+        assert_eq!(
+            reason(PageToken::decode(&tokens, other_caller, &text)),
+            "INVALID_PAGE_TOKEN"
+        );
+        assert_eq!(
+            reason(PageToken::decode(&tokens, listing, "garbage!")),
+            "INVALID_PAGE_TOKEN"
+        );
     }
 }

@@ -121,11 +121,7 @@ pub struct ValidAccount {
 }
 
 fn non_empty(value: &str, field: String) -> Result<String> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(Error::invalid("EMPTY_FIELD", field, "must not be empty"));
-    }
-    Ok(trimmed.to_owned())
+    invest_proto::server::error::required_text(value, field)
 }
 
 fn validate_instrument(at: &str, instrument: &pb::Instrument) -> Result<Isin> {
@@ -563,6 +559,11 @@ mod tests {
         let mut a = account();
         a.customer_name = "  ".into();
         assert_eq!(reason(a), "EMPTY_FIELD");
+        for bad in ["류\0영길", "계좌\n1", "\u{202E}1좌계", &"가".repeat(400)] {
+            let mut a = account();
+            a.account_name = bad.into();
+            assert_eq!(reason(a), "INVALID_TEXT", "{bad:?}");
+        }
         let mut a = account();
         a.principal = -1;
         assert_eq!(reason(a), "NEGATIVE_AMOUNT");

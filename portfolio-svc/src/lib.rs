@@ -102,7 +102,7 @@ pub async fn start(config: Config) -> Result<Portfolio, StartError> {
             <PortfolioIngestServer<IngestApi> as tonic::server::NamedService>::NAME,
             <PortfolioLedgerServer<LedgerApi> as tonic::server::NamedService>::NAME,
         ],
-        untimed_methods: HashSet::from(["/invest.portfolio.v1.PortfolioIngest/LoadSnapshot"]),
+        streaming_methods: HashSet::from(["/invest.portfolio.v1.PortfolioIngest/LoadSnapshot"]),
         migrations: store::MIGRATIONS,
     };
     let keys = launch.keys()?;
@@ -113,6 +113,7 @@ pub async fn start(config: Config) -> Result<Portfolio, StartError> {
         ingest: IngestConfig {
             flip_lock_key: store::MIGRATIONS.lock_key + 1,
         },
+        tokens: domain::PageTokens::new(&keys),
     });
     let (loaded_tx, loaded_rx) = tokio::sync::mpsc::channel(1);
     let janitor = Janitor {
@@ -123,6 +124,7 @@ pub async fn start(config: Config) -> Result<Portfolio, StartError> {
     launch
         .start(
             db,
+            (keys.clone(), verified.clone()),
             |routes| {
                 routes
                     .add_service(PortfolioServiceServer::with_interceptor(

@@ -252,6 +252,7 @@ async fn auth_is_enforced(backend: Backend) {
         aud: aud.into(),
         exp,
         iat: now,
+        nbf: None,
         scope: scope.into(),
     };
 
@@ -390,6 +391,202 @@ async fn malformed_arguments_are_named(backend: Backend) {
         (status.code(), bad_fields(&status)),
         (Code::InvalidArgument, vec!["page_token".to_owned()])
     );
+}
+
+/// Page tokens are signed and bound: to the caller, to the method and to the listing (the
+/// account of ListHoldings). An altered, cut or borrowed token never starts elsewhere.
+async fn page_tokens_are_bound_to_caller_and_listing(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    load(&app, &fixture(AS_OF)).await.unwrap();
+    let mut lee = app.screens("이정희").await;
+    let accounts_token = lee
+        .list_accounts(pb::ListAccountsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .next_page_token;
+    let holdings_token = lee
+        .list_holdings(pb::ListHoldingsRequest {
+            account_number: "333333333333".into(),
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .next_page_token;
+    assert!(!accounts_token.is_empty() && !holdings_token.is_empty());
+
+    let refused = |status: Status| (status.code(), reason(&status).unwrap_or_default());
+    let invalid = (Code::InvalidArgument, "INVALID_PAGE_TOKEN".to_owned());
+    // Another customer cannot use Lee's token.
+    let mut ryu = app.screens("류영길").await;
+    let status = ryu
+        .list_accounts(pb::ListAccountsRequest {
+            page_size: 1,
+            page_token: accounts_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused(status), invalid);
+    // A token of one method is not a token of another.
+    let status = lee
+        .list_holdings(pb::ListHoldingsRequest {
+            account_number: "333333333333".into(),
+            page_size: 1,
+            page_token: accounts_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused(status), invalid);
+    // Lee's holdings token for another of Lee's accounts: a mismatch, said as such.
+    let status = lee
+        .list_holdings(pb::ListHoldingsRequest {
+            account_number: "111111111111".into(),
+            page_size: 1,
+            page_token: holdings_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused(status),
+        (Code::InvalidArgument, "PAGE_TOKEN_MISMATCH".to_owned())
+    );
+    // Cut or altered.
+    let mut altered = holdings_token.clone().into_bytes();
+    let middle = altered.len() / 2;
+    altered[middle] = if altered[middle] == b'A' { b'B' } else { b'A' };
+    for token in [
+        holdings_token[..holdings_token.len() - 1].to_owned(),
+        String::from_utf8(altered).unwrap(),
+    ] {
+        let status = lee
+            .list_holdings(pb::ListHoldingsRequest {
+                account_number: "333333333333".into(),
+                page_size: 1,
+                page_token: token,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused(status), invalid);
+    }
+    // The genuine token still works.
+    let second = lee
+        .list_holdings(pb::ListHoldingsRequest {
+            account_number: "333333333333".into(),
+            page_size: 1,
+            page_token: holdings_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.holdings[0].isin, "KR7133690008");
+}
+
+/// A huge invalid argument is refused with a short message; past the request size limit the
+/// message itself is refused as it arrives.
+async fn huge_arguments_get_short_answers(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    load(&app, &fixture(AS_OF)).await.unwrap();
+    let mut lee = app.screens("이정희").await;
+    let status = lee
+        .get_account(pb::GetAccountRequest {
+            account_number: "9".repeat(60_000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status).as_deref(), Some("INVALID_ACCOUNT_NUMBER"));
+    assert!(status.message().len() < 200, "{}", status.message());
+    assert!(
+        status.message().contains("60000 bytes"),
+        "{}",
+        status.message()
+    );
+    let status = lee
+        .get_account(pb::GetAccountRequest {
+            account_number: "9".repeat(3 << 20),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::ResourceExhausted, Some("REQUEST_TOO_LARGE"))
+    );
+    assert!(status.message().len() < 200, "{}", status.message());
+    // The server is fine afterwards.
+    assert!(
+        lee.get_account(pb::GetAccountRequest {
+            account_number: "111111111111".into(),
+        })
+        .await
+        .is_ok()
+    );
+}
+
+/// ListSnapshots: the kept snapshots, newest first, with their counts; the first is current.
+async fn snapshots_are_listed(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    let mut ingest = app.ingest().await;
+    let empty = ingest
+        .list_snapshots(pb::ListSnapshotsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(empty.snapshots.is_empty() && empty.next_page_token.is_empty());
+    for day in 0..3 {
+        load(&app, &fixture(AS_OF + day * DAY)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = ingest
+            .list_snapshots(pb::ListSnapshotsRequest {
+                page_size: 2,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.snapshots);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let as_of: Vec<i64> = seen
+        .iter()
+        .map(|s| invest_proto::time::to_micros(s.as_of.as_ref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(as_of, [AS_OF + 2 * DAY, AS_OF + DAY, AS_OF]);
+    assert_eq!(
+        seen.iter().map(|s| s.current).collect::<Vec<_>>(),
+        [true, false, false]
+    );
+    let newest = &seen[0];
+    assert_eq!(
+        (newest.accounts, newest.holdings, newest.instruments),
+        (3, 6, 3)
+    );
+    assert_eq!(newest.digest, fixture(AS_OF + 2 * DAY).digest());
+    assert!(newest.loaded_at.is_some() && newest.load_duration.is_some());
+    // A customer's token cannot list snapshots.
+    let status = pb::portfolio_ingest_client::PortfolioIngestClient::with_interceptor(
+        app.channel().await,
+        invest_proto::auth::ServiceToken::new(app.keys.clone(), "이정희", &[SCOPE_ACCOUNTS_READ]),
+    )
+    .list_snapshots(pb::ListSnapshotsRequest::default())
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
 }
 
 async fn pages_are_stable_across_a_new_snapshot(backend: Backend) {
@@ -560,6 +757,20 @@ async fn bad_streams_change_nothing(backend: Backend) {
         bad_fields(&status),
         ["accounts.accounts[1].holdings[0].isin"]
     );
+
+    // A NUL inside a name: the same answer on both backends (PostgreSQL cannot store NUL at
+    // all), never INTERNAL.
+    let mut broken = next.clone();
+    broken.accounts[2].customer_name = "이정\0희".into();
+    let status = load(&app, &broken).await.unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::InvalidArgument, Some("INVALID_TEXT"))
+    );
+    // Two accounts per part: the path is within its part (the third account is the first of
+    // the second part), which the message names.
+    assert_eq!(bad_fields(&status), ["accounts.accounts[0].customer_name"]);
+    assert!(status.message().contains("U+0000"), "{}", status.message());
 
     // A stream cut by the client after some batches were written.
     let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -801,6 +1012,9 @@ backend_tests!(
     auth_is_enforced,
     malformed_arguments_are_named,
     pages_are_stable_across_a_new_snapshot,
+    page_tokens_are_bound_to_caller_and_listing,
+    huge_arguments_get_short_answers,
+    snapshots_are_listed,
     reloading_is_idempotent_and_never_goes_back,
     bad_streams_change_nothing,
     only_a_header_first_and_instruments_before_accounts,

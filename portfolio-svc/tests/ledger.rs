@@ -59,14 +59,19 @@ async fn load(app: &TestPortfolio, snapshot: &Snapshot) {
         .unwrap();
 }
 
-fn deposit(
-    transfer_id: &str,
-    account: &str,
-    amount: i64,
-    confirmed_at: i64,
-) -> pb::ApplyDepositRequest {
+/// A transfer id (32 hex digits, as deposit-svc issues them) named after `name`.
+fn transfer_id(name: &str) -> String {
+    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex:0>32}")
+}
+
+fn deposit(name: &str, account: &str, amount: i64, confirmed_at: i64) -> pb::ApplyDepositRequest {
     pb::ApplyDepositRequest {
-        transfer_id: transfer_id.into(),
+        transfer_id: if name.is_empty() {
+            String::new()
+        } else {
+            transfer_id(name)
+        },
         account_number: account.into(),
         amount,
         confirmed_at: Some(invest_proto::time::from_micros(confirmed_at)),
@@ -322,6 +327,13 @@ async fn bad_credits_are_refused(backend: Backend) {
     let mut ledger = app.ledger().await;
     for (request, field) in [
         (deposit("", "111111111111", 1, AS_OF), "transfer_id"),
+        (
+            pb::ApplyDepositRequest {
+                transfer_id: "transfer-1".into(),
+                ..deposit("t", "111111111111", 1, AS_OF)
+            },
+            "transfer_id",
+        ),
         (deposit("t", "12-34", 1, AS_OF), "account_number"),
         (deposit("t", "111111111111", 0, AS_OF), "amount"),
         (deposit("t", "111111111111", -5, AS_OF), "amount"),
@@ -337,6 +349,15 @@ async fn bad_credits_are_refused(backend: Backend) {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(invest_proto::status::bad_fields(&status), [field]);
     }
+    // An account no loaded snapshot knows is not credited.
+    let status = ledger
+        .apply_deposit(deposit("u", "999999999999", 1, AS_OF + HOUR))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::NotFound, Some("NOT_FOUND"))
+    );
     // The customers' scope cannot credit.
     let mut customer = pb::portfolio_ledger_client::PortfolioLedgerClient::with_interceptor(
         app.channel().await,
@@ -354,7 +375,52 @@ async fn bad_credits_are_refused(backend: Backend) {
     assert_eq!(detail(&app, "111111111111").await.principal, 1_000);
 }
 
+/// An account whose figures no longer fit in 64 bits once deposits are added (only corrupt
+/// data gets there) is left out of ListAccounts instead of failing the customer's other
+/// accounts; GetAccount on it says why.
+async fn one_account_out_of_range_hides_no_other(backend: Backend) {
+    let Some(app) = TestPortfolio::spawn(backend).await else {
+        return;
+    };
+    let mut day = fixture(AS_OF);
+    day.accounts[1].holdings[0].current_price = i64::MAX - 50;
+    load(&app, &day).await;
+    app.ledger()
+        .await
+        .apply_deposit(deposit("huge", "222222222222", 100, AS_OF + HOUR))
+        .await
+        .unwrap();
+    let listed = app
+        .screens("이정희")
+        .await
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed
+            .accounts
+            .iter()
+            .map(|a| a.account_number.as_str())
+            .collect::<Vec<_>>(),
+        ["111111111111"]
+    );
+    let status = app
+        .screens("이정희")
+        .await
+        .get_account(pb::GetAccountRequest {
+            account_number: "222222222222".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_deref()),
+        (Code::FailedPrecondition, Some("FIGURE_OUT_OF_RANGE"))
+    );
+}
+
 backend_tests!(
+    one_account_out_of_range_hides_no_other,
     deposits_raise_principal_assets_and_cash,
     an_account_without_cash_gets_a_cash_line,
     deposits_stay_visible_until_a_snapshot_includes_them,

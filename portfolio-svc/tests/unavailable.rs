@@ -117,7 +117,7 @@ async fn losing_the_database_answers_unavailable(backend: Backend) {
         .unwrap();
     let mut ledger = app.ledger().await;
     let credit = pb::ApplyDepositRequest {
-        transfer_id: "t1".into(),
+        transfer_id: "00000000000000000000000000007431".into(),
         account_number: "111111111111".into(),
         amount: 5,
         confirmed_at: Some(invest_proto::time::from_micros(1_795_000_000_000_001)),
@@ -175,3 +175,177 @@ backend_tests!(
     a_database_that_never_comes_answers_unavailable,
     losing_the_database_answers_unavailable
 );
+
+/// The admin URL of the PostgreSQL tests, or `None` (said on stderr) when there is none.
+fn postgres_admin() -> Option<String> {
+    let url = std::env::var(invest_proto::server::testkit::POSTGRES_URL_VAR).ok();
+    if url.is_none() {
+        // TestDatabase::create says SKIPPED (or fails when PostgreSQL is required).
+        let _ = TestDatabase::create(Backend::Postgres, "portfolio");
+    }
+    url
+}
+
+/// `postgres://user@HOST:PORT/db` → (`HOST:PORT` as an address, the database name).
+fn host_and_database(url: &str) -> (std::net::SocketAddr, String) {
+    let after_scheme = &url[url.find("://").unwrap() + 3..];
+    let authority_end = after_scheme.find('/').unwrap_or(after_scheme.len());
+    let host = host_of(url);
+    let host = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    };
+    let database = after_scheme[authority_end..]
+        .trim_start_matches('/')
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&host)
+        .unwrap()
+        .next()
+        .unwrap();
+    (addr, database)
+}
+
+/// The `HOST[:PORT]` of a PostgreSQL URL.
+fn host_of(url: &str) -> &str {
+    let after_scheme = &url[url.find("://").unwrap() + 3..];
+    let authority = &after_scheme[..after_scheme.find('/').unwrap_or(after_scheme.len())];
+    authority.rsplit('@').next().unwrap()
+}
+
+async fn health_watch(
+    addr: std::net::SocketAddr,
+) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn until_status(
+    watch: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
+    wanted: tonic_health::pb::health_check_response::ServingStatus,
+) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(status) = watch.message().await.unwrap() {
+            if status.status == wanted as i32 {
+                return;
+            }
+        }
+        panic!("the health stream ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("health did not turn {wanted:?} within 30 s"));
+}
+
+/// Health follows the database: NOT_SERVING while PostgreSQL does not answer (so that
+/// readiness takes the replica out), SERVING again when it does. (On SQLite the database is a
+/// file of the process itself; there is no outage of that kind to report.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_database_on_postgres() {
+    use invest_proto::server::testkit::{Proxy, ProxyMode};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    if postgres_admin().is_none() {
+        return;
+    }
+    let db = TestDatabase::create(Backend::Postgres, "portfolio").unwrap();
+    let (postgres, _) = host_and_database(db.url());
+    let proxy = Proxy::start(postgres, ProxyMode::Up).await;
+    let proxied = db
+        .url()
+        .replacen(host_of(db.url()), &proxy.addr.to_string(), 1);
+    let mut config = test_config(&proxied);
+    config.server.health_check_interval = Duration::from_millis(100);
+    config.server.db_acquire_timeout = Duration::from_millis(500);
+    let server = portfolio_svc::start(config).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), server.ready())
+        .await
+        .unwrap();
+    let mut watch = health_watch(server.addr).await;
+    until_status(&mut watch, ServingStatus::Serving).await;
+    proxy.set(ProxyMode::Down);
+    until_status(&mut watch, ServingStatus::NotServing).await;
+    proxy.set(ProxyMode::Up);
+    until_status(&mut watch, ServingStatus::Serving).await;
+    server.shutdown();
+}
+
+/// A database that refuses writes (a hot standby, `default_transaction_read_only`) answers a
+/// write UNAVAILABLE with the reason `DATABASE_READ_ONLY`, never INTERNAL; the write goes
+/// through once it is writable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_answers_unavailable_on_postgres() {
+    use diesel::{PgConnection, RunQueryDsl};
+    let Some(admin) = postgres_admin() else {
+        return;
+    };
+    let db = TestDatabase::create(Backend::Postgres, "portfolio").unwrap();
+    let (_, name) = host_and_database(db.url());
+    let app = TestPortfolio::spawn_on(db, |_| {}).await;
+    app.ingest()
+        .await
+        .load_snapshot(tokio_stream::iter(day().parts(1)))
+        .await
+        .unwrap();
+    let mut admin = PgConnection::establish(&admin).unwrap();
+    let mut set_read_only = |on: bool| {
+        let setting = if on {
+            "SET default_transaction_read_only = on"
+        } else {
+            "RESET default_transaction_read_only"
+        };
+        diesel::sql_query(format!("ALTER DATABASE \"{name}\" {setting}"))
+            .execute(&mut admin)
+            .unwrap();
+        // Sessions take the setting when they start: end the server's.
+        diesel::sql_query(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .execute(&mut admin)
+        .unwrap();
+    };
+    set_read_only(true);
+    let mut ledger = app.ledger().await;
+    let credit = pb::ApplyDepositRequest {
+        transfer_id: "000000000000000000000000000000aa".into(),
+        account_number: "111111111111".into(),
+        amount: 5,
+        confirmed_at: Some(invest_proto::time::from_micros(1_795_000_000_000_001)),
+    };
+    let mut reasons = Vec::new();
+    for _ in 0..20 {
+        let status = ledger.apply_deposit(credit.clone()).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        let reason = reason(&status).unwrap();
+        reasons.push(reason.clone());
+        if reason == "DATABASE_READ_ONLY" {
+            break;
+        }
+    }
+    // The first calls may meet the sessions that were just ended (DATABASE_UNAVAILABLE).
+    assert_eq!(
+        reasons.last().map(String::as_str),
+        Some("DATABASE_READ_ONLY"),
+        "{reasons:?}"
+    );
+    set_read_only(false);
+    let mut applied = None;
+    for _ in 0..20 {
+        if let Ok(response) = ledger.apply_deposit(credit.clone()).await {
+            applied = Some(response.into_inner().already_applied);
+            break;
+        }
+    }
+    assert_eq!(applied, Some(false), "credited once it is writable again");
+}

@@ -36,16 +36,41 @@ const LEEWAY_SECONDS: u64 = 30;
 pub struct Claims {
     /// The customer name (or service name) the token speaks for.
     pub sub: String,
-    /// Always [`AUDIENCE`].
-    pub aud: String,
+    /// [`AUDIENCE`], alone or among others.
+    pub aud: Audience,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
     /// Issue time, seconds since the Unix epoch.
     #[serde(default)]
     pub iat: u64,
+    /// Not before, seconds since the Unix epoch: the token is refused until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Space-separated scopes.
     #[serde(default)]
     pub scope: String,
+}
+
+/// The `aud` claim: one string, or a list of strings (RFC 7519, section 4.1.3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "invest"`.
+    One(String),
+    /// `"aud": ["invest", "other"]`.
+    Many(Vec<String>),
+}
+
+impl From<&str> for Audience {
+    fn from(audience: &str) -> Self {
+        Self::One(audience.to_owned())
+    }
+}
+
+impl From<String> for Audience {
+    fn from(audience: String) -> Self {
+        Self::One(audience)
+    }
 }
 
 /// Where the shared secret comes from: the same flags and variables for all three binaries.
@@ -112,6 +137,7 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    page_token_key: [u8; 32],
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -147,6 +173,9 @@ pub enum AuthError {
     /// Expired.
     #[error("the token has expired")]
     Expired,
+    /// Its `nbf` is still in the future.
+    #[error("the token is not valid yet (its `nbf` is in the future)")]
+    NotYetValid,
     /// Wrong audience.
     #[error("the token's audience is not `{AUDIENCE}`")]
     WrongAudience,
@@ -164,6 +193,7 @@ impl From<AuthError> for Status {
             AuthError::MissingToken => (Code::Unauthenticated, "MISSING_TOKEN"),
             AuthError::MalformedHeader => (Code::Unauthenticated, "MALFORMED_AUTHORIZATION"),
             AuthError::Expired => (Code::Unauthenticated, "TOKEN_EXPIRED"),
+            AuthError::NotYetValid => (Code::Unauthenticated, "TOKEN_NOT_YET_VALID"),
             AuthError::WrongAudience => (Code::Unauthenticated, "WRONG_AUDIENCE"),
             AuthError::Invalid(_) => (Code::Unauthenticated, "INVALID_TOKEN"),
             AuthError::MissingScope(_) => (Code::PermissionDenied, "MISSING_SCOPE"),
@@ -184,12 +214,21 @@ impl JwtKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECONDS;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            // Its own key, derived from the shared secret: every replica signs and checks page
+            // tokens alike, and a page token is never a JWT signature.
+            page_token_key: blake3::derive_key("invest 2026-12-02 page tokens", secret),
         }
+    }
+
+    /// The key page tokens are signed with (derived from the shared secret).
+    pub fn page_token_key(&self) -> [u8; 32] {
+        self.page_token_key
     }
 
     /// Mints a token for `sub` with the given scopes, valid for `ttl`.
@@ -197,9 +236,10 @@ impl JwtKeys {
         let iat = now_seconds();
         let claims = Claims {
             sub: sub.to_owned(),
-            aud: AUDIENCE.to_owned(),
+            aud: AUDIENCE.into(),
             exp: iat.saturating_add(ttl.as_secs()),
             iat,
+            nbf: None,
             scope: scopes.join(" "),
         };
         self.sign(&claims)
@@ -220,11 +260,7 @@ impl JwtKeys {
     /// Verifies a token and tells until when (its `exp`) the answer holds.
     fn verify_until(&self, token: &str) -> Result<(Caller, u64), AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                _ => AuthError::Invalid(e.to_string()),
-            })?;
+            .map_err(|e| refusal(token, e.kind()))?;
         let claims = data.claims;
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid("empty `sub` claim".into()));
@@ -246,10 +282,57 @@ impl JwtKeys {
     }
 }
 
+/// Why `token` was refused, in words for the caller rather than the JWT library's.
+fn refusal(token: &str, kind: &ErrorKind) -> AuthError {
+    let invalid = |why: &str| AuthError::Invalid(why.to_owned());
+    match kind {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::InvalidSignature => {
+            invalid("the signature does not match (signed with another secret, or altered)")
+        }
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::Invalid(format!(
+            "the token has no `{claim}` claim; `sub`, `aud` and `exp` are required"
+        )),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => match algorithm(token) {
+            Some(alg) => AuthError::Invalid(format!(
+                "the token is signed with {}; only HS256 is accepted",
+                crate::ids::echo(&alg)
+            )),
+            None => invalid("only HS256 tokens are accepted"),
+        },
+        _ => match algorithm(token) {
+            Some(alg) if alg != "HS256" => AuthError::Invalid(format!(
+                "the token is signed with {}; only HS256 is accepted",
+                crate::ids::echo(&alg)
+            )),
+            _ => invalid(
+                "not a well-formed JWT: three base64url parts separated by dots, a JSON header and JSON claims with `sub` (text), `aud` (text or list), `exp` (seconds)",
+            ),
+        },
+    }
+}
+
+/// The `alg` of a token's header, if the header is readable.
+fn algorithm(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    header.get("alg")?.as_str().map(str::to_owned)
+}
+
 /// The token of `authorization: Bearer <token>`.
 fn bearer<T>(request: &Request<T>) -> Result<&str, AuthError> {
-    let value = request
-        .metadata()
+    bearer_in(request.metadata().as_ref())
+}
+
+/// The token of an `authorization: Bearer <token>` header.
+pub(crate) fn bearer_in(headers: &tonic::codegen::http::HeaderMap) -> Result<&str, AuthError> {
+    let value = headers
         .get("authorization")
         .ok_or(AuthError::MissingToken)?;
     let value = value.to_str().map_err(|_| AuthError::MalformedHeader)?;
@@ -305,6 +388,28 @@ impl VerifiedTokens {
     }
 }
 
+/// Verifies callers for a server: its keys and its memory of verified tokens.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    keys: Arc<JwtKeys>,
+    verified: Arc<VerifiedTokens>,
+}
+
+impl Authenticator {
+    /// Verifies with `keys`, remembering in `verified`.
+    pub fn new(keys: Arc<JwtKeys>, verified: Arc<VerifiedTokens>) -> Self {
+        Self { keys, verified }
+    }
+
+    /// The caller proven by the `authorization` header, if any.
+    pub fn authenticate(
+        &self,
+        headers: &tonic::codegen::http::HeaderMap,
+    ) -> Result<Arc<Caller>, AuthError> {
+        self.verified.verify(&self.keys, bearer_in(headers)?)
+    }
+}
+
 impl Default for VerifiedTokens {
     fn default() -> Self {
         Self::with_capacity(Self::DEFAULT_CAPACITY)
@@ -334,7 +439,12 @@ impl RequireScope {
 
 impl Interceptor for RequireScope {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let caller = self.verified.verify(&self.keys, bearer(&request)?)?;
+        // The request guard verified the token already when it could (to count the caller's
+        // calls); only the scope is left to check then.
+        let caller = match request.extensions().get::<Arc<Caller>>() {
+            Some(caller) => caller.clone(),
+            None => self.verified.verify(&self.keys, bearer(&request)?)?,
+        };
         if !caller.has_scope(self.scope) {
             return Err(AuthError::MissingScope(self.scope).into());
         }
@@ -440,6 +550,7 @@ mod tests {
             aud: AUDIENCE.into(),
             exp: now - 3600,
             iat: now - 7200,
+            nbf: None,
             scope: String::new(),
         });
         assert_eq!(k.verify(&expired), Err(AuthError::Expired));
@@ -449,10 +560,83 @@ mod tests {
             aud: "elsewhere".into(),
             exp: now + 3600,
             iat: now,
+            nbf: None,
             scope: String::new(),
         });
         assert_eq!(k.verify(&wrong_aud), Err(AuthError::WrongAudience));
         assert!(matches!(k.verify("not.a.jwt"), Err(AuthError::Invalid(_))));
+
+        // RFC 7519: `aud` may be a list; ours must be in it.
+        let listed = |aud: &[&str]| Claims {
+            sub: "a".into(),
+            aud: Audience::Many(aud.iter().map(|a| (*a).to_owned()).collect()),
+            exp: now + 3600,
+            iat: now,
+            nbf: None,
+            scope: "accounts:read".into(),
+        };
+        assert_eq!(
+            k.verify(&k.sign(&listed(&["other", AUDIENCE])))
+                .unwrap()
+                .subject,
+            "a"
+        );
+        assert_eq!(
+            k.verify(&k.sign(&listed(&["other"]))),
+            Err(AuthError::WrongAudience)
+        );
+
+        // `nbf` in the future (beyond the leeway) is refused; in the past it is fine.
+        let not_before = |nbf: u64| Claims {
+            nbf: Some(nbf),
+            ..listed(&[AUDIENCE])
+        };
+        assert_eq!(
+            k.verify(&k.sign(&not_before(now + 3600))),
+            Err(AuthError::NotYetValid)
+        );
+        assert!(k.verify(&k.sign(&not_before(now - 10))).is_ok());
+    }
+
+    /// Refusals speak of the token, not of the JWT library's internals.
+    #[test]
+    fn refusal_messages_are_ours() {
+        use base64::Engine as _;
+        let k = keys();
+        let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        let now = now_seconds();
+        let claims = b64(&format!(
+            r#"{{"sub":"a","aud":"invest","exp":{}}}"#,
+            now + 60
+        ));
+        let unsigned = format!("{}.{claims}.", b64(r#"{"alg":"none","typ":"JWT"}"#));
+        let message = k.verify(&unsigned).unwrap_err().to_string();
+        assert!(
+            message.contains("\"none\"") && message.contains("only HS256"),
+            "{message}"
+        );
+        assert!(!message.contains("variant"), "{message}");
+
+        let other = JwtKeys::from_secret(b"another-secret").mint("a", &[], Duration::from_secs(60));
+        let message = k.verify(&other).unwrap_err().to_string();
+        assert!(message.contains("signature does not match"), "{message}");
+
+        let no_sub = k.sign(&Claims {
+            sub: String::new(),
+            aud: AUDIENCE.into(),
+            exp: now + 60,
+            iat: now,
+            nbf: None,
+            scope: String::new(),
+        });
+        assert!(k.verify(&no_sub).is_err());
+        for garbage in ["", "abc", "a.b.c", "....", "eyJ.eyJ.x"] {
+            let message = k.verify(garbage).unwrap_err().to_string();
+            assert!(
+                message.contains("well-formed JWT"),
+                "{garbage:?}: {message}"
+            );
+        }
     }
 
     #[test]
@@ -485,6 +669,7 @@ mod tests {
             aud: AUDIENCE.into(),
             exp,
             iat: now.saturating_sub(7_200),
+            nbf: None,
             scope: "accounts:read".into(),
         };
         let soon = k.sign(&claims("a", now + 60));

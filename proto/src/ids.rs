@@ -43,6 +43,46 @@ impl fmt::Display for AccountNumber {
     }
 }
 
+/// A transfer id: 128 random bits as 32 lowercase hex digits, as deposit-svc issues them and
+/// portfolio-svc records credits under them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TransferId(String);
+
+impl TransferId {
+    /// 32 hex digits, either case (kept in lowercase).
+    pub fn parse(text: &str) -> Result<Self, FormatError> {
+        if text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(text.to_ascii_lowercase()))
+        } else {
+            Err(FormatError(format!(
+                "transfer id must be the 32 hex digits RegisterDeposit returned, got {}",
+                echo(text)
+            )))
+        }
+    }
+
+    /// The id of 16 random bytes.
+    pub fn from_random(bytes: [u8; 16]) -> Self {
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for TransferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Longest text field (names of customers, brokerages, accounts, instruments and asset
 /// groups) anywhere in the system, in UTF-8 bytes. The loader may be stricter, never looser:
 /// a day it cleans must pass the servers' checks.
@@ -102,7 +142,11 @@ pub fn check_text(text: &str, max: usize) -> Result<(), TextError> {
             max,
         });
     }
-    match text.chars().enumerate().find(|(_, c)| is_forbidden_char(*c)) {
+    match text
+        .chars()
+        .enumerate()
+        .find(|(_, c)| is_forbidden_char(*c))
+    {
         Some((index, character)) => Err(TextError::ForbiddenCharacter {
             character,
             position: index + 1,
@@ -243,9 +287,22 @@ mod tests {
     }
 
     #[test]
+    fn transfer_ids() {
+        let id = TransferId::from_random([0xab; 16]);
+        assert_eq!(id.as_str(), "ab".repeat(16));
+        assert_eq!(TransferId::parse(&"AB".repeat(16)).unwrap(), id);
+        for bad in ["", "1234", &"g".repeat(32), &"a".repeat(33), "transfer-1"] {
+            assert!(TransferId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn text_rules() {
         assert_eq!(check_text("류영길", MAX_TEXT_BYTES), Ok(()));
-        assert_eq!(check_text("미국S&P IT(합성) / 현금", MAX_TEXT_BYTES), Ok(()));
+        assert_eq!(
+            check_text("미국S&P IT(합성) / 현금", MAX_TEXT_BYTES),
+            Ok(())
+        );
         assert_eq!(
             check_text("a\0b", MAX_TEXT_BYTES),
             Err(TextError::ForbiddenCharacter {
@@ -253,7 +310,15 @@ mod tests {
                 position: 2
             })
         );
-        for bad in ["x\ny", "x\ty", "\u{7f}", "\u{85}", "abc\u{202E}cba", "\u{2028}", "\u{feff}x"] {
+        for bad in [
+            "x\ny",
+            "x\ty",
+            "\u{7f}",
+            "\u{85}",
+            "abc\u{202E}cba",
+            "\u{2028}",
+            "\u{feff}x",
+        ] {
             assert!(check_text(bad, MAX_TEXT_BYTES).is_err(), "{bad:?}");
         }
         assert_eq!(

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use diesel::{prelude::*, result::DatabaseErrorKind};
 use invest_proto::server::db::{DbConnection, write_transaction};
 
-use super::schema::{holdings, instruments, ledger_deposits};
+use super::{
+    schema::{accounts, holdings, instruments, ledger_deposits, snapshots},
+    state,
+};
 use crate::error::{Error, Result};
 
 /// A deposit to credit.
@@ -53,8 +56,24 @@ fn reused(transfer_id: &str) -> Error {
     }
 }
 
+/// Whether the account is in a snapshot readers may see (the current one, or one kept for
+/// paging): a primary-key search per kept snapshot, of which there are a few.
+fn account_known(conn: &mut DbConnection, account_number: &str) -> QueryResult<bool> {
+    let kept = snapshots::table
+        .filter(snapshots::state.ne(state::LOADING))
+        .select(snapshots::id);
+    diesel::select(diesel::dsl::exists(
+        accounts::table
+            .filter(accounts::snapshot_id.eq_any(kept))
+            .filter(accounts::account_number.eq(account_number)),
+    ))
+    .get_result(conn)
+}
+
 /// Records a credit once. The primary key on the transfer id is the guarantee: of two
-/// concurrent calls one inserts, the other finds it.
+/// concurrent calls one inserts, the other finds it. A credit to an account no loaded
+/// snapshot knows is NOT_FOUND (deposit-svc keeps it and delivers it again later); a repeat
+/// of a credit already recorded is answered as such even if the account has gone since.
 pub fn apply(conn: &mut DbConnection, credit: &Credit) -> Result<Applied> {
     let inserted = write_transaction(conn, |conn| -> Result<Applied> {
         if let Some(previous) = existing(conn, &credit.transfer_id)? {
@@ -63,6 +82,12 @@ pub fn apply(conn: &mut DbConnection, credit: &Credit) -> Result<Applied> {
             } else {
                 Err(reused(&credit.transfer_id))
             };
+        }
+        if !account_known(conn, &credit.account_number)? {
+            return Err(Error::NotFound(format!(
+                "account {} is in no loaded snapshot; the credit is not recorded",
+                credit.account_number
+            )));
         }
         diesel::insert_into(ledger_deposits::table)
             .values(credit)
@@ -81,25 +106,39 @@ pub fn apply(conn: &mut DbConnection, credit: &Credit) -> Result<Applied> {
 }
 
 /// Sum of the deposits of each account confirmed after `after` (a snapshot's as_of), with
-/// checked arithmetic. Accounts without such deposits are absent.
-pub fn overlay(
+/// checked arithmetic: `None` for an account whose sum does not fit in 64 bits. Accounts
+/// without such deposits are absent.
+pub fn overlay_each(
     conn: &mut DbConnection,
     accounts: &[&str],
     after: i64,
-) -> Result<HashMap<String, i64>> {
+) -> Result<HashMap<String, Option<i64>>> {
     let rows: Vec<(String, i64)> = ledger_deposits::table
         .filter(ledger_deposits::account_number.eq_any(accounts))
         .filter(ledger_deposits::confirmed_at.gt(after))
         .select((ledger_deposits::account_number, ledger_deposits::amount))
         .load(conn)?;
-    let mut sums: HashMap<String, i64> = HashMap::new();
+    let mut sums: HashMap<String, Option<i64>> = HashMap::new();
     for (account, amount) in rows {
-        let sum = sums.entry(account).or_insert(0);
-        *sum = sum
-            .checked_add(amount)
-            .ok_or_else(|| crate::domain::overflow("sum of recent deposits"))?;
+        let sum = sums.entry(account).or_insert(Some(0));
+        *sum = sum.and_then(|sum| sum.checked_add(amount));
     }
     Ok(sums)
+}
+
+/// [`overlay_each`], failing (FIGURE_OUT_OF_RANGE) when a sum does not fit.
+pub fn overlay(
+    conn: &mut DbConnection,
+    accounts: &[&str],
+    after: i64,
+) -> Result<HashMap<String, i64>> {
+    overlay_each(conn, accounts, after)?
+        .into_iter()
+        .map(|(account, sum)| {
+            sum.map(|sum| (account, sum))
+                .ok_or_else(|| crate::domain::overflow("sum of recent deposits"))
+        })
+        .collect()
 }
 
 /// Whether the account holds `CASH` in the snapshot, and the name and asset group of the

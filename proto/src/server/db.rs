@@ -462,6 +462,75 @@ pub fn is_unavailable(err: &diesel::result::Error) -> bool {
     }
 }
 
+/// A database that answers but cannot store what it is asked to: an operator must act (free
+/// disk space, make the file or the server writable), and the caller may retry later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageProblem {
+    /// The disk (or SQLite's page limit) is full.
+    Full,
+    /// The database file, the file system or the server (a hot standby, or
+    /// `default_transaction_read_only`) refuses writes.
+    ReadOnly,
+    /// The storage failed to read or write.
+    Io,
+}
+
+impl StorageProblem {
+    /// `ErrorInfo.reason` of the UNAVAILABLE answer.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Full => "DATABASE_FULL",
+            Self::ReadOnly => "DATABASE_READ_ONLY",
+            Self::Io => "DATABASE_IO_ERROR",
+        }
+    }
+
+    /// What the caller is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Full => "the database's storage is full; nothing was changed; retry later",
+            Self::ReadOnly => {
+                "the database refuses writes right now; nothing was changed; retry later"
+            }
+            Self::Io => "the database's storage failed; nothing was changed; retry later",
+        }
+    }
+}
+
+/// Whether a diesel error is a [`StorageProblem`]. SQLite reports them only in its message
+/// (`SQLITE_FULL`, `SQLITE_READONLY`, `SQLITE_IOERR`, `SQLITE_CANTOPEN`); PostgreSQL as
+/// `read_only_sql_transaction` (25006) or in the message of `disk_full` (53100) and I/O errors.
+pub fn storage_problem(err: &diesel::result::Error) -> Option<StorageProblem> {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let Error::DatabaseError(kind, info) = err else {
+        return None;
+    };
+    if matches!(kind, DatabaseErrorKind::ReadOnlyTransaction) {
+        return Some(StorageProblem::ReadOnly);
+    }
+    let message = info.message().to_ascii_lowercase();
+    if message.contains("database or disk is full")
+        || message.contains("no space left on device")
+        || message.contains("disk quota exceeded")
+    {
+        Some(StorageProblem::Full)
+    } else if message.contains("readonly database")
+        || message.contains("read-only transaction")
+        || message.contains("read-only file system")
+    {
+        Some(StorageProblem::ReadOnly)
+    } else if message.contains("disk i/o error")
+        || message.contains("unable to open database file")
+        || message.contains("could not write to file")
+        || message.contains("could not extend file")
+        || message.contains("could not read block")
+    {
+        Some(StorageProblem::Io)
+    } else {
+        None
+    }
+}
+
 /// Runs the same diesel code against the concrete connection of either backend, for the few
 /// statements `MultiConnection` cannot express (`RETURNING`, `ON CONFLICT`, `COPY`). The body
 /// is type-checked once per backend.

@@ -1,6 +1,6 @@
 //! The one error type of both servers and its one mapping to gRPC statuses (AIP-193 details).
 
-use super::db::{DbError, is_unavailable};
+use super::db::{DbError, is_unavailable, storage_problem};
 use crate::status::{error_status, invalid_argument};
 use tonic::{Code, Status};
 
@@ -61,6 +61,20 @@ impl Error {
     }
 }
 
+/// A required text field of a record: trimmed, not empty (EMPTY_FIELD), and within the text
+/// rules every side shares (INVALID_TEXT: no control or invisible characters, at most
+/// [`crate::ids::MAX_TEXT_BYTES`]), so that what is stored is the same on SQLite and
+/// PostgreSQL and safe to show.
+pub fn required_text(value: &str, field: impl Into<String>) -> Result<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid("EMPTY_FIELD", field, "must not be empty"));
+    }
+    crate::ids::check_text(trimmed, crate::ids::MAX_TEXT_BYTES)
+        .map_err(|e| Error::invalid("INVALID_TEXT", field, e.to_string()))?;
+    Ok(trimmed.to_owned())
+}
+
 impl From<diesel::result::Error> for Error {
     fn from(err: diesel::result::Error) -> Self {
         Self::Db(DbError::Query(err))
@@ -106,6 +120,13 @@ impl From<Error> for Status {
                     "the database is unreachable or busy; retry with backoff",
                 )
             }
+            Error::Db(DbError::Query(e)) if storage_problem(&e).is_some() => {
+                let problem = storage_problem(&e).unwrap_or(super::db::StorageProblem::Io);
+                tracing::error!(error = %e, reason = problem.reason(), "the database cannot store: an operator must act");
+                metrics::counter!("database_storage_errors_total", "reason" => problem.reason())
+                    .increment(1);
+                error_status(Code::Unavailable, problem.reason(), problem.message())
+            }
             Error::Db(DbError::Query(e)) => {
                 tracing::error!(error = %e, "database query failed");
                 error_status(Code::Internal, "DATABASE_ERROR", "internal database error")
@@ -116,3 +137,58 @@ impl From<Error> for Status {
 
 /// Result of server operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    use super::*;
+    use crate::status::reason;
+
+    fn db_error(kind: DatabaseErrorKind, message: &str) -> Error {
+        Error::Db(DbError::Query(DieselError::DatabaseError(
+            kind,
+            Box::new(message.to_owned()),
+        )))
+    }
+
+    /// What SQLite and PostgreSQL say when storage fails reaches the caller as UNAVAILABLE
+    /// with a reason, never as INTERNAL.
+    #[test]
+    fn storage_problems_are_unavailable_with_a_reason() {
+        for (kind, message, expected) in [
+            (
+                DatabaseErrorKind::Unknown,
+                "database or disk is full",
+                "DATABASE_FULL",
+            ),
+            (
+                DatabaseErrorKind::Unknown,
+                "could not extend file \"base/16384/2619\": No space left on device",
+                "DATABASE_FULL",
+            ),
+            (
+                DatabaseErrorKind::Unknown,
+                "attempt to write a readonly database",
+                "DATABASE_READ_ONLY",
+            ),
+            (
+                DatabaseErrorKind::ReadOnlyTransaction,
+                "cannot execute INSERT in a read-only transaction",
+                "DATABASE_READ_ONLY",
+            ),
+            (
+                DatabaseErrorKind::Unknown,
+                "disk I/O error",
+                "DATABASE_IO_ERROR",
+            ),
+        ] {
+            let status = Status::from(db_error(kind, message));
+            assert_eq!(status.code(), Code::Unavailable, "{message}");
+            assert_eq!(reason(&status).as_deref(), Some(expected), "{message}");
+            assert!(!status.message().contains(message), "{}", status.message());
+        }
+        let status = Status::from(db_error(DatabaseErrorKind::Unknown, "syntax error"));
+        assert_eq!(status.code(), Code::Internal);
+    }
+}

@@ -16,10 +16,12 @@ use tonic::service::RoutesBuilder;
 
 use super::{
     db::{Database, DatabaseUrl, DbConfig, Migrations, UrlError},
-    grpc::{self, GuardConfig, GuardLayer, ReflectionError, RunningServer, ShutdownConfig},
+    grpc::{self, Lifecycle, ReflectionError, RunningServer, ShutdownConfig},
+    guard::{GuardConfig, GuardLayer},
+    listener::ConnectionLimits,
     telemetry::{self, LogFormat},
 };
-use crate::auth::{JwtKeys, JwtSecretArgs, SecretError, VerifiedTokens};
+use crate::auth::{Authenticator, JwtKeys, JwtSecretArgs, SecretError, VerifiedTokens};
 
 /// Settings both servers share. The names are the same for both (`INVEST_*`); what the
 /// contract fixes per server (listen address, database URL, metrics address) is in each
@@ -37,12 +39,48 @@ pub struct ServerArgs {
     /// How long a call waits for a database connection before it is answered UNAVAILABLE.
     #[arg(long, env = "INVEST_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub db_acquire_timeout: Duration,
-    /// Deadline of a unary call (ingest streams are exempt).
+    /// Deadline of a unary call (ingest streams are exempt); a client's shorter
+    /// `grpc-timeout` wins.
     #[arg(long, env = "INVEST_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
-    /// Calls served at once; more are answered UNAVAILABLE at once.
+    /// A unary request's message must have arrived this long after its headers
+    /// (DEADLINE_EXCEEDED `REQUEST_BODY_TIMEOUT`), so that stalled calls free their place.
+    #[arg(long, env = "INVEST_REQUEST_BODY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub request_body_timeout: Duration,
+    /// Longest wait for the next message of a streaming call (ingest, reflection).
+    #[arg(long, env = "INVEST_STREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub stream_idle_timeout: Duration,
+    /// Largest unary request message, in bytes (RESOURCE_EXHAUSTED `REQUEST_TOO_LARGE`).
+    #[arg(long, env = "INVEST_MAX_REQUEST_BYTES", default_value_t = 64 * 1024)]
+    pub max_request_bytes: usize,
+    /// Calls served at once; more are answered UNAVAILABLE (`OVERLOADED`) at once.
     #[arg(long, env = "INVEST_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
+    /// Of those, what one caller (a token's `sub`, or a connection without a valid token)
+    /// may hold; more are answered RESOURCE_EXHAUSTED (`CALLER_CONCURRENCY_LIMIT`). 0: an
+    /// eighth of `--max-in-flight`.
+    #[arg(long, env = "INVEST_MAX_IN_FLIGHT_PER_CALLER", default_value_t = 0)]
+    pub max_in_flight_per_caller: usize,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    #[arg(long, env = "INVEST_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Concurrent streams per connection, advertised in HTTP/2 SETTINGS.
+    #[arg(long, env = "INVEST_MAX_STREAMS_PER_CONNECTION", default_value_t = 256)]
+    pub max_streams_per_connection: u32,
+    /// A new connection must send the HTTP/2 preface within this long, or it is closed.
+    #[arg(long, env = "INVEST_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// A connection without a call for this long is closed gracefully (0: never); clients
+    /// reconnect when they need to.
+    #[arg(long, env = "INVEST_CONNECTION_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub connection_idle_timeout: Duration,
+    /// HTTP/2 PING interval that finds peers gone without a word (0: none); a PING not
+    /// answered in 20 s closes the connection.
+    #[arg(long, env = "INVEST_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub keepalive_interval: Duration,
+    /// How often the database is probed; health is NOT_SERVING while it does not answer.
+    #[arg(long, env = "INVEST_HEALTH_CHECK_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub health_check_interval: Duration,
     /// After SIGTERM, how long to keep serving while reporting NOT_SERVING.
     #[arg(long, env = "INVEST_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub drain_delay: Duration,
@@ -102,8 +140,8 @@ pub struct Launch<'a> {
     pub args: &'a ServerArgs,
     /// Full names of the services, for health.
     pub services: &'a [&'static str],
-    /// Streaming methods exempt from the request timeout.
-    pub untimed_methods: HashSet<&'static str>,
+    /// Client-streaming methods: exempt from the request timeout and the unary body rules.
+    pub streaming_methods: HashSet<&'static str>,
     /// The schema.
     pub migrations: Migrations,
 }
@@ -140,8 +178,8 @@ impl Running {
     }
 
     /// Waits until the server has stopped.
-    pub async fn wait(self) -> Result<(), tonic::transport::Error> {
-        self.server.wait().await
+    pub async fn wait(self) {
+        self.server.wait().await;
     }
 }
 
@@ -157,10 +195,12 @@ impl Launch<'_> {
     }
 
     /// Binds and serves `routes` (plus health and reflection); the database is opened in the
-    /// background and put into `db` when migrated, then `on_ready` runs.
+    /// background and put into `db` when migrated, then `on_ready` runs. The guard verifies
+    /// tokens with `keys` and `verified` (the services' own) to count calls per caller.
     pub async fn start(
         self,
         db: Arc<OnceLock<Database>>,
+        auth: (Arc<JwtKeys>, Arc<VerifiedTokens>),
         add_routes: impl FnOnce(&mut RoutesBuilder),
         on_ready: OnReady,
     ) -> Result<Running, LaunchError> {
@@ -178,27 +218,44 @@ impl Launch<'_> {
         let infra = grpc::infrastructure(self.services)?;
         let mut routes = infra.routes;
         add_routes(&mut routes);
+        let args = self.args;
         let guard = GuardLayer::new(GuardConfig {
             server: self.name,
-            max_in_flight: self.args.max_in_flight,
-            request_timeout: self.args.request_timeout,
-            untimed_methods: self.untimed_methods,
+            max_in_flight: args.max_in_flight,
+            max_in_flight_per_caller: args.max_in_flight_per_caller,
+            request_timeout: args.request_timeout,
+            request_body_timeout: args.request_body_timeout,
+            stream_idle_timeout: args.stream_idle_timeout,
+            max_request_bytes: args.max_request_bytes,
+            streaming_methods: self.streaming_methods,
+            authenticator: Some(Authenticator::new(auth.0, auth.1)),
         });
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        let limits = ConnectionLimits {
+            max_connections: args.max_connections,
+            handshake_timeout: args.handshake_timeout,
+            idle_timeout: nonzero(args.connection_idle_timeout),
+            max_age: nonzero(args.max_connection_age),
+            max_streams: args.max_streams_per_connection.max(1),
+            keepalive_interval: nonzero(args.keepalive_interval),
+            keepalive_timeout: KEEPALIVE_TIMEOUT,
+            max_header_list_size: MAX_HEADER_LIST_SIZE,
+            grace: args.shutdown_grace,
+        };
         let lifecycle = infra.lifecycle;
-        lifecycle.set_not_serving().await;
+        lifecycle.publish().await;
         lifecycle.set_alive().await;
         let server = grpc::spawn(
             listener,
             routes.routes(),
             guard,
             lifecycle.clone(),
+            limits,
             ShutdownConfig {
-                max_connection_age: (!self.args.max_connection_age.is_zero())
-                    .then_some(self.args.max_connection_age),
-                drain_delay: self.args.drain_delay,
-                grace: self.args.shutdown_grace,
+                drain_delay: args.drain_delay,
+                grace: args.shutdown_grace,
             },
-            self.args.handle_signals,
+            args.handle_signals,
         )
         .map_err(bind_error(self.listen))?;
         tracing::info!(server = self.name, addr = %server.addr, metrics = %metrics_addr, database = %url, "listening on {}", server.addr);
@@ -220,11 +277,15 @@ impl Launch<'_> {
             acquire_timeout: self.args.db_acquire_timeout,
         };
         let migrations = self.migrations;
+        let probe_every = args.health_check_interval;
         tokio::spawn(async move {
             let database = open_with_backoff(config, migrations).await;
             let _ = db.set(database.clone());
             lifecycle.set_serving().await;
             let _ = ready_tx.send(true);
+            if !probe_every.is_zero() {
+                tokio::spawn(watch_database(database.clone(), lifecycle, probe_every));
+            }
             on_ready(database).await;
         });
         Ok(Running {
@@ -251,11 +312,42 @@ pub async fn serve_until_stopped<E: std::fmt::Display>(
             return std::process::ExitCode::from(2);
         }
     };
-    match server.wait().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "{name} stopped with an error");
-            std::process::ExitCode::FAILURE
+    server.wait().await;
+    std::process::ExitCode::SUCCESS
+}
+
+/// How long an HTTP/2 PING may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Largest request header block: a token is a few hundred bytes.
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+
+/// Probes the database every `every`: health turns NOT_SERVING while it does not answer (so
+/// that load balancers and Kubernetes readiness take the replica out), and SERVING again when
+/// it does. Liveness stays SERVING: a database outage is not fixed by a restart.
+async fn watch_database(database: Database, lifecycle: Lifecycle, every: Duration) {
+    let mut reachable = true;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let probe = database.run(|c| {
+            use diesel::connection::SimpleConnection as _;
+            c.batch_execute("SELECT 1")
+                .map_err(super::db::DbError::from)
+        });
+        let answered = matches!(
+            tokio::time::timeout(every.max(Duration::from_secs(1)), probe).await,
+            Ok(Ok(()))
+        );
+        if answered != reachable {
+            reachable = answered;
+            if answered {
+                tracing::info!(database = %database.url(), "the database answers again: SERVING");
+            } else {
+                tracing::warn!(database = %database.url(), "the database does not answer: health NOT_SERVING until it does");
+            }
+            lifecycle.set_database_reachable(answered).await;
         }
     }
 }

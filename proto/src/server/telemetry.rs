@@ -53,21 +53,35 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// Connections the metrics listener serves at once (a scraper needs one).
+const METRICS_MAX_CONNECTIONS: usize = 32;
+/// A metrics request must have sent its headers this long after connecting.
+const METRICS_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves `GET /metrics` (Prometheus text format) on `listener` until the runtime stops.
+/// Bounded like the gRPC listener: a few connections at once, each closed after one answer
+/// or when its request does not arrive in time.
 pub fn serve_metrics(listener: TcpListener) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     let handle = prometheus().clone();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(METRICS_MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(conn) => conn,
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics listener: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
             let handle = handle.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                     let handle = handle.clone();
                     async move {
@@ -85,6 +99,9 @@ pub fn serve_metrics(listener: TcpListener) -> std::io::Result<SocketAddr> {
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(METRICS_HEADER_TIMEOUT)
+                    .keep_alive(false)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });

@@ -157,6 +157,181 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A server binary running as a real process for one test (for promises about processes:
+/// signals, connections, memory). Killed when dropped.
+pub struct ServerProcess {
+    /// The child.
+    pub child: tokio::process::Child,
+    /// The gRPC address it logged.
+    pub addr: std::net::SocketAddr,
+}
+
+impl fmt::Debug for ServerProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerProcess")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl ServerProcess {
+    /// Starts `binary` with `args` (listening on port 0 is the caller's to ask for), the JWT
+    /// secret in the environment, and waits until it has logged its address (`listening on`)
+    /// and reports SERVING. The log keeps being drained (and echoed when `TEST_LOG` is set).
+    pub async fn start(binary: &str, args: &[&str], jwt_secret: &str) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = tokio::process::Command::new(binary)
+            .args(args)
+            .env("INVEST_JWT_SECRET", jwt_secret)
+            .env_remove("INVEST_JWT_SECRET_FILE")
+            .env("INVEST_LOG_FORMAT", "text")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{binary} starts: {e}"));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let echo = std::env::var_os("TEST_LOG").is_some();
+        let addr = loop {
+            let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+                .await
+                .expect("the server logs its address within a minute")
+                .expect("its log is readable")
+                .expect("the server exited before listening");
+            if echo {
+                eprintln!("{line}");
+            }
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                break addr
+                    .parse()
+                    .unwrap_or_else(|e| panic!("address {addr:?}: {e}"));
+            }
+        };
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if echo {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        let process = Self { child, addr };
+        process.until_serving().await;
+        process
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits (up to a minute) until health reports SERVING.
+    pub async fn until_serving(&self) {
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
+        let channel = tonic::transport::Channel::from_shared(self.url())
+            .expect("a valid URL")
+            .connect_lazy();
+        let mut health = HealthClient::new(channel);
+        let serving = async {
+            loop {
+                let watch = health
+                    .watch(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await;
+                let Ok(watch) = watch else {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                };
+                let mut watch = watch.into_inner();
+                while let Ok(Some(status)) = watch.message().await {
+                    if status.status == ServingStatus::Serving as i32 {
+                        return;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(60), serving)
+            .await
+            .expect("the server reports SERVING within a minute");
+    }
+}
+
+/// How the proxy treats connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forwards everything.
+    Up,
+    /// Closes every connection at once (the target is down).
+    Down,
+    /// Accepts connections and never answers (the target hangs).
+    Hang,
+}
+
+/// A TCP proxy in front of a server, whose mode a test switches; switching closes the
+/// connections open so far, so clients notice at once.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: std::net::SocketAddr,
+    mode: tokio::sync::watch::Sender<(ProxyMode, u64)>,
+}
+
+impl Proxy {
+    /// A proxy to `target`, starting in `mode`.
+    pub async fn start(target: std::net::SocketAddr, mode: ProxyMode) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let addr = listener.local_addr().expect("a bound address");
+        let (tx, rx) = tokio::sync::watch::channel((mode, 0u64));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut rx = rx.clone();
+                let (mode, generation) = *rx.borrow_and_update();
+                tokio::spawn(async move {
+                    let relay = async {
+                        match mode {
+                            ProxyMode::Down => {}
+                            ProxyMode::Hang => std::future::pending::<()>().await,
+                            ProxyMode::Up => {
+                                if let Ok(mut server) = tokio::net::TcpStream::connect(target).await
+                                {
+                                    let mut client = client;
+                                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server)
+                                        .await;
+                                }
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = relay => {}
+                        _ = rx.wait_for(|(_, g)| *g != generation) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, mode: tx }
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Switches mode and cuts every open connection.
+    pub fn set(&self, mode: ProxyMode) {
+        self.mode.send_modify(|(m, generation)| {
+            *m = mode;
+            *generation += 1;
+        });
+    }
+}
+
 /// Generates one `#[tokio::test]` per backend for an `async fn(Backend)`.
 #[macro_export]
 macro_rules! backend_tests {
