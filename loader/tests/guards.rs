@@ -313,8 +313,39 @@ async fn a_much_smaller_day_is_refused(backend: Backend) {
 
     let validated = services.validate(&half, &[]).await;
     assert_eq!(validated.status.code(), Some(4), "{}", shown(&validated));
-    let refused = services.load(&half, "2026-11-24T04:00:00+09:00", &[]).await;
+    let report = work.path().join("report.json");
+    let refused = services
+        .load(
+            &half,
+            "2026-11-24T04:00:00+09:00",
+            &["--report-json", report.to_str().unwrap()],
+        )
+        .await;
     assert_eq!(refused.status.code(), Some(4), "{}", shown(&refused));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["shrink_guard"]["status"], "checked");
+    assert_eq!(report["shrink_guard"]["current"]["accounts"], 40);
+    assert!(
+        report["shrink_guard"]["tripped"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("accounts"))
+    );
+    assert!(
+        report["loss_guard"]["tripped"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        report["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-shrink"),
+        "{report}"
+    );
+    assert_eq!(report["accounts"]["named"], 20);
     for output in [&validated, &refused] {
         let text = stdout(output);
         assert!(
