@@ -589,6 +589,112 @@ async fn snapshots_are_listed(backend: Backend) {
     assert_eq!(status.code(), Code::PermissionDenied);
 }
 
+/// Rows of loads in progress, read from the database itself.
+fn loading_accounts(backend: Backend, url: &str) -> i64 {
+    use diesel::{Connection, RunQueryDsl, sql_types::BigInt};
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let query = diesel::sql_query(
+        "SELECT COUNT(*) AS n FROM accounts WHERE snapshot_id IN \
+         (SELECT id FROM snapshots WHERE state = 'loading')",
+    );
+    match backend {
+        Backend::Sqlite => {
+            let mut c =
+                diesel::SqliteConnection::establish(url.trim_start_matches("sqlite://")).unwrap();
+            query.get_result::<Count>(&mut c).unwrap().n
+        }
+        Backend::Postgres => {
+            let mut c = diesel::PgConnection::establish(url).unwrap();
+            query.get_result::<Count>(&mut c).unwrap().n
+        }
+    }
+}
+
+/// A client that sent every part of a day and then broke the stream off (RST_STREAM with
+/// CANCEL, what dropping a call does) never makes that day current: a reset is not an end.
+async fn a_reset_stream_never_commits(backend: Backend) {
+    use prost::Message as _;
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    load(&app, &fixture(AS_OF)).await.unwrap();
+    let mut next = fixture(AS_OF + DAY);
+    next.accounts[0].holdings[0].current_price = 9_999;
+
+    let tcp = tokio::net::TcpStream::connect(app.server.addr)
+        .await
+        .unwrap();
+    let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let token = app
+        .keys
+        .mint("loader", &[SCOPE_INGEST_WRITE], Duration::from_secs(600));
+    let request = http::Request::post(format!(
+        "http://{}/invest.portfolio.v1.PortfolioIngest/LoadSnapshot",
+        app.server.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("authorization", format!("Bearer {token}"))
+    .body(())
+    .unwrap();
+    let mut sender = sender.ready().await.unwrap();
+    let (response, mut body) = sender.send_request(request, false).unwrap();
+    for part in next.parts(1) {
+        let encoded = part.encode_to_vec();
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(&encoded);
+        body.send_data(bytes::Bytes::from(frame), false).unwrap();
+    }
+    // Every account of the day is written under the loading snapshot: the server holds it all
+    // and waits for the end of the stream.
+    let expected = next.accounts.len() as i64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while loading_accounts(backend, app.db.url()) != expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the parts never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    body.send_reset(h2::Reason::CANCEL);
+    drop(response);
+    // The load is discarded, not made current.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while loading_accounts(backend, app.db.url()) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broken load was never discarded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let snapshots = app
+        .ingest()
+        .await
+        .list_snapshots(pb::ListSnapshotsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshots;
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    assert_eq!(snapshots[0].digest, fixture(AS_OF).digest());
+    let detail = app
+        .screens("이정희")
+        .await
+        .get_account(pb::GetAccountRequest {
+            account_number: "111111111111".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(detail.total_assets, 1_100, "yesterday's figures");
+}
+
 async fn pages_are_stable_across_a_new_snapshot(backend: Backend) {
     let Some(app) = spawn(backend).await else {
         return;
@@ -1015,6 +1121,7 @@ backend_tests!(
     page_tokens_are_bound_to_caller_and_listing,
     huge_arguments_get_short_answers,
     snapshots_are_listed,
+    a_reset_stream_never_commits,
     reloading_is_idempotent_and_never_goes_back,
     bad_streams_change_nothing,
     only_a_header_first_and_instruments_before_accounts,

@@ -352,7 +352,8 @@ pub struct SnapshotRecordRow {
     pub holding_count: i64,
 }
 
-/// Up to `limit` snapshots that became current (current or retired), newest `as_of` first
+/// Up to `limit` snapshots that became current (the current one and retired ones that were
+/// current once: a discarded load is retired too, but never finished), newest `as_of` first
 /// (then newest id), after the position `(as_of, id)` of the previous page. Few rows: the
 /// janitor keeps only a handful.
 pub fn snapshots_page(
@@ -364,6 +365,7 @@ pub fn snapshots_page(
         () => {
             snapshots::table
                 .filter(snapshots::state.ne(state::LOADING))
+                .filter(snapshots::finished_at.is_not_null())
                 .select((
                     snapshots::id,
                     snapshots::as_of,

@@ -531,7 +531,19 @@ impl HttpBody for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
+            // A stream the client reset (RST_STREAM with CANCEL) would reach tonic as code
+            // CANCELLED, which its decoder takes for a clean end of the request stream: a
+            // server holding every part of an ingest stream would then commit a load the
+            // client broke off. Said as ABORTED, it is an error the handler sees.
+            Poll::Ready(Some(Err(e))) => {
+                *this.failed = true;
+                Poll::Ready(Some(Err(Box::new(error_status(
+                    Code::Aborted,
+                    "REQUEST_RESET",
+                    format!("the client broke off the request ({e}); none of it is applied"),
+                )))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 let timer = this.timer.get_or_insert_with(|| {
                     Box::pin(match rule {
