@@ -5,7 +5,7 @@
 //! collapsed + rejected; every loaded field passes the servers' text check; cleaning the
 //! same input twice gives the same day and the same report.
 //!
-//! 48 cases by default, in seconds; `LOADER_FUZZ_CASES=5000 cargo test -p loader --test
+//! 48 cases by default, in seconds; `INVEST_FUZZ_CASES=5000 cargo test -p loader --test
 //! fuzz` runs a longer campaign.
 
 use std::path::Path;
@@ -178,7 +178,7 @@ fn check_day(dir: &Path, sort_budget_bytes: usize) -> Result<(), TestCaseError> 
 }
 
 fn cases() -> u32 {
-    std::env::var("LOADER_FUZZ_CASES")
+    std::env::var("INVEST_FUZZ_CASES")
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(48)

@@ -233,7 +233,14 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(cases()))]
+        #![proptest_config(ProptestConfig {
+            cases: cases(),
+            // Failures are printed, not written into the tree.
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::Off,
+            )),
+            ..ProptestConfig::default()
+        })]
 
         /// Any text at all: an answer, never a panic; and never a position unless it is "".
         #[test]
