@@ -439,11 +439,15 @@ impl RequireScope {
 
 impl Interceptor for RequireScope {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        // The request guard verified the token already when it could (to count the caller's
-        // calls); only the scope is left to check then.
-        let caller = match request.extensions().get::<Arc<Caller>>() {
-            Some(caller) => caller.clone(),
-            None => self.verified.verify(&self.keys, bearer(&request)?)?,
+        // The request guard verified the token already (to count the caller's calls) and left
+        // the caller or the refusal; only the scope is left to check then.
+        let caller = match (
+            request.extensions().get::<Arc<Caller>>(),
+            request.extensions().get::<AuthError>(),
+        ) {
+            (Some(caller), _) => caller.clone(),
+            (None, Some(refusal)) => return Err(refusal.clone().into()),
+            (None, None) => self.verified.verify(&self.keys, bearer(&request)?)?,
         };
         if !caller.has_scope(self.scope) {
             return Err(AuthError::MissingScope(self.scope).into());

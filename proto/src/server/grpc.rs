@@ -2,11 +2,7 @@
 //! shutdown that first reports NOT_SERVING, then drains. The request guard is in
 //! [`super::guard`], the listener in [`super::listener`].
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::{server::NamedService, service::Routes};
@@ -32,7 +28,9 @@ pub struct Infrastructure {
 pub struct Lifecycle {
     reporter: HealthReporter,
     services: Vec<&'static str>,
-    state: Arc<Mutex<Readiness>>,
+    /// Held while a change is published, so that the last status published is the one of
+    /// the last change.
+    state: Arc<tokio::sync::Mutex<Readiness>>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,11 +49,9 @@ impl Lifecycle {
     }
 
     async fn update(&self, change: impl FnOnce(&mut Readiness)) {
-        let serving = {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            change(&mut state);
-            state.migrated && state.database_reachable && !state.draining
-        };
+        let mut state = self.state.lock().await;
+        change(&mut state);
+        let serving = state.migrated && state.database_reachable && !state.draining;
         self.set(if serving {
             ServingStatus::Serving
         } else {

@@ -311,7 +311,11 @@ where
                         parts.extensions.insert::<Arc<Caller>>(caller);
                         key
                     }
-                    Err(_) => connection_key,
+                    Err(refusal) => {
+                        // The service answers with it without verifying the token again.
+                        parts.extensions.insert(refusal);
+                        connection_key
+                    }
                 }
             }
             _ => connection_key,
