@@ -393,6 +393,27 @@ async fn malformed_arguments_are_named(backend: Backend) {
     );
 }
 
+/// One page of holdings of `account`, one holding per page, from `token`.
+async fn holdings_page(
+    client: &mut PortfolioServiceClient<
+        tonic::service::interceptor::InterceptedService<
+            tonic::transport::Channel,
+            invest_proto::auth::ServiceToken,
+        >,
+    >,
+    account: &str,
+    token: &str,
+) -> Result<pb::ListHoldingsResponse, Status> {
+    client
+        .list_holdings(pb::ListHoldingsRequest {
+            account_number: account.into(),
+            page_size: 1,
+            page_token: token.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// Page tokens are signed and bound: to the caller, to the method and to the listing (the
 /// account of ListHoldings). An altered, cut or borrowed token never starts elsewhere.
 async fn page_tokens_are_bound_to_caller_and_listing(backend: Backend) {
@@ -410,23 +431,18 @@ async fn page_tokens_are_bound_to_caller_and_listing(backend: Backend) {
         .unwrap()
         .into_inner()
         .next_page_token;
-    let holdings_token = lee
-        .list_holdings(pb::ListHoldingsRequest {
-            account_number: "333333333333".into(),
-            page_size: 1,
-            page_token: String::new(),
-        })
+    let holdings_token = holdings_page(&mut lee, "333333333333", "")
         .await
         .unwrap()
-        .into_inner()
         .next_page_token;
     assert!(!accounts_token.is_empty() && !holdings_token.is_empty());
 
     let refused = |status: Status| (status.code(), reason(&status).unwrap_or_default());
     let invalid = (Code::InvalidArgument, "INVALID_PAGE_TOKEN".to_owned());
     // Another customer cannot use Lee's token.
-    let mut ryu = app.screens("류영길").await;
-    let status = ryu
+    let status = app
+        .screens("류영길")
+        .await
         .list_accounts(pb::ListAccountsRequest {
             page_size: 1,
             page_token: accounts_token.clone(),
@@ -435,22 +451,12 @@ async fn page_tokens_are_bound_to_caller_and_listing(backend: Backend) {
         .unwrap_err();
     assert_eq!(refused(status), invalid);
     // A token of one method is not a token of another.
-    let status = lee
-        .list_holdings(pb::ListHoldingsRequest {
-            account_number: "333333333333".into(),
-            page_size: 1,
-            page_token: accounts_token.clone(),
-        })
+    let status = holdings_page(&mut lee, "333333333333", &accounts_token)
         .await
         .unwrap_err();
     assert_eq!(refused(status), invalid);
     // Lee's holdings token for another of Lee's accounts: a mismatch, said as such.
-    let status = lee
-        .list_holdings(pb::ListHoldingsRequest {
-            account_number: "111111111111".into(),
-            page_size: 1,
-            page_token: holdings_token.clone(),
-        })
+    let status = holdings_page(&mut lee, "111111111111", &holdings_token)
         .await
         .unwrap_err();
     assert_eq!(
@@ -465,26 +471,15 @@ async fn page_tokens_are_bound_to_caller_and_listing(backend: Backend) {
         holdings_token[..holdings_token.len() - 1].to_owned(),
         String::from_utf8(altered).unwrap(),
     ] {
-        let status = lee
-            .list_holdings(pb::ListHoldingsRequest {
-                account_number: "333333333333".into(),
-                page_size: 1,
-                page_token: token,
-            })
+        let status = holdings_page(&mut lee, "333333333333", &token)
             .await
             .unwrap_err();
         assert_eq!(refused(status), invalid);
     }
     // The genuine token still works.
-    let second = lee
-        .list_holdings(pb::ListHoldingsRequest {
-            account_number: "333333333333".into(),
-            page_size: 1,
-            page_token: holdings_token,
-        })
+    let second = holdings_page(&mut lee, "333333333333", &holdings_token)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(second.holdings[0].isin, "KR7133690008");
 }
 
