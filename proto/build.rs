@@ -27,9 +27,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         descriptors.encode_to_vec(),
     )?;
 
+    // Clients are generic over their transport: no `connect` helpers, so that the wire crate
+    // needs no HTTP stack of its own.
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .build_transport(false)
         .compile_fds(descriptors)?;
     Ok(())
 }

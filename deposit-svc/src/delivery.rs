@@ -12,9 +12,9 @@ use std::{sync::Arc, time::Duration};
 use invest_proto::{
     auth::ServiceToken,
     portfolio::v1::{ApplyDepositRequest, portfolio_ledger_client::PortfolioLedgerClient},
-    server::db::Database,
     time,
 };
+use invest_runtime::db::Database;
 use rand::Rng as _;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 

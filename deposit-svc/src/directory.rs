@@ -6,9 +6,9 @@ use invest_proto::{
     deposit::v1::{self as pb, directory_part::Part},
     digest::{RecordDigest, RecordKind},
     ids::AccountNumber,
-    server::{db::Database, launch::CleanupGuard},
     time,
 };
+use invest_runtime::{db::Database, launch::CleanupGuard};
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
@@ -137,7 +137,7 @@ where
                     e.0,
                 )
             })?;
-            let customer_name = invest_proto::server::error::required_text(
+            let customer_name = invest_runtime::error::required_text(
                 &entry.customer_name,
                 format!("{at}.customer_name"),
             )?;

@@ -1,3 +1,3 @@
 //! Errors: the type both servers share, mapped to gRPC statuses in one place.
 
-pub use invest_proto::server::error::{Error, Result};
+pub use invest_runtime::error::{Error, Result};

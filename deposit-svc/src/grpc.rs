@@ -4,17 +4,19 @@
 use std::sync::{Arc, OnceLock};
 
 use invest_proto::{
-    auth::caller,
     deposit::v1::{
         self as pb, deposit_service_server::DepositService,
         directory_ingest_server::DirectoryIngest,
     },
     ids::AccountNumber,
-    server::{
+    time,
+};
+use invest_runtime::{
+    auth::caller,
+    {
         db::Database,
         paging::{PageTokens, page_size, token_mismatch},
     },
-    time,
 };
 use tonic::{Request, Response, Status, Streaming};
 

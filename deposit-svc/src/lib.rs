@@ -21,20 +21,21 @@ use std::{
 };
 
 use invest_proto::{
-    auth::{
-        RequireScope, SCOPE_DEPOSITS_WRITE, SCOPE_INGEST_WRITE, SCOPE_LEDGER_WRITE, ServiceToken,
-    },
+    auth::{SCOPE_DEPOSITS_WRITE, SCOPE_INGEST_WRITE, SCOPE_LEDGER_WRITE, ServiceToken},
     deposit::v1::{
         deposit_service_server::DepositServiceServer,
         directory_ingest_server::DirectoryIngestServer,
     },
     portfolio::v1::portfolio_ledger_client::PortfolioLedgerClient,
-    server::{
+    time,
+};
+use invest_runtime::{
+    auth::RequireScope,
+    {
         db::Database,
         launch::{Launch, LaunchError, Running, ServerArgs},
         telemetry,
     },
-    time,
 };
 use tonic::transport::Endpoint;
 
@@ -172,7 +173,7 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
         },
         clock: config.clock.clone(),
         flip_lock_key: store::MIGRATIONS.lock_key + 1,
-        tokens: invest_proto::server::paging::PageTokens::new(&keys),
+        tokens: invest_runtime::paging::PageTokens::new(&keys),
     });
     let delivery_config = DeliveryConfig {
         timeout: config.delivery_timeout,

@@ -1,6 +1,6 @@
 use clap::Parser;
 use deposit_svc::{Config, SERVER_NAME, init_tracing, start};
-use invest_proto::server::launch::serve_until_stopped;
+use invest_runtime::launch::serve_until_stopped;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

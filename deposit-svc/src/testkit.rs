@@ -12,13 +12,13 @@ use invest_proto::{
         directory_ingest_client::DirectoryIngestClient, directory_part::Part,
     },
     digest::{RecordDigest, RecordKind},
-    server::testkit::{Backend, TestDatabase},
 };
+use invest_runtime::testkit::{Backend, TestDatabase};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 use crate::{Config, DepositServer, start};
 
-pub use invest_proto::server::testkit::{Proxy, ProxyMode};
+pub use invest_runtime::testkit::{Proxy, ProxyMode};
 
 /// The JWT secret every test server and client shares (the same as portfolio-svc's tests).
 pub const TEST_SECRET: &str = "test-secret-of-the-invest-test-suite-0123456789";
@@ -77,9 +77,7 @@ impl TestDeposit {
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
-            invest_proto::server::telemetry::init_tracing(
-                invest_proto::server::telemetry::LogFormat::Text,
-            );
+            invest_runtime::telemetry::init_tracing(invest_runtime::telemetry::LogFormat::Text);
         }
         let mut config = test_config(db.url(), portfolio_url);
         tweak(&mut config);

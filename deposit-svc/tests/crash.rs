@@ -6,10 +6,12 @@ use std::time::Duration;
 use deposit_svc::testkit::{Directory, Proxy, ProxyMode, TEST_SECRET, deposits_client, sign};
 use invest_proto::{
     auth::{SCOPE_INGEST_WRITE, ServiceToken},
-    backend_tests,
     deposit::v1::{self as pb, DepositStatus, directory_ingest_client::DirectoryIngestClient},
     portfolio::v1 as portfolio,
-    server::testkit::{Backend, ServerProcess, TestDatabase},
+};
+use invest_runtime::{
+    backend_tests,
+    testkit::{Backend, ServerProcess, TestDatabase},
 };
 use portfolio_svc::testkit::{Snapshot, TestPortfolio};
 

@@ -11,11 +11,13 @@ use deposit_svc::{
     testkit::{Directory, Proxy, ProxyMode, TestDeposit, sign},
 };
 use invest_proto::{
-    backend_tests,
     deposit::v1::{self as pb, DepositStatus},
     portfolio::v1 as portfolio,
-    server::testkit::{Backend, TestDatabase},
     status::{bad_fields, reason},
+};
+use invest_runtime::{
+    backend_tests,
+    testkit::{Backend, TestDatabase},
 };
 use portfolio_svc::testkit::{Snapshot, TestPortfolio};
 use tonic::Code;

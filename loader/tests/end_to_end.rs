@@ -8,10 +8,9 @@ use deposit_svc::testkit::{TestDeposit, sign};
 use invest_proto::deposit::v1 as deposit_pb;
 use invest_proto::{
     auth::JwtKeys,
-    backend_tests,
     portfolio::v1::{self as pb, LoadSnapshotResponse},
-    server::testkit::Backend,
 };
+use invest_runtime::{backend_tests, testkit::Backend};
 use loader::{
     generate::{self, CsvFormat, GenOptions},
     pipeline::{CleanOptions, clean_day},

@@ -8,11 +8,10 @@ use std::{path::Path, process::Output};
 
 use deposit_svc::testkit::TestDeposit;
 use invest_proto::{
-    backend_tests,
     deposit::v1 as deposit_pb,
     portfolio::v1::{self as pb, SnapshotRecord},
-    server::testkit::Backend,
 };
+use invest_runtime::{backend_tests, testkit::Backend};
 use loader::generate::{self, CsvFormat, GenOptions};
 use portfolio_svc::testkit::{TEST_SECRET, TestPortfolio};
 use tonic::Code;

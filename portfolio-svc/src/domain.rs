@@ -1,7 +1,7 @@
 //! Domain values and the arithmetic of the screens: money in `i64` won with checked
 //! arithmetic, rates as exact decimals, page tokens and page sizes.
 
-pub use invest_proto::server::paging::{PageTokens, page_size, token_mismatch};
+pub use invest_runtime::paging::{PageTokens, page_size, token_mismatch};
 
 use crate::error::{Error, Result};
 

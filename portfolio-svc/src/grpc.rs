@@ -4,15 +4,14 @@
 use std::sync::{Arc, OnceLock};
 
 use invest_proto::{
-    auth::caller,
     ids::{AccountNumber, CASH_ISIN, TransferId},
     portfolio::v1::{
         self as pb, portfolio_ingest_server::PortfolioIngest,
         portfolio_ledger_server::PortfolioLedger, portfolio_service_server::PortfolioService,
     },
-    server::db::Database,
     time,
 };
+use invest_runtime::{auth::caller, db::Database};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{

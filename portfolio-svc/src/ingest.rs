@@ -8,9 +8,9 @@ use invest_proto::{
     digest::{RecordDigest, RecordKind},
     ids::{AccountNumber, Isin},
     portfolio::v1::{self as pb, snapshot_part::Part},
-    server::{db::Database, launch::CleanupGuard},
     time,
 };
+use invest_runtime::{db::Database, launch::CleanupGuard};
 use tokio::task::JoinHandle;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
@@ -121,7 +121,7 @@ pub struct ValidAccount {
 }
 
 fn non_empty(value: &str, field: String) -> Result<String> {
-    invest_proto::server::error::required_text(value, field)
+    invest_runtime::error::required_text(value, field)
 }
 
 fn validate_instrument(at: &str, instrument: &pb::Instrument) -> Result<Isin> {

@@ -20,18 +20,21 @@ use std::{
 };
 
 use invest_proto::{
-    auth::{RequireScope, SCOPE_ACCOUNTS_READ, SCOPE_INGEST_WRITE, SCOPE_LEDGER_WRITE},
+    auth::{SCOPE_ACCOUNTS_READ, SCOPE_INGEST_WRITE, SCOPE_LEDGER_WRITE},
     portfolio::v1::{
         portfolio_ingest_server::PortfolioIngestServer,
         portfolio_ledger_server::PortfolioLedgerServer,
         portfolio_service_server::PortfolioServiceServer,
     },
-    server::{
+    time,
+};
+use invest_runtime::{
+    auth::RequireScope,
+    {
         db::Database,
         launch::{Launch, LaunchError, Running, ServerArgs},
         telemetry,
     },
-    time,
 };
 
 use crate::{

@@ -1,5 +1,5 @@
 use clap::Parser;
-use invest_proto::server::launch::serve_until_stopped;
+use invest_runtime::launch::serve_until_stopped;
 use portfolio_svc::{Config, SERVER_NAME, init_tracing, start};
 
 #[tokio::main]

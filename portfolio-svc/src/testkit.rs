@@ -13,8 +13,8 @@ use invest_proto::{
         portfolio_ledger_client::PortfolioLedgerClient,
         portfolio_service_client::PortfolioServiceClient, snapshot_part::Part,
     },
-    server::testkit::{Backend, TestDatabase},
 };
+use invest_runtime::testkit::{Backend, TestDatabase};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 use crate::{Config, Portfolio, start};
@@ -38,9 +38,7 @@ pub struct TestPortfolio {
 /// Installs logging for tests when `TEST_LOG` is set; silent otherwise.
 pub fn init_test_log() {
     if std::env::var_os("TEST_LOG").is_some() {
-        invest_proto::server::telemetry::init_tracing(
-            invest_proto::server::telemetry::LogFormat::Text,
-        );
+        invest_runtime::telemetry::init_tracing(invest_runtime::telemetry::LogFormat::Text);
     }
 }
 

@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use invest_proto::{
     auth::{AUDIENCE, Claims, JwtKeys, SCOPE_ACCOUNTS_READ, SCOPE_INGEST_WRITE},
-    backend_tests,
     portfolio::v1::{self as pb, portfolio_service_client::PortfolioServiceClient},
-    server::testkit::{Backend, TestDatabase},
     status::{bad_fields, reason},
+};
+use invest_runtime::{
+    backend_tests,
+    testkit::{Backend, TestDatabase},
 };
 use portfolio_svc::testkit::{Snapshot, TestPortfolio};
 use tokio_stream::StreamExt;

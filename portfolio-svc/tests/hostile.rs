@@ -21,9 +21,9 @@ use invest_proto::{
         self as pb, portfolio_ingest_client::PortfolioIngestClient,
         portfolio_service_client::PortfolioServiceClient,
     },
-    server::testkit::{Backend, ServerProcess, TestDatabase},
     status::reason,
 };
+use invest_runtime::testkit::{Backend, ServerProcess, TestDatabase};
 use portfolio_svc::testkit::{Snapshot, TEST_SECRET};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},

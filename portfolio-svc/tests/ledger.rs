@@ -2,11 +2,10 @@
 //! gRPC on SQLite and PostgreSQL.
 
 use invest_proto::{
-    backend_tests,
     portfolio::v1::{self as pb},
-    server::testkit::Backend,
     status::reason,
 };
+use invest_runtime::{backend_tests, testkit::Backend};
 use portfolio_svc::testkit::{Snapshot, TestPortfolio};
 use tonic::Code;
 

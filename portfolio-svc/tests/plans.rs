@@ -10,9 +10,9 @@ use std::{
 use diesel::{
     QueryableByName, RunQueryDsl, connection::SimpleConnection, prelude::*, sql_types::Text,
 };
-use invest_proto::{
+use invest_runtime::{
     backend_tests,
-    server::{
+    {
         db::{Database, DatabaseUrl, DbConfig, DbConnection},
         testkit::{Backend, TestDatabase},
     },

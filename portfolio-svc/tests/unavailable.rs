@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use diesel::{Connection, SqliteConnection, connection::SimpleConnection};
-use invest_proto::{
+use invest_proto::{portfolio::v1 as pb, status::reason};
+use invest_runtime::{
     backend_tests,
-    portfolio::v1 as pb,
-    server::testkit::{Backend, TestDatabase},
-    status::reason,
+    testkit::{Backend, TestDatabase},
 };
 use portfolio_svc::testkit::{Snapshot, TestPortfolio, test_config};
 use tonic::Code;
@@ -39,7 +38,7 @@ fn day() -> Snapshot {
 async fn a_database_that_never_comes_answers_unavailable(backend: Backend) {
     let url = match backend {
         Backend::Sqlite => "sqlite:///nonexistent-folder/for/sure/portfolio.db".to_owned(),
-        Backend::Postgres => match std::env::var(invest_proto::server::testkit::POSTGRES_URL_VAR) {
+        Backend::Postgres => match std::env::var(invest_runtime::testkit::POSTGRES_URL_VAR) {
             Ok(admin) => format!(
                 "{}/database_that_does_not_exist",
                 admin.rsplit_once('/').unwrap().0
@@ -47,7 +46,7 @@ async fn a_database_that_never_comes_answers_unavailable(backend: Backend) {
             Err(_) => {
                 eprintln!(
                     "SKIPPED on PostgreSQL: set {}",
-                    invest_proto::server::testkit::POSTGRES_URL_VAR
+                    invest_runtime::testkit::POSTGRES_URL_VAR
                 );
                 return;
             }
@@ -178,7 +177,7 @@ backend_tests!(
 
 /// The admin URL of the PostgreSQL tests, or `None` (said on stderr) when there is none.
 fn postgres_admin() -> Option<String> {
-    let url = std::env::var(invest_proto::server::testkit::POSTGRES_URL_VAR).ok();
+    let url = std::env::var(invest_runtime::testkit::POSTGRES_URL_VAR).ok();
     if url.is_none() {
         // TestDatabase::create says SKIPPED (or fails when PostgreSQL is required).
         let _ = TestDatabase::create(Backend::Postgres, "portfolio");
@@ -254,7 +253,7 @@ async fn until_status(
 /// file of the process itself; there is no outage of that kind to report.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_database_on_postgres() {
-    use invest_proto::server::testkit::{Proxy, ProxyMode};
+    use invest_runtime::testkit::{Proxy, ProxyMode};
     use tonic_health::pb::health_check_response::ServingStatus;
     if postgres_admin().is_none() {
         return;

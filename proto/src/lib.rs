@@ -1,19 +1,14 @@
-//! The wire contract of the invest services (see `CONTRACT.md`): the generated prost messages
-//! and tonic stubs, plus the few helpers every side of the wire must agree on: JWT claims and
-//! verification, AIP-193 error details, the snapshot digest and the identifier formats.
-//!
-//! With the `server` feature it also carries the plumbing both servers share (database pool
-//! and migrations, health, reflection, request guard, metrics, shutdown); the loader does not
-//! compile it.
+//! The wire contract of the invest services: the generated prost messages, tonic clients and
+//! service traits, plus the few values every side of the wire must agree on: JWT claims and
+//! the service token, AIP-193 error details, the snapshot digest, identifier and text rules,
+//! the deposit signature and the profit rate. What a client needs, and nothing else; the
+//! servers' runtime is the `invest-runtime` crate.
 
 pub mod auth;
 pub mod digest;
 pub mod ids;
 pub mod status;
 pub mod time;
-
-#[cfg(feature = "server")]
-pub mod server;
 
 /// `invest.portfolio.v1`: the portfolio screens, the daily ingest and the deposit ledger.
 pub mod portfolio {

@@ -2,8 +2,8 @@
 //! compare-and-set together with its outbox row, wrong-signature counting, expiry, history.
 
 use diesel::{prelude::*, result::DatabaseErrorKind};
-use invest_proto::{
-    server::db::{DbConnection, DbError, write_transaction},
+use invest_runtime::{
+    db::{DbConnection, DbError, write_transaction},
     with_backend,
 };
 

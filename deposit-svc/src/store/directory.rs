@@ -2,8 +2,8 @@
 //! atomically like portfolio-svc's snapshots.
 
 use diesel::prelude::*;
-use invest_proto::{
-    server::db::{DbConnection, write_transaction},
+use invest_runtime::{
+    db::{DbConnection, write_transaction},
     with_backend,
 };
 

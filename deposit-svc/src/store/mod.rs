@@ -7,7 +7,7 @@ pub mod outbox;
 pub mod schema;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use invest_proto::server::db::Migrations;
+use invest_runtime::db::Migrations;
 
 const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");

@@ -3,7 +3,7 @@
 //! deliver the same row at once; it is deleted in the transaction that records the credit.
 
 use diesel::prelude::*;
-use invest_proto::server::db::{DbConnection, write_transaction};
+use invest_runtime::db::{DbConnection, write_transaction};
 
 use super::{
     deposits::DepositRow,

@@ -2,8 +2,8 @@
 //! readers never see, batch by batch, and one short transaction makes it current.
 
 use diesel::prelude::*;
-use invest_proto::{
-    server::db::{DbConnection, write_transaction},
+use invest_runtime::{
+    db::{DbConnection, write_transaction},
     with_backend,
 };
 

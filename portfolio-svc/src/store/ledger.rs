@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use diesel::{prelude::*, result::DatabaseErrorKind};
-use invest_proto::server::db::{DbConnection, write_transaction};
+use invest_runtime::db::{DbConnection, write_transaction};
 
 use super::{
     schema::{accounts, holdings, instruments, ledger_deposits, snapshots},
@@ -95,7 +95,7 @@ pub fn apply(conn: &mut DbConnection, credit: &Credit) -> Result<Applied> {
         Ok(Applied::New)
     });
     match inserted {
-        Err(Error::Db(invest_proto::server::db::DbError::Query(
+        Err(Error::Db(invest_runtime::db::DbError::Query(
             diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
         ))) => match existing(conn, &credit.transfer_id)? {
             Some(previous) if same_credit(&previous, credit) => Ok(Applied::Already),

@@ -3,7 +3,7 @@
 //! snapshot (`tests/plans.rs` checks the plans on both backends).
 
 use diesel::prelude::*;
-use invest_proto::{server::db::DbConnection, with_backend};
+use invest_runtime::{db::DbConnection, with_backend};
 
 use super::{
     schema::{

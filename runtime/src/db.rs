@@ -538,8 +538,8 @@ pub fn storage_problem(err: &diesel::result::Error) -> Option<StorageProblem> {
 macro_rules! with_backend {
     ($conn:expr, $c:ident => $body:expr) => {
         match $conn {
-            $crate::server::db::DbConnection::Pg($c) => $body,
-            $crate::server::db::DbConnection::Sqlite($c) => $body,
+            $crate::db::DbConnection::Pg($c) => $body,
+            $crate::db::DbConnection::Sqlite($c) => $body,
         }
     };
 }

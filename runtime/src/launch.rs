@@ -14,14 +14,15 @@ use std::{
 use tokio::{net::TcpListener, sync::watch};
 use tonic::service::RoutesBuilder;
 
-use super::{
+use crate::auth::{Authenticator, VerifiedTokens};
+use crate::{
     db::{Database, DatabaseUrl, DbConfig, Migrations, UrlError},
     grpc::{self, Lifecycle, ReflectionError, RunningServer, ShutdownConfig},
     guard::{GuardConfig, GuardLayer},
     listener::ConnectionLimits,
     telemetry::{self, LogFormat},
 };
-use crate::auth::{Authenticator, JwtKeys, JwtSecretArgs, SecretError, VerifiedTokens};
+use invest_proto::auth::{JwtKeys, JwtSecretArgs, SecretError};
 
 /// Settings both servers share. The names are the same for both (`INVEST_*`); what the
 /// contract fixes per server (listen address, database URL, metrics address) is in each
@@ -334,7 +335,7 @@ async fn watch_database(database: Database, lifecycle: Lifecycle, every: Duratio
         let probe = database.run(|c| {
             use diesel::connection::SimpleConnection as _;
             c.batch_execute("SELECT 1")
-                .map_err(super::db::DbError::from)
+                .map_err(crate::db::DbError::from)
         });
         let answered = matches!(
             tokio::time::timeout(every.max(Duration::from_secs(1)), probe).await,

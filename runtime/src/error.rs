@@ -1,7 +1,7 @@
 //! The one error type of both servers and its one mapping to gRPC statuses (AIP-193 details).
 
-use super::db::{DbError, is_unavailable, storage_problem};
-use crate::status::{error_status, invalid_argument};
+use crate::db::{DbError, is_unavailable, storage_problem};
+use invest_proto::status::{error_status, invalid_argument};
 use tonic::{Code, Status};
 
 /// Everything a request can fail with.
@@ -63,14 +63,14 @@ impl Error {
 
 /// A required text field of a record: trimmed, not empty (EMPTY_FIELD), and within the text
 /// rules every side shares (INVALID_TEXT: no control or invisible characters, at most
-/// [`crate::ids::MAX_TEXT_BYTES`]), so that what is stored is the same on SQLite and
+/// [`invest_proto::ids::MAX_TEXT_BYTES`]), so that what is stored is the same on SQLite and
 /// PostgreSQL and safe to show.
 pub fn required_text(value: &str, field: impl Into<String>) -> Result<String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(Error::invalid("EMPTY_FIELD", field, "must not be empty"));
     }
-    crate::ids::check_text(trimmed, crate::ids::MAX_TEXT_BYTES)
+    invest_proto::ids::check_text(trimmed, invest_proto::ids::MAX_TEXT_BYTES)
         .map_err(|e| Error::invalid("INVALID_TEXT", field, e.to_string()))?;
     Ok(trimmed.to_owned())
 }
@@ -121,7 +121,7 @@ impl From<Error> for Status {
                 )
             }
             Error::Db(DbError::Query(e)) if storage_problem(&e).is_some() => {
-                let problem = storage_problem(&e).unwrap_or(super::db::StorageProblem::Io);
+                let problem = storage_problem(&e).unwrap_or(crate::db::StorageProblem::Io);
                 tracing::error!(error = %e, reason = problem.reason(), "the database cannot store: an operator must act");
                 metrics::counter!("database_storage_errors_total", "reason" => problem.reason())
                     .increment(1);
@@ -143,7 +143,7 @@ mod tests {
     use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
     use super::*;
-    use crate::status::reason;
+    use invest_proto::status::reason;
 
     fn db_error(kind: DatabaseErrorKind, message: &str) -> Error {
         Error::Db(DbError::Query(DieselError::DatabaseError(

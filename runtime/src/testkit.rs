@@ -341,7 +341,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::server::testkit::Backend::Sqlite).await
+                    super::$name($crate::testkit::Backend::Sqlite).await
                 }
             )+
         }
@@ -350,7 +350,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::server::testkit::Backend::Postgres).await
+                    super::$name($crate::testkit::Backend::Postgres).await
                 }
             )+
         }

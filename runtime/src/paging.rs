@@ -10,8 +10,8 @@
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
-use super::error::{Error, Result};
-use crate::auth::JwtKeys;
+use crate::error::{Error, Result};
+use invest_proto::auth::JwtKeys;
 
 /// AIP-158 page size: 0 is the default, negative is INVALID_ARGUMENT, too large is capped.
 pub fn page_size(requested: i32, default: i64, max: i64) -> Result<i64> {

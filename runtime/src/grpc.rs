@@ -8,7 +8,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::{server::NamedService, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use super::{
+use crate::{
     guard::{GuardLayer, GuardedRoutes},
     listener::{self, ConnectionLimits},
 };
@@ -105,11 +105,11 @@ pub type ReflectionError = tonic_reflection::server::Error;
 pub fn infrastructure(services: &[&'static str]) -> Result<Infrastructure, ReflectionError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(invest_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(invest_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let mut routes = Routes::builder();

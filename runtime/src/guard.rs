@@ -40,11 +40,11 @@ use tokio::{sync::Semaphore, time::Sleep};
 use tonic::{Code, Status, body::Body};
 use tower::Service;
 
-use super::listener::{Connection, ConnectionService, StreamGuard};
 use crate::{
-    auth::{Authenticator, Caller},
-    status::error_status,
+    auth::Authenticator,
+    listener::{Connection, ConnectionService, StreamGuard},
 };
+use invest_proto::{auth::Caller, status::error_status};
 
 /// Health checks in flight at once, and health `Watch` plus reflection streams at once (two
 /// budgets of this size).
