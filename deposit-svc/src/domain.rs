@@ -83,52 +83,11 @@ pub fn parse_transfer_id(text: &str) -> Result<TransferId> {
     TransferId::parse(text).map_err(|e| Error::invalid("INVALID_TRANSFER_ID", "transfer_id", e.0))
 }
 
-/// The phase-2 signature: BLAKE3 of account_number + customer_name + amount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Signature(blake3::Hash);
+pub use invest_proto::signature::Signature;
 
-impl Signature {
-    /// Parses 64 hex digits, either case.
-    pub fn parse(text: &str) -> Result<Self> {
-        if text.len() != 64 {
-            return Err(Error::invalid(
-                "INVALID_SIGNATURE",
-                "signature",
-                format!(
-                    "must be the 64 hex digits of a BLAKE3 hash, got {} characters",
-                    text.len()
-                ),
-            ));
-        }
-        blake3::Hash::from_hex(text.to_ascii_lowercase())
-            .map(Self)
-            .map_err(|_| {
-                Error::invalid(
-                    "INVALID_SIGNATURE",
-                    "signature",
-                    "must be 64 hexadecimal digits (0-9, a-f)",
-                )
-            })
-    }
-
-    /// What the signature of these phase-1 fields must be.
-    pub fn expected(account_number: &str, customer_name: &str, amount: i64) -> Self {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(account_number.as_bytes());
-        hasher.update(customer_name.as_bytes());
-        hasher.update(amount.to_string().as_bytes());
-        Self(hasher.finalize())
-    }
-
-    /// Compares in constant time (`blake3::Hash` equality is constant-time).
-    pub fn matches(&self, expected: &Signature) -> bool {
-        self.0 == expected.0
-    }
-
-    /// Lowercase hex.
-    pub fn to_hex(&self) -> String {
-        self.0.to_hex().to_string()
-    }
+/// A phase-2 signature as given (INVALID_SIGNATURE when it is not 64 hex digits).
+pub fn parse_signature(text: &str) -> Result<Signature> {
+    Signature::parse(text).map_err(|e| Error::invalid("INVALID_SIGNATURE", "signature", e.0))
 }
 
 /// An AIP-155 request id: up to 128 printable ASCII characters; empty means none.
@@ -161,23 +120,6 @@ pub fn check_amount(amount: i64, max: i64) -> Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signature_of_the_contract_example() {
-        // CONTRACT.md: printf '%s' '5736692368320류영길1000' | b3sum
-        let expected = Signature::expected("5736692368320", "류영길", 1000);
-        assert_eq!(
-            expected.to_hex(),
-            blake3::hash("5736692368320류영길1000".as_bytes())
-                .to_hex()
-                .to_string()
-        );
-        let upper = Signature::parse(&expected.to_hex().to_uppercase()).unwrap();
-        assert!(upper.matches(&expected), "hex is case-insensitive");
-        assert!(!Signature::expected("5736692368320", "류영길", 1001).matches(&expected));
-        assert!(Signature::parse("abc").is_err());
-        assert!(Signature::parse(&"g".repeat(64)).is_err());
-    }
 
     #[test]
     fn transfer_ids() {

@@ -26,7 +26,7 @@ use crate::{
     directory,
     domain::{
         Signature, Status as DepositState, check_amount, new_transfer_id, parse_request_id,
-        parse_transfer_id,
+        parse_signature, parse_transfer_id,
     },
     error::{Error, Result},
     store::{
@@ -202,7 +202,7 @@ impl DepositService for DepositApi {
         let owner = caller(&request)?.subject.clone();
         let request = request.into_inner();
         let transfer_id = parse_transfer_id(&request.transfer_id)?;
-        let signature = Signature::parse(&request.signature)?;
+        let signature = parse_signature(&request.signature)?;
         let now = self.state.clock.now();
         let db = self.state.db()?;
         let delivery = self.state.delivery()?;
@@ -218,8 +218,7 @@ impl DepositService for DepositApi {
                     deposits::expire(c, now, Some(transfer_id.as_str()))?;
                     return Ok(Confirmation::Closed(row));
                 }
-                let expected =
-                    Signature::expected(&row.account_number, &row.customer_name, row.amount);
+                let expected = Signature::of(&row.account_number, &row.customer_name, row.amount);
                 if !signature.matches(&expected) {
                     if state == DepositState::Confirmed {
                         return Err(mismatch("the transfer is confirmed already".into()));

@@ -820,12 +820,9 @@ where
     }
 }
 
-/// The phase-2 signature of the contract: BLAKE3 over the UTF-8 bytes of
-/// account_number + customer_name + amount (plain decimal digits), lowercase hex.
+/// The phase-2 signature of the contract, lowercase hex ([`invest_proto::signature`]).
 pub fn signature(account: &str, name: &str, amount: i64) -> String {
-    blake3::hash(format!("{account}{name}{amount}").as_bytes())
-        .to_hex()
-        .to_string()
+    invest_proto::signature::Signature::of(account, name, amount).to_hex()
 }
 
 fn token(args: &TokenArgs) -> Exit {

@@ -20,28 +20,7 @@ pub fn overflow(what: &str) -> Error {
     }
 }
 
-/// profit / principal * 100 with exactly two fractional digits, rounded half away from zero,
-/// in integer arithmetic; `None` when the principal is 0.
-pub fn profit_rate(profit: i64, principal: i64) -> Option<String> {
-    if principal == 0 {
-        return None;
-    }
-    // Hundredths of a percent: |profit| * 10_000 / |principal|, rounded half away from zero.
-    // i128 holds i64::MAX * 10_000 comfortably.
-    let numerator = i128::from(profit).abs() * 10_000;
-    let denominator = i128::from(principal).abs();
-    let mut hundredths = numerator / denominator;
-    if (numerator % denominator) * 2 >= denominator {
-        hundredths += 1;
-    }
-    let negative = (profit < 0) != (principal < 0) && hundredths != 0;
-    Some(format!(
-        "{}{}.{:02}",
-        if negative { "-" } else { "" },
-        hundredths / 100,
-        hundredths % 100
-    ))
-}
+pub use invest_proto::figures::profit_rate;
 
 /// Where a listing continues: the snapshot it started on and the last key returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,25 +127,6 @@ mod tests {
         let profit = total_profit(1_929_245, 1_911_386).unwrap();
         assert_eq!(profit, 17_859);
         assert_eq!(profit_rate(profit, 1_911_386).as_deref(), Some("0.93"));
-    }
-
-    #[test]
-    fn rates_round_half_away_from_zero() {
-        assert_eq!(profit_rate(-125, 1_000).as_deref(), Some("-12.50"));
-        assert_eq!(profit_rate(1, 8).as_deref(), Some("12.50"));
-        // 1/3 % = 0.3333… → 0.33; 2/3 → 0.67; exactly half → away from zero.
-        assert_eq!(profit_rate(1, 300).as_deref(), Some("0.33"));
-        assert_eq!(profit_rate(2, 300).as_deref(), Some("0.67"));
-        assert_eq!(profit_rate(1, 20_000).as_deref(), Some("0.01")); // 0.005 → 0.01
-        assert_eq!(profit_rate(-1, 20_000).as_deref(), Some("-0.01"));
-        assert_eq!(profit_rate(-1, 20_001).as_deref(), Some("0.00")); // no "-0.00"
-        assert_eq!(profit_rate(0, 5).as_deref(), Some("0.00"));
-        assert_eq!(profit_rate(5, 0), None);
-        assert_eq!(profit_rate(-1_000, 1_000).as_deref(), Some("-100.00"));
-        assert_eq!(
-            profit_rate(i64::MAX, 1).as_deref(),
-            Some("922337203685477580700.00")
-        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 
 pub mod auth;
 pub mod digest;
+pub mod figures;
 pub mod ids;
+pub mod signature;
 pub mod status;
 pub mod time;
 

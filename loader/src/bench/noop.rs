@@ -72,7 +72,7 @@ impl CannedResponses {
             total_assets,
             principal: account.principal,
             total_profit,
-            profit_rate: profit_rate(total_profit, account.principal),
+            profit_rate: invest_proto::figures::profit_rate(total_profit, account.principal),
             as_of: Some(at(now)),
         };
         let transfer_id = blake3::hash(account.account_number.as_bytes()).to_hex()[..32].to_owned();
@@ -124,26 +124,6 @@ impl CannedResponses {
         .map(|(rpc, bytes)| (rpc.to_owned(), bytes))
         .collect()
     }
-}
-
-/// The contract's profit rate: profit / principal × 100 with two decimals, half away from zero.
-fn profit_rate(profit: i64, principal: i64) -> Option<String> {
-    if principal == 0 {
-        return None;
-    }
-    let (profit, principal) = (i128::from(profit), i128::from(principal));
-    let scaled = profit * 10_000;
-    let mut hundredths = scaled / principal;
-    if (scaled % principal).abs() * 2 >= principal.abs() {
-        hundredths += if (profit < 0) == (principal < 0) {
-            1
-        } else {
-            -1
-        };
-    }
-    let sign = if hundredths < 0 { "-" } else { "" };
-    let abs = hundredths.abs();
-    Some(format!("{sign}{}.{:02}", abs / 100, abs % 100))
 }
 
 #[derive(Debug, Clone)]
@@ -278,20 +258,6 @@ impl NoopServer {
 mod tests {
     use super::*;
     use crate::generate::{self, GenOptions};
-
-    #[test]
-    fn profit_rates_round_half_away_from_zero() {
-        assert_eq!(profit_rate(17_859, 1_911_386).as_deref(), Some("0.93"));
-        assert_eq!(profit_rate(-1_250, 10_000).as_deref(), Some("-12.50"));
-        assert_eq!(profit_rate(-5, 10_000).as_deref(), Some("-0.05"));
-        assert_eq!(
-            profit_rate(1, 20_000).as_deref(),
-            Some("0.01"),
-            "0.005 rounds up"
-        );
-        assert_eq!(profit_rate(-1, 20_000).as_deref(), Some("-0.01"));
-        assert_eq!(profit_rate(5, 0), None);
-    }
 
     #[test]
     fn synthetic_responses_look_like_the_real_ones() {

@@ -30,7 +30,7 @@ use super::{
     population::{Customer, Population, SampledAccount},
     stats::Recorder,
 };
-use crate::cli::signature;
+use invest_proto::signature::Signature;
 
 /// Deposits of the workload are 1 to this many won: small, since every one is credited.
 pub const MAX_DEPOSIT_WON: i64 = 1_000;
@@ -451,7 +451,7 @@ async fn worker(id: usize, plan: Arc<Plan>, mut clients: Clients) -> Recorder {
         let amount = rng.random_range(1..=MAX_DEPOSIT_WON);
         // The client knows the signature before phase 1: not part of the measured time.
         let signature = if operation == Operation::Deposit {
-            signature(&account.account_number, &customer.name, amount)
+            Signature::of(&account.account_number, &customer.name, amount).to_hex()
         } else {
             String::new()
         };
@@ -537,7 +537,7 @@ pub async fn capture(
         account,
         customer,
         amount,
-        signature: signature(&account.account_number, &customer.name, amount),
+        signature: Signature::of(&account.account_number, &customer.name, amount).to_hex(),
     };
     let number = || account.account_number.clone();
     if let Some(client) = clients.portfolio.as_mut() {
