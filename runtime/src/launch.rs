@@ -17,9 +17,10 @@ use tonic::service::RoutesBuilder;
 use crate::auth::{Authenticator, VerifiedTokens};
 use crate::{
     db::{Database, DatabaseUrl, DbConfig, Migrations, UrlError},
-    grpc::{self, Lifecycle, ReflectionError, RunningServer, ShutdownConfig},
     guard::{GuardConfig, GuardLayer},
+    health::{self, Lifecycle, ReflectionError},
     listener::ConnectionLimits,
+    serve::{self, RunningServer, ShutdownConfig},
     telemetry::{self, LogFormat},
 };
 use invest_proto::auth::{JwtKeys, JwtSecretArgs, SecretError};
@@ -216,7 +217,7 @@ impl Launch<'_> {
         let metrics_addr =
             telemetry::serve_metrics(metrics_listener).map_err(bind_error(self.metrics_listen))?;
 
-        let infra = grpc::infrastructure(self.services)?;
+        let infra = health::infrastructure(self.services)?;
         let mut routes = infra.routes;
         add_routes(&mut routes);
         let args = self.args;
@@ -246,7 +247,7 @@ impl Launch<'_> {
         let lifecycle = infra.lifecycle;
         lifecycle.publish().await;
         lifecycle.set_alive().await;
-        let server = grpc::spawn(
+        let server = serve::spawn(
             listener,
             routes.routes(),
             guard,

@@ -6,11 +6,12 @@
 pub mod auth;
 pub mod db;
 pub mod error;
-pub mod grpc;
 pub mod guard;
+pub mod health;
 pub mod launch;
 pub mod listener;
 pub mod paging;
+pub mod serve;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
