@@ -1,6 +1,6 @@
-//! LoadDirectory: the account directory of a day, checked record by record, written under a
-//! `loading` directory and made current in one short transaction when the stream ended well
-//! and matches its header.
+//! LoadDirectory: the account directory of a day (account number and owner), checked entry
+//! by entry and written batch by batch under the staged-load protocol
+//! (`invest_runtime::staged`): current only when the stream ended well and matches its header.
 
 use invest_proto::{
     deposit::v1::{self as pb, directory_part::Part},
@@ -8,13 +8,20 @@ use invest_proto::{
     ids::AccountNumber,
     time,
 };
-use invest_runtime::{db::Database, launch::CleanupGuard};
-use tokio_stream::{Stream, StreamExt};
+use invest_runtime::{
+    db::{Database, DbConnection},
+    error::required_text,
+    staged::{self, Ingest, StagedTables},
+};
+use tokio_stream::Stream;
 use tonic::Status;
 
 use crate::{
     error::{Error, Result},
-    store::directory::{self, Begin, DirectoryRow, Entry, Finish},
+    store::{
+        DIRECTORIES,
+        directory::{self, DirectoryRow, Entry},
+    },
 };
 
 /// What LoadDirectory answers.
@@ -26,186 +33,161 @@ pub struct Loaded {
     pub current: DirectoryRow,
 }
 
-fn invalid(
-    reason: &'static str,
-    field: impl Into<String>,
-    description: impl Into<String>,
-) -> Status {
-    Error::invalid(reason, field, description).into()
+/// The ingest of a directory: each entry checked (account number, owner's name, order) and
+/// digested; entries written in batches.
+#[derive(Debug, Default)]
+pub struct DirectoryIngest {
+    /// `(entry_count, digest)` announced by the header.
+    announced: Option<(i64, String)>,
+    digest: RecordDigest,
+    last: Option<AccountNumber>,
+    count: i64,
 }
 
-/// Runs one LoadDirectory stream to its end.
-pub async fn load_directory<S>(
-    db: Database,
-    mut parts: S,
-    flip_lock_key: i64,
-) -> Result<Loaded, Status>
-where
-    S: Stream<Item = Result<pb::DirectoryPart, Status>> + Unpin,
-{
-    let header = match parts.next().await {
-        Some(part) => match part?.part {
-            Some(Part::Header(header)) => header,
-            _ => {
-                return Err(invalid(
-                    "PARTS_OUT_OF_ORDER",
-                    "part",
-                    "the first part must be a header",
-                ));
-            }
-        },
-        None => {
-            return Err(invalid(
+impl Ingest for DirectoryIngest {
+    type Part = pb::DirectoryPart;
+    type Batch = Vec<Entry>;
+
+    fn header(&mut self, first: pb::DirectoryPart) -> Result<(i64, String)> {
+        let Some(Part::Header(header)) = first.part else {
+            return Err(Error::invalid(
                 "PARTS_OUT_OF_ORDER",
                 "part",
-                "the stream is empty; the first part must be a header",
+                "the first part must be a header",
+            ));
+        };
+        let as_of = header
+            .as_of
+            .as_ref()
+            .and_then(time::to_micros)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "INVALID_AS_OF",
+                    "header.as_of",
+                    "required, a valid timestamp",
+                )
+            })?;
+        let digest = header.digest.to_ascii_lowercase();
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::invalid(
+                "INVALID_DIGEST",
+                "header.digest",
+                "must be the 64 hex digits of a BLAKE3 digest",
             ));
         }
-    };
-    let as_of = header
-        .as_of
-        .as_ref()
-        .and_then(time::to_micros)
-        .ok_or_else(|| {
-            invalid(
-                "INVALID_AS_OF",
-                "header.as_of",
-                "required, a valid timestamp",
-            )
-        })?;
-    let digest = header.digest.to_ascii_lowercase();
-    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(invalid(
-            "INVALID_DIGEST",
-            "header.digest",
-            "must be the 64 hex digits of a BLAKE3 digest",
-        ));
-    }
-    if header.entry_count <= 0 {
-        return Err(invalid(
-            "EMPTY_DIRECTORY",
-            "header.entry_count",
-            "a directory without accounts would refuse every deposit; refusing it",
-        ));
-    }
-    let begin = {
-        let digest = digest.clone();
-        db.run(move |c| directory::begin_load(c, as_of, &digest, time::now_micros()))
-            .await?
-    };
-    let directory_id = match begin {
-        Begin::Unchanged(current) => {
-            return Ok(Loaded {
-                unchanged: true,
-                current,
-            });
+        if header.entry_count <= 0 {
+            return Err(Error::invalid(
+                "EMPTY_DIRECTORY",
+                "header.entry_count",
+                "a directory without accounts would refuse every deposit; refusing it",
+            ));
         }
-        Begin::Started(id) => id,
-    };
-    let mut guard = {
-        let db = db.clone();
-        CleanupGuard::new(async move {
-            if let Err(e) = db.run(move |c| directory::discard(c, directory_id)).await {
-                tracing::warn!(directory_id, error = %e, "could not discard unfinished directory; the janitor will");
-            }
-        })
-    };
+        self.announced = Some((header.entry_count, digest.clone()));
+        Ok((as_of, digest))
+    }
 
-    let mut hasher = RecordDigest::new();
-    let mut last: Option<AccountNumber> = None;
-    let mut count = 0i64;
-    let mut part_number = 1u64;
-    while let Some(part) = parts.next().await {
-        part_number += 1;
-        let batch = match part?.part {
-            Some(Part::Entries(batch)) => batch,
-            _ => {
-                return Err(invalid(
-                    "PARTS_OUT_OF_ORDER",
-                    "part",
-                    format!("part {part_number}: after the header only entry batches may follow"),
-                ));
-            }
+    fn accept(&mut self, part: pb::DirectoryPart, number: u64) -> Result<Vec<Entry>> {
+        let Some(Part::Entries(batch)) = part.part else {
+            return Err(Error::invalid(
+                "PARTS_OUT_OF_ORDER",
+                "part",
+                format!("part {number}: after the header only entry batches may follow"),
+            ));
         };
         let mut entries = Vec::with_capacity(batch.entries.len());
         for (i, entry) in batch.entries.iter().enumerate() {
             let at = format!("entries.entries[{i}]");
             let account = AccountNumber::parse(&entry.account_number).map_err(|e| {
-                invalid(
+                Error::invalid(
                     "INVALID_ACCOUNT_NUMBER",
                     format!("{at}.account_number"),
                     e.0,
                 )
             })?;
-            let customer_name = invest_runtime::error::required_text(
-                &entry.customer_name,
-                format!("{at}.customer_name"),
-            )?;
-            if last.as_ref().is_some_and(|l| *l >= account) {
-                return Err(invalid(
+            let customer_name = required_text(&entry.customer_name, format!("{at}.customer_name"))?;
+            if self.last.as_ref().is_some_and(|l| *l >= account) {
+                return Err(Error::invalid(
                     "ENTRIES_OUT_OF_ORDER",
                     format!("{at}.account_number"),
                     format!(
-                        "part {part_number}: entries must come in strictly ascending account-number order, each once; {account} is out of place"
+                        "part {number}: entries must come in strictly ascending account-number order, each once; {account} is out of place"
                     ),
                 ));
             }
-            hasher.add(RecordKind::DirectoryEntry, entry);
+            self.digest.add(RecordKind::DirectoryEntry, entry);
             entries.push(Entry {
-                account_number: account.as_str().to_owned(),
+                account_number: account.clone(),
                 customer_name,
             });
-            last = Some(account);
-            count += 1;
+            self.last = Some(account);
+            self.count += 1;
         }
-        db.run(move |c| directory::insert_entries(c, directory_id, &entries, time::now_micros()))
-            .await?;
+        Ok(entries)
     }
-    if count != header.entry_count {
-        return Err(invalid(
-            "INCOMPLETE_DIRECTORY",
-            "header.entry_count",
-            format!(
-                "the header announced {} entries, the stream carried {count}; nothing was changed",
-                header.entry_count
-            ),
-        ));
+
+    fn write(
+        conn: &mut DbConnection,
+        _tables: &StagedTables,
+        id: i64,
+        batch: &Vec<Entry>,
+        now: i64,
+    ) -> Result<()> {
+        directory::insert_entries(conn, id, batch, now)
     }
-    let computed = hasher.finish();
-    if computed != digest {
-        return Err(invalid(
-            "DIGEST_MISMATCH",
-            "header.digest",
-            format!(
-                "the entries hash to {computed}, not to the header's {digest}; nothing was changed"
-            ),
-        ));
-    }
-    let finish = db
-        .run(move |c| {
-            directory::finish_load(
-                c,
-                directory_id,
-                as_of,
-                &digest,
-                count,
-                time::now_micros(),
-                flip_lock_key,
-            )
-        })
-        .await?;
-    match finish {
-        Finish::Current(current) => {
-            guard.disarm();
-            tracing::info!(directory_id, entries = count, "directory is current");
-            Ok(Loaded {
-                unchanged: false,
-                current,
-            })
+
+    fn complete(&self) -> Result<Vec<(&'static str, i64)>> {
+        let Some((entry_count, digest)) = &self.announced else {
+            return Err(Error::invalid(
+                "PARTS_OUT_OF_ORDER",
+                "part",
+                "the first part must be a header",
+            ));
+        };
+        if self.count != *entry_count {
+            return Err(Error::invalid(
+                "INCOMPLETE_DIRECTORY",
+                "header.entry_count",
+                format!(
+                    "the header announced {entry_count} entries, the stream carried {}; nothing was changed",
+                    self.count
+                ),
+            ));
         }
-        Finish::Unchanged(current) => Ok(Loaded {
-            unchanged: true,
-            current,
-        }),
+        let computed = self.digest.clone().finish();
+        if computed != *digest {
+            return Err(Error::invalid(
+                "DIGEST_MISMATCH",
+                "header.digest",
+                format!(
+                    "the entries hash to {computed}, not to the header's {digest}; nothing was changed"
+                ),
+            ));
+        }
+        Ok(vec![("entry_count", self.count)])
     }
+}
+
+/// Runs one LoadDirectory stream to its end.
+pub async fn load_directory<S>(db: Database, parts: S, flip_lock_key: i64) -> Result<Loaded, Status>
+where
+    S: Stream<Item = Result<pb::DirectoryPart, Status>> + Unpin,
+{
+    let loaded = staged::load(
+        db.clone(),
+        &DIRECTORIES,
+        flip_lock_key,
+        DirectoryIngest::default(),
+        parts,
+    )
+    .await?;
+    let current = db
+        .run(|c| -> Result<_> { Ok(directory::current(c)?) })
+        .await?
+        .ok_or_else(|| {
+            Error::Unavailable("the directory just loaded is gone; load it again".into())
+        })?;
+    Ok(Loaded {
+        unchanged: loaded.unchanged,
+        current,
+    })
 }

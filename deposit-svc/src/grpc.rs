@@ -13,10 +13,8 @@ use invest_proto::{
 };
 use invest_runtime::{
     auth::caller,
-    {
-        db::Database,
-        paging::{PageTokens, page_size, token_mismatch},
-    },
+    db::Database,
+    paging::{PageTokens, page_size, token_mismatch},
 };
 use tonic::{Request, Response, Status, Streaming};
 

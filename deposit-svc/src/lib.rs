@@ -31,11 +31,9 @@ use invest_proto::{
 };
 use invest_runtime::{
     auth::RequireScope,
-    {
-        db::Database,
-        launch::{Launch, LaunchError, Running, ServerArgs},
-        telemetry,
-    },
+    db::Database,
+    launch::{Launch, LaunchError, Running, ServerArgs},
+    staged, telemetry,
 };
 use tonic::transport::Endpoint;
 
@@ -255,17 +253,9 @@ impl Janitor {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read the outbox backlog"),
             }
+            // Retired directories serve nothing: keep none.
             let stale_before = time::now_micros() - micros(self.stale_after);
-            if let Ok(ids) = db
-                .run(move |c| store::directory::prunable(c, stale_before))
-                .await
-            {
-                for id in ids {
-                    if let Err(e) = db.run(move |c| store::directory::discard(c, id)).await {
-                        tracing::warn!(directory_id = id, error = %e, "cannot prune directory");
-                    }
-                }
-            }
+            staged::prune(&db, &store::DIRECTORIES, 0, stale_before).await;
         }
     }
 }

@@ -21,6 +21,39 @@ pub fn overflow(what: &str) -> Error {
 }
 
 pub use invest_proto::figures::profit_rate;
+use invest_proto::ids::{AccountNumber, Isin};
+
+/// A holding that passed every check, with its valuation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidHolding {
+    /// ISIN or `CASH`.
+    pub isin: Isin,
+    /// Units.
+    pub quantity: i64,
+    /// Won per unit.
+    pub current_price: i64,
+    /// quantity × current_price.
+    pub valuation: i64,
+}
+
+/// An account that passed every check, with its total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidAccount {
+    /// Account number.
+    pub account_number: AccountNumber,
+    /// Owner.
+    pub customer_name: String,
+    /// Brokerage.
+    pub brokerage: String,
+    /// Account name.
+    pub account_name: String,
+    /// Won.
+    pub principal: i64,
+    /// Sum of valuations, won.
+    pub total_assets: i64,
+    /// At least one, ascending ISIN.
+    pub holdings: Vec<ValidHolding>,
+}
 
 /// Where a listing continues: the snapshot it started on and the last key returned.
 #[derive(Debug, Clone, PartialEq, Eq)]

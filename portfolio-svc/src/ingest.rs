@@ -1,8 +1,9 @@
-//! LoadSnapshot: checks every record of the stream again, writes it batch by batch under a
-//! `loading` snapshot, and makes it current only when the stream ended well and matches its
-//! header. The server never holds more than two batches of the day in memory.
+//! LoadSnapshot: checks every record of the stream again and writes it batch by batch under
+//! the staged-load protocol (`invest_runtime::staged`): current only when the stream ended
+//! well and matches its header. The server never holds more than two batches of the day in
+//! memory.
 
-use std::{collections::HashSet, future::Future};
+use std::collections::HashSet;
 
 use invest_proto::{
     digest::{RecordDigest, RecordKind},
@@ -10,18 +11,17 @@ use invest_proto::{
     portfolio::v1::{self as pb, snapshot_part::Part},
     time,
 };
-use invest_runtime::{db::Database, launch::CleanupGuard};
-use tokio::task::JoinHandle;
-use tokio_stream::{Stream, StreamExt};
+use invest_runtime::{
+    db::{Database, DbConnection},
+    staged::{self, Ingest, StagedTables},
+};
+use tokio_stream::Stream;
 use tonic::Status;
 
 use crate::{
+    domain::{ValidAccount, ValidHolding},
     error::{Error, Result},
-    store::{
-        self,
-        ingest::{Begin, Finish},
-        read::SnapshotRow,
-    },
+    store::{self, SNAPSHOTS, read::SnapshotRow},
 };
 
 /// A checked header.
@@ -86,38 +86,6 @@ impl SnapshotHeader {
             holding_count: header.holding_count,
         })
     }
-}
-
-/// A holding that passed every check, with its valuation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidHolding {
-    /// ISIN or `CASH`.
-    pub isin: Isin,
-    /// Units.
-    pub quantity: i64,
-    /// Won per unit.
-    pub current_price: i64,
-    /// quantity × current_price.
-    pub valuation: i64,
-}
-
-/// An account that passed every check, with its total.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidAccount {
-    /// Account number.
-    pub account_number: AccountNumber,
-    /// Owner.
-    pub customer_name: String,
-    /// Brokerage.
-    pub brokerage: String,
-    /// Account name.
-    pub account_name: String,
-    /// Won.
-    pub principal: i64,
-    /// Sum of valuations, won.
-    pub total_assets: i64,
-    /// At least one, ascending ISIN.
-    pub holdings: Vec<ValidHolding>,
 }
 
 fn non_empty(value: &str, field: String) -> Result<String> {
@@ -236,13 +204,186 @@ pub fn validate_account(
     })
 }
 
-/// What LoadSnapshot answers.
+/// The ingest of a snapshot under the staged-load protocol: each part checked again (formats,
+/// order, instruments known, totals in 64 bits) and digested; rows written in batches.
+#[derive(Debug, Default)]
+pub struct SnapshotIngest {
+    header: Option<SnapshotHeader>,
+    digest: RecordDigest,
+    instruments: HashSet<Isin>,
+    last_isin: Option<Isin>,
+    last_account: Option<AccountNumber>,
+    instrument_count: i64,
+    account_count: i64,
+    holding_count: i64,
+}
+
+/// Checked rows of one part.
 #[derive(Debug)]
-pub struct Loaded {
-    /// True when nothing changed.
-    pub unchanged: bool,
-    /// The snapshot now current.
-    pub current: SnapshotRow,
+pub enum SnapshotBatch {
+    /// Instruments, in ISIN order.
+    Instruments(Vec<pb::Instrument>),
+    /// Accounts with their holdings, in account-number order.
+    Accounts(Vec<ValidAccount>),
+}
+
+fn order_error(field: &str, what: &str) -> Error {
+    Error::invalid("PARTS_OUT_OF_ORDER", field, what.to_owned())
+}
+
+impl Ingest for SnapshotIngest {
+    type Part = pb::SnapshotPart;
+    type Batch = SnapshotBatch;
+
+    fn header(&mut self, first: pb::SnapshotPart) -> Result<(i64, String)> {
+        let header = match first.part {
+            Some(Part::Header(header)) => SnapshotHeader::parse(header)?,
+            _ => return Err(order_error("part", "the first part must be a header")),
+        };
+        let as_of_digest = (header.as_of, header.digest.clone());
+        self.header = Some(header);
+        Ok(as_of_digest)
+    }
+
+    fn accept(&mut self, part: pb::SnapshotPart, number: u64) -> Result<SnapshotBatch> {
+        match part.part {
+            None | Some(Part::Header(_)) => Err(order_error(
+                "part",
+                &format!(
+                    "part {number}: only the first part may be a header, and no part may be empty"
+                ),
+            )),
+            Some(Part::Instruments(batch)) => {
+                if self.account_count > 0 {
+                    return Err(order_error(
+                        "instruments",
+                        &format!(
+                            "part {number}: every instrument must come before the first account"
+                        ),
+                    ));
+                }
+                for (i, instrument) in batch.instruments.iter().enumerate() {
+                    let at = format!("instruments.instruments[{i}]");
+                    let isin = validate_instrument(&at, instrument)?;
+                    if self.last_isin.as_ref().is_some_and(|last| *last >= isin) {
+                        return Err(Error::invalid(
+                            "INSTRUMENTS_OUT_OF_ORDER",
+                            format!("{at}.isin"),
+                            format!(
+                                "part {number}: instruments must come in strictly ascending ISIN order, each once; {isin} is out of place"
+                            ),
+                        ));
+                    }
+                    if !isin.check_digit_ok() {
+                        tracing::debug!(%isin, "ISIN check digit does not match; accepted as delivered");
+                    }
+                    self.digest.add(RecordKind::Instrument, instrument);
+                    self.last_isin = Some(isin.clone());
+                    self.instruments.insert(isin);
+                    self.instrument_count += 1;
+                }
+                Ok(SnapshotBatch::Instruments(batch.instruments))
+            }
+            Some(Part::Accounts(batch)) => {
+                let mut valid = Vec::with_capacity(batch.accounts.len());
+                for (i, account) in batch.accounts.into_iter().enumerate() {
+                    let at = format!("accounts.accounts[{i}]");
+                    self.digest.add(RecordKind::Account, &account);
+                    let account =
+                        validate_account(&at, account, &self.instruments).map_err(|e| match e {
+                            Error::InvalidArgument {
+                                reason,
+                                message,
+                                fields,
+                            } => Error::InvalidArgument {
+                                reason,
+                                message: format!("part {number}: {message}"),
+                                fields,
+                            },
+                            other => other,
+                        })?;
+                    if self
+                        .last_account
+                        .as_ref()
+                        .is_some_and(|last| *last >= account.account_number)
+                    {
+                        return Err(Error::invalid(
+                            "ACCOUNTS_OUT_OF_ORDER",
+                            format!("{at}.account_number"),
+                            format!(
+                                "part {number}: accounts must come in strictly ascending account-number order, each once; {} is out of place",
+                                account.account_number
+                            ),
+                        ));
+                    }
+                    self.last_account = Some(account.account_number.clone());
+                    self.account_count += 1;
+                    self.holding_count += account.holdings.len() as i64;
+                    valid.push(account);
+                }
+                Ok(SnapshotBatch::Accounts(valid))
+            }
+        }
+    }
+
+    fn write(
+        conn: &mut DbConnection,
+        _tables: &StagedTables,
+        id: i64,
+        batch: &SnapshotBatch,
+        now: i64,
+    ) -> Result<()> {
+        match batch {
+            SnapshotBatch::Instruments(instruments) => {
+                store::ingest::insert_instruments(conn, id, instruments, now)
+            }
+            SnapshotBatch::Accounts(accounts) => {
+                store::ingest::insert_accounts(conn, id, accounts, now)
+            }
+        }
+    }
+
+    fn complete(&self) -> Result<Vec<(&'static str, i64)>> {
+        let Some(header) = &self.header else {
+            return Err(order_error("part", "the first part must be a header"));
+        };
+        let announced = (
+            header.instrument_count,
+            header.account_count,
+            header.holding_count,
+        );
+        let received = (
+            self.instrument_count,
+            self.account_count,
+            self.holding_count,
+        );
+        if announced != received {
+            return Err(Error::invalid(
+                "INCOMPLETE_SNAPSHOT",
+                "header",
+                format!(
+                    "the header announced {} instruments, {} accounts and {} holdings, the stream carried {}, {} and {}; nothing was changed",
+                    announced.0, announced.1, announced.2, received.0, received.1, received.2
+                ),
+            ));
+        }
+        let computed = self.digest.clone().finish();
+        if computed != header.digest {
+            return Err(Error::invalid(
+                "DIGEST_MISMATCH",
+                "header.digest",
+                format!(
+                    "the records hash to {computed}, not to the header's {}; nothing was changed",
+                    header.digest
+                ),
+            ));
+        }
+        Ok(vec![
+            ("instrument_count", self.instrument_count),
+            ("account_count", self.account_count),
+            ("holding_count", self.holding_count),
+        ])
+    }
 }
 
 /// Settings of the ingest path.
@@ -252,259 +393,42 @@ pub struct IngestConfig {
     pub flip_lock_key: i64,
 }
 
-/// A guard that deletes the rows of a load that did not finish.
-fn discard_unless_finished(db: Database, snapshot_id: i64) -> CleanupGuard {
-    CleanupGuard::new(async move {
-        match db
-            .run(move |c| store::ingest::discard(c, snapshot_id))
-            .await
-        {
-            Ok(()) => tracing::info!(snapshot_id, "discarded unfinished load"),
-            Err(e) => {
-                tracing::warn!(snapshot_id, error = %e, "could not discard unfinished load; the janitor will")
-            }
-        }
-    })
-}
-
-/// One database write in flight while the next batch is received and checked.
-struct Pipeline {
-    pending: Option<JoinHandle<Result<()>>>,
-}
-
-impl Pipeline {
-    async fn wait(&mut self) -> Result<()> {
-        if let Some(handle) = self.pending.take() {
-            match handle.await {
-                Ok(result) => result?,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => return Err(Error::Unavailable(format!("batch write cancelled: {e}"))),
-            }
-        }
-        Ok(())
-    }
-
-    async fn submit(
-        &mut self,
-        write: impl Future<Output = Result<()>> + Send + 'static,
-    ) -> Result<()> {
-        self.wait().await?;
-        self.pending = Some(tokio::spawn(write));
-        Ok(())
-    }
-}
-
-fn order_error(field: &str, what: &str) -> Error {
-    Error::invalid("PARTS_OUT_OF_ORDER", field, what.to_owned())
+/// What LoadSnapshot answers.
+#[derive(Debug)]
+pub struct Loaded {
+    /// True when nothing changed.
+    pub unchanged: bool,
+    /// The snapshot now current.
+    pub current: SnapshotRow,
 }
 
 /// Runs one LoadSnapshot stream to its end.
 pub async fn load_snapshot<S>(
     db: Database,
-    mut parts: S,
+    parts: S,
     config: IngestConfig,
 ) -> Result<Loaded, Status>
 where
     S: Stream<Item = Result<pb::SnapshotPart, Status>> + Unpin,
 {
-    let first = match parts.next().await {
-        Some(part) => part?,
-        None => {
-            return Err(order_error(
-                "part",
-                "the stream is empty; the first part must be a header",
-            )
-            .into());
-        }
-    };
-    let header = match first.part {
-        Some(Part::Header(header)) => SnapshotHeader::parse(header)?,
-        _ => return Err(order_error("part", "the first part must be a header").into()),
-    };
-    let begin = {
-        let header = header.clone();
-        db.run(move |c| store::ingest::begin_load(c, &header, time::now_micros()))
-            .await?
-    };
-    let snapshot_id = match begin {
-        Begin::Unchanged(current) => {
-            tracing::info!(as_of = %time::rfc3339(header.as_of), digest = %header.digest, "snapshot already current; nothing to load");
-            return Ok(Loaded {
-                unchanged: true,
-                current,
-            });
-        }
-        Begin::Started(id) => id,
-    };
-    let mut guard = discard_unless_finished(db.clone(), snapshot_id);
-    tracing::info!(snapshot_id, as_of = %time::rfc3339(header.as_of), accounts = header.account_count, "loading snapshot");
-
-    let mut digest = RecordDigest::new();
-    let mut instruments: HashSet<Isin> = HashSet::new();
-    let mut last_isin: Option<Isin> = None;
-    let mut last_account: Option<AccountNumber> = None;
-    let (mut instrument_count, mut account_count, mut holding_count) = (0i64, 0i64, 0i64);
-    let mut pipeline = Pipeline { pending: None };
-    let mut part_number = 1u64;
-
-    while let Some(part) = parts.next().await {
-        let part = part?;
-        part_number += 1;
-        match part.part {
-            None | Some(Part::Header(_)) => {
-                return Err(order_error("part", &format!("part {part_number}: only the first part may be a header, and no part may be empty")).into());
-            }
-            Some(Part::Instruments(batch)) => {
-                if account_count > 0 {
-                    return Err(order_error("instruments", &format!("part {part_number}: every instrument must come before the first account")).into());
-                }
-                for (i, instrument) in batch.instruments.iter().enumerate() {
-                    let at = format!("instruments.instruments[{i}]");
-                    let isin = validate_instrument(&at, instrument)?;
-                    if last_isin.as_ref().is_some_and(|last| *last >= isin) {
-                        return Err(Error::invalid(
-                            "INSTRUMENTS_OUT_OF_ORDER",
-                            format!("{at}.isin"),
-                            format!("part {part_number}: instruments must come in strictly ascending ISIN order, each once; {isin} is out of place"),
-                        ).into());
-                    }
-                    if !isin.check_digit_ok() {
-                        tracing::debug!(%isin, "ISIN check digit does not match; accepted as delivered");
-                    }
-                    digest.add(RecordKind::Instrument, instrument);
-                    last_isin = Some(isin.clone());
-                    instruments.insert(isin);
-                    instrument_count += 1;
-                }
-                let db = db.clone();
-                pipeline
-                    .submit(async move {
-                        db.run(move |c| {
-                            store::ingest::insert_instruments(
-                                c,
-                                snapshot_id,
-                                &batch.instruments,
-                                time::now_micros(),
-                            )
-                        })
-                        .await
-                    })
-                    .await?;
-            }
-            Some(Part::Accounts(batch)) => {
-                let mut valid = Vec::with_capacity(batch.accounts.len());
-                for (i, account) in batch.accounts.into_iter().enumerate() {
-                    let at = format!("accounts.accounts[{i}]");
-                    digest.add(RecordKind::Account, &account);
-                    let account =
-                        validate_account(&at, account, &instruments).map_err(|e| match e {
-                            Error::InvalidArgument {
-                                reason,
-                                message,
-                                fields,
-                            } => Error::InvalidArgument {
-                                reason,
-                                message: format!("part {part_number}: {message}"),
-                                fields,
-                            },
-                            other => other,
-                        })?;
-                    if last_account
-                        .as_ref()
-                        .is_some_and(|last| *last >= account.account_number)
-                    {
-                        return Err(Error::invalid(
-                            "ACCOUNTS_OUT_OF_ORDER",
-                            format!("{at}.account_number"),
-                            format!("part {part_number}: accounts must come in strictly ascending account-number order, each once; {} is out of place", account.account_number),
-                        ).into());
-                    }
-                    last_account = Some(account.account_number.clone());
-                    account_count += 1;
-                    holding_count += account.holdings.len() as i64;
-                    valid.push(account);
-                }
-                let db = db.clone();
-                pipeline
-                    .submit(async move {
-                        db.run(move |c| {
-                            store::ingest::insert_accounts(
-                                c,
-                                snapshot_id,
-                                &valid,
-                                time::now_micros(),
-                            )
-                        })
-                        .await
-                    })
-                    .await?;
-            }
-        }
-    }
-    pipeline.wait().await?;
-
-    let announced = (
-        header.instrument_count,
-        header.account_count,
-        header.holding_count,
-    );
-    let received = (instrument_count, account_count, holding_count);
-    if announced != received {
-        return Err(Error::invalid(
-            "INCOMPLETE_SNAPSHOT",
-            "header",
-            format!(
-                "the header announced {} instruments, {} accounts and {} holdings, the stream carried {}, {} and {}; nothing was changed",
-                announced.0, announced.1, announced.2, received.0, received.1, received.2
-            ),
-        )
-        .into());
-    }
-    let computed = digest.finish();
-    if computed != header.digest {
-        return Err(Error::invalid(
-            "DIGEST_MISMATCH",
-            "header.digest",
-            format!(
-                "the records hash to {computed}, not to the header's {}; nothing was changed",
-                header.digest
-            ),
-        )
-        .into());
-    }
-    let finish = {
-        let header = header.clone();
-        db.run(move |c| {
-            store::ingest::finish_load(
-                c,
-                snapshot_id,
-                &header,
-                time::now_micros(),
-                config.flip_lock_key,
-            )
-        })
+    let loaded = staged::load(
+        db.clone(),
+        &SNAPSHOTS,
+        config.flip_lock_key,
+        SnapshotIngest::default(),
+        parts,
+    )
+    .await?;
+    let current = db
+        .run(|c| -> Result<_> { Ok(store::read::current(c)?) })
         .await?
-    };
-    match finish {
-        Finish::Current(current) => {
-            guard.disarm();
-            tracing::info!(
-                snapshot_id,
-                accounts = current.account_count,
-                holdings = current.holding_count,
-                "snapshot is current"
-            );
-            Ok(Loaded {
-                unchanged: false,
-                current,
-            })
-        }
-        // A concurrent load of the same day won; ours is discarded by the guard.
-        Finish::Unchanged(current) => Ok(Loaded {
-            unchanged: true,
-            current,
-        }),
-    }
+        .ok_or_else(|| {
+            Error::Unavailable("the snapshot just loaded is gone; load it again".into())
+        })?;
+    Ok(Loaded {
+        unchanged: loaded.unchanged,
+        current,
+    })
 }
 
 #[cfg(test)]

@@ -30,11 +30,9 @@ use invest_proto::{
 };
 use invest_runtime::{
     auth::RequireScope,
-    {
-        db::Database,
-        launch::{Launch, LaunchError, Running, ServerArgs},
-        telemetry,
-    },
+    db::Database,
+    launch::{Launch, LaunchError, Running, ServerArgs},
+    staged, telemetry,
 };
 
 use crate::{
@@ -189,23 +187,7 @@ impl Janitor {
     async fn prune(&self, db: &Database) {
         let stale_before =
             time::now_micros() - i64::try_from(self.stale_after.as_micros()).unwrap_or(i64::MAX);
-        let keep = self.keep;
-        let ids = match db
-            .run(move |c| store::ingest::prunable(c, keep, stale_before))
-            .await
-        {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list snapshots to prune");
-                return;
-            }
-        };
-        for id in ids {
-            match db.run(move |c| store::ingest::discard(c, id)).await {
-                Ok(()) => tracing::info!(snapshot_id = id, "pruned snapshot"),
-                Err(e) => tracing::warn!(snapshot_id = id, error = %e, "cannot prune snapshot"),
-            }
-        }
+        staged::prune(db, &store::SNAPSHOTS, self.keep, stale_before).await;
     }
 }
 

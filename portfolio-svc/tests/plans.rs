@@ -12,10 +12,8 @@ use diesel::{
 };
 use invest_runtime::{
     backend_tests,
-    {
-        db::{Database, DatabaseUrl, DbConfig, DbConnection},
-        testkit::{Backend, TestDatabase},
-    },
+    db::{Database, DatabaseUrl, DbConfig, DbConnection},
+    testkit::{Backend, TestDatabase},
 };
 use portfolio_svc::{
     error::Result,

@@ -354,44 +354,6 @@ async fn watch_database(database: Database, lifecycle: Lifecycle, every: Duratio
     }
 }
 
-/// Runs a cleanup when dropped unless disarmed, even when the request future that owns it
-/// is dropped mid-way (a client that went away): the cleanup runs as its own task.
-pub struct CleanupGuard {
-    cleanup: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-}
-
-impl std::fmt::Debug for CleanupGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CleanupGuard")
-            .field("armed", &self.cleanup.is_some())
-            .finish()
-    }
-}
-
-impl CleanupGuard {
-    /// Arms the guard with `cleanup`.
-    pub fn new(cleanup: impl Future<Output = ()> + Send + 'static) -> Self {
-        Self {
-            cleanup: Some(Box::pin(cleanup)),
-        }
-    }
-
-    /// The work succeeded: nothing to clean up.
-    pub fn disarm(&mut self) {
-        self.cleanup = None;
-    }
-}
-
-impl Drop for CleanupGuard {
-    fn drop(&mut self) {
-        if let Some(cleanup) = self.cleanup.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(cleanup);
-        }
-    }
-}
-
 /// Opens (and migrates) the database, retrying while it is unreachable.
 async fn open_with_backoff(config: DbConfig, migrations: Migrations) -> Database {
     let mut backoff = Duration::from_millis(250);

@@ -12,6 +12,7 @@ pub mod launch;
 pub mod listener;
 pub mod paging;
 pub mod serve;
+pub mod staged;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

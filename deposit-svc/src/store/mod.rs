@@ -7,7 +7,7 @@ pub mod outbox;
 pub mod schema;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use invest_runtime::db::Migrations;
+use invest_runtime::{db::Migrations, staged::StagedTables};
 
 const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -20,12 +20,13 @@ pub const MIGRATIONS: Migrations = Migrations {
     lock_key: 0x6465_706f_7369_7473, // "deposits"
 };
 
-/// Directory states as stored.
-pub mod state {
-    /// Being written; not used.
-    pub const LOADING: &str = "loading";
-    /// What deposits are checked against.
-    pub const CURRENT: &str = "current";
-    /// Replaced; pruned.
-    pub const RETIRED: &str = "retired";
-}
+/// The account directory under the staged-load protocol: `directories`, the
+/// `current_directory` pointer, and its entries.
+pub static DIRECTORIES: StagedTables = StagedTables {
+    what: "directory",
+    versions: "directories",
+    pointer: "current_directory",
+    pointer_column: "directory_id",
+    rows: &[("directory_entries", "directory_id")],
+    outdated_reason: "DIRECTORY_OUTDATED",
+};

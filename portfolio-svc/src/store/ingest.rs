@@ -1,50 +1,14 @@
-//! The write path of a daily snapshot: rows are written under a `loading` snapshot that
-//! readers never see, batch by batch, and one short transaction makes it current.
+//! The rows of a daily snapshot, written batch by batch under a `loading` snapshot that
+//! readers never see (the staged-load protocol, `invest_runtime::staged`, does the rest).
 
 use diesel::prelude::*;
-use invest_runtime::{
-    db::{DbConnection, write_transaction},
-    with_backend,
-};
+use invest_runtime::db::{DbConnection, write_transaction};
 
 use super::{
-    read::{self, SnapshotRow},
-    schema::{accounts, current_snapshot, holdings, instruments, snapshots},
-    state,
+    SNAPSHOTS,
+    schema::{accounts, holdings, instruments},
 };
-use crate::{
-    error::{Error, Result},
-    ingest::{SnapshotHeader, ValidAccount},
-};
-
-/// What `begin_load` decided.
-#[derive(Debug)]
-pub enum Begin {
-    /// The same digest for the same `as_of` is already current: nothing to do.
-    Unchanged(SnapshotRow),
-    /// A new `loading` snapshot was created.
-    Started(i64),
-}
-
-/// What `finish_load` did.
-#[derive(Debug)]
-pub enum Finish {
-    /// The snapshot is now current.
-    Current(SnapshotRow),
-    /// An identical snapshot became current meanwhile (a concurrent load of the same day);
-    /// ours is redundant and must be discarded.
-    Unchanged(SnapshotRow),
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = snapshots)]
-struct NewSnapshot<'a> {
-    as_of: i64,
-    digest: &'a str,
-    state: &'a str,
-    started_at: i64,
-    heartbeat_at: i64,
-}
+use crate::{domain::ValidAccount, error::Result};
 
 #[derive(Insertable)]
 #[diesel(table_name = instruments, treat_none_as_default_value = false)]
@@ -81,43 +45,6 @@ struct NewHolding<'a> {
 /// SQLite allows 32766 bound parameters per statement; stay well below.
 const SQLITE_MAX_PARAMS: usize = 30_000;
 
-fn outdated(as_of: i64, current: &SnapshotRow) -> Error {
-    Error::FailedPrecondition {
-        reason: "SNAPSHOT_OUTDATED",
-        message: format!(
-            "as_of {} is older than the current snapshot's {}; a snapshot never replaces a newer one",
-            invest_proto::time::rfc3339(as_of),
-            invest_proto::time::rfc3339(current.as_of)
-        ),
-    }
-}
-
-/// Checks the header against the current snapshot and opens a `loading` snapshot.
-pub fn begin_load(conn: &mut DbConnection, header: &SnapshotHeader, now: i64) -> Result<Begin> {
-    write_transaction(conn, |conn| {
-        if let Some(current) = read::current(conn)? {
-            if current.as_of == header.as_of && current.digest == header.digest {
-                return Ok(Begin::Unchanged(current));
-            }
-            if current.as_of > header.as_of {
-                return Err(outdated(header.as_of, &current));
-            }
-        }
-        let row = NewSnapshot {
-            as_of: header.as_of,
-            digest: &header.digest,
-            state: state::LOADING,
-            started_at: now,
-            heartbeat_at: now,
-        };
-        let id = with_backend!(conn, c => diesel::insert_into(snapshots::table)
-            .values(&row)
-            .returning(snapshots::id)
-            .get_result::<i64>(c))?;
-        Ok(Begin::Started(id))
-    })
-}
-
 /// Writes a batch of instruments of a loading snapshot.
 pub fn insert_instruments(
     conn: &mut DbConnection,
@@ -149,7 +76,7 @@ pub fn insert_instruments(
                 }
             }
         }
-        touch(conn, snapshot_id, now)
+        SNAPSHOTS.heartbeat(conn, snapshot_id, now)
     })
 }
 
@@ -208,128 +135,6 @@ pub fn insert_accounts(
                 }
             }
         }
-        touch(conn, snapshot_id, now)
+        SNAPSHOTS.heartbeat(conn, snapshot_id, now)
     })
-}
-
-/// Marks a loading snapshot as alive, so that the janitor does not take it for abandoned.
-fn touch(conn: &mut DbConnection, snapshot_id: i64, now: i64) -> Result<()> {
-    let updated = diesel::update(snapshots::table)
-        .filter(snapshots::id.eq(snapshot_id))
-        .filter(snapshots::state.eq(state::LOADING))
-        .set(snapshots::heartbeat_at.eq(now))
-        .execute(conn)?;
-    if updated == 0 {
-        return Err(abandoned(snapshot_id));
-    }
-    Ok(())
-}
-
-fn abandoned(snapshot_id: i64) -> Error {
-    Error::Unavailable(format!(
-        "loading snapshot {snapshot_id} was abandoned (no batch for too long) and cleaned up; send the day again"
-    ))
-}
-
-/// Makes a fully written snapshot current, in one short transaction.
-pub fn finish_load(
-    conn: &mut DbConnection,
-    snapshot_id: i64,
-    header: &SnapshotHeader,
-    now: i64,
-    flip_lock_key: i64,
-) -> Result<Finish> {
-    write_transaction(conn, |conn| {
-        if let DbConnection::Pg(c) = conn {
-            // Loads finishing on two replicas at once take turns (SQLite's write lock already
-            // serialises them).
-            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({flip_lock_key})"))
-                .execute(c)?;
-        }
-        if let Some(current) = read::current(conn)? {
-            if current.as_of == header.as_of && current.digest == header.digest {
-                return Ok(Finish::Unchanged(current));
-            }
-            if current.as_of > header.as_of {
-                return Err(outdated(header.as_of, &current));
-            }
-        }
-        diesel::update(snapshots::table)
-            .filter(snapshots::state.eq(state::CURRENT))
-            .set(snapshots::state.eq(state::RETIRED))
-            .execute(conn)?;
-        let updated = diesel::update(snapshots::table)
-            .filter(snapshots::id.eq(snapshot_id))
-            .filter(snapshots::state.eq(state::LOADING))
-            .set((
-                snapshots::state.eq(state::CURRENT),
-                snapshots::finished_at.eq(Some(now)),
-                snapshots::heartbeat_at.eq(now),
-                snapshots::instrument_count.eq(header.instrument_count),
-                snapshots::account_count.eq(header.account_count),
-                snapshots::holding_count.eq(header.holding_count),
-            ))
-            .execute(conn)?;
-        if updated == 0 {
-            return Err(abandoned(snapshot_id));
-        }
-        // The pointer readers follow; its primary key admits one row, so one current snapshot.
-        diesel::delete(current_snapshot::table).execute(conn)?;
-        diesel::insert_into(current_snapshot::table)
-            .values((
-                current_snapshot::singleton.eq(1),
-                current_snapshot::snapshot_id.eq(snapshot_id),
-            ))
-            .execute(conn)?;
-        read::current(conn)?
-            .map(Finish::Current)
-            .ok_or_else(|| abandoned(snapshot_id))
-    })
-}
-
-/// Deletes every row of a snapshot that is not current. Each table in its own transaction,
-/// so that a large delete does not hold the write lock for the whole time.
-pub fn discard(conn: &mut DbConnection, snapshot_id: i64) -> Result<()> {
-    // First retire it if it is still loading, so that a late batch or a late finish of an
-    // abandoned load fails instead of resurrecting it. `retired` is terminal: once we see it,
-    // nothing can make this snapshot current again and deleting its rows is safe.
-    diesel::update(snapshots::table)
-        .filter(snapshots::id.eq(snapshot_id))
-        .filter(snapshots::state.eq(state::LOADING))
-        .set(snapshots::state.eq(state::RETIRED))
-        .execute(conn)?;
-    let state: Option<String> = snapshots::table
-        .filter(snapshots::id.eq(snapshot_id))
-        .select(snapshots::state)
-        .first(conn)
-        .optional()?;
-    if state.as_deref() != Some(state::RETIRED) {
-        return Ok(());
-    }
-    diesel::delete(holdings::table.filter(holdings::snapshot_id.eq(snapshot_id))).execute(conn)?;
-    diesel::delete(accounts::table.filter(accounts::snapshot_id.eq(snapshot_id))).execute(conn)?;
-    diesel::delete(instruments::table.filter(instruments::snapshot_id.eq(snapshot_id)))
-        .execute(conn)?;
-    diesel::delete(snapshots::table.filter(snapshots::id.eq(snapshot_id))).execute(conn)?;
-    Ok(())
-}
-
-/// Snapshots to delete: retired ones beyond the newest `keep`, and loading ones whose last
-/// batch is older than `stale_before` (their loader is gone).
-pub fn prunable(conn: &mut DbConnection, keep: u32, stale_before: i64) -> Result<Vec<i64>> {
-    let mut ids: Vec<i64> = snapshots::table
-        .filter(snapshots::state.eq(state::RETIRED))
-        .order((snapshots::as_of.desc(), snapshots::id.desc()))
-        .offset(i64::from(keep))
-        .limit(1_000)
-        .select(snapshots::id)
-        .load(conn)?;
-    ids.extend(
-        snapshots::table
-            .filter(snapshots::state.eq(state::LOADING))
-            .filter(snapshots::heartbeat_at.lt(stale_before))
-            .select(snapshots::id)
-            .load::<i64>(conn)?,
-    );
-    Ok(ids)
 }

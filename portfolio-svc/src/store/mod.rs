@@ -7,7 +7,7 @@ pub mod read;
 pub mod schema;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use invest_runtime::db::Migrations;
+use invest_runtime::{db::Migrations, staged::StagedTables};
 
 const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -20,15 +20,24 @@ pub const MIGRATIONS: Migrations = Migrations {
     lock_key: 0x706f_7274_666f_6c69, // "portfoli"
 };
 
-/// Snapshot states as stored.
-pub mod state {
-    /// Being written; invisible to readers.
-    pub const LOADING: &str = "loading";
-    /// What readers see.
-    pub const CURRENT: &str = "current";
-    /// Replaced, kept for paging that started on it, then pruned.
-    pub const RETIRED: &str = "retired";
-}
+/// Snapshot states as stored (the staged-load protocol's).
+pub use invest_runtime::staged::state;
+
+/// The daily snapshot under the staged-load protocol: `snapshots`, the `current_snapshot`
+/// pointer, and its rows (holdings first, so that a reader never finds a holding without its
+/// account while a snapshot is deleted).
+pub static SNAPSHOTS: StagedTables = StagedTables {
+    what: "snapshot",
+    versions: "snapshots",
+    pointer: "current_snapshot",
+    pointer_column: "snapshot_id",
+    rows: &[
+        ("holdings", "snapshot_id"),
+        ("accounts", "snapshot_id"),
+        ("instruments", "snapshot_id"),
+    ],
+    outdated_reason: "SNAPSHOT_OUTDATED",
+};
 
 #[cfg(test)]
 mod tests {
