@@ -16,12 +16,12 @@ use invest_runtime::{
 use tokio_stream::Stream;
 use tonic::Status;
 
-use crate::{
-    error::{Error, Result},
-    store::{
-        DIRECTORIES,
-        directory::{self, DirectoryRow, Entry},
-    },
+// The staged-load protocol's errors: the ingest's refusals are the runtime's.
+use invest_runtime::error::{Error, Result};
+
+use crate::store::{
+    DIRECTORIES,
+    directory::{self, DirectoryRow, Entry},
 };
 
 /// What LoadDirectory answers.

@@ -1,12 +1,22 @@
 //! Domain values of deposits, parsed once at the edge: transfer ids, signatures, request
-//! ids, amounts and statuses.
+//! ids, amounts and statuses. They travel typed down to the store.
 
-use invest_proto::deposit::v1::DepositStatus;
+use diesel::{
+    backend::Backend,
+    deserialize::{self, FromSql, FromSqlRow},
+    expression::AsExpression,
+    serialize::{self, Output, ToSql},
+    sql_types::Text,
+};
+use invest_proto::{deposit::v1::DepositStatus, ids::Won};
+use invest_runtime::error::Error as RuntimeError;
 
 use crate::error::{Error, Result};
 
-/// Where a transfer stands, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a transfer stands; stored as text (`pending`, `confirmed`, `expired`, `rejected`,
+/// which the database's CHECK constraint enforces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
 pub enum Status {
     /// Waiting for phase 2.
     Pending,
@@ -29,14 +39,14 @@ impl Status {
         }
     }
 
-    /// From stored text (the database's CHECK constraint allows nothing else; anything
-    /// unexpected reads as rejected, the state that credits nothing).
-    pub fn parse(text: &str) -> Self {
+    /// From stored text.
+    fn from_stored(text: &str) -> Option<Self> {
         match text {
-            "pending" => Self::Pending,
-            "confirmed" => Self::Confirmed,
-            "expired" => Self::Expired,
-            _ => Self::Rejected,
+            "pending" => Some(Self::Pending),
+            "confirmed" => Some(Self::Confirmed),
+            "expired" => Some(Self::Expired),
+            "rejected" => Some(Self::Rejected),
+            _ => None,
         }
     }
 
@@ -67,13 +77,32 @@ impl Status {
     }
 }
 
+impl<DB: Backend> ToSql<Text, DB> for Status
+where
+    str: ToSql<Text, DB>,
+{
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, DB>) -> serialize::Result {
+        self.as_str().to_sql(out)
+    }
+}
+
+impl<DB: Backend> FromSql<Text, DB> for Status
+where
+    String: FromSql<Text, DB>,
+{
+    fn from_sql(bytes: DB::RawValue<'_>) -> deserialize::Result<Self> {
+        let text = String::from_sql(bytes)?;
+        Self::from_stored(&text).ok_or_else(|| format!("unknown deposit status {text:?}").into())
+    }
+}
+
 pub use invest_proto::ids::TransferId;
 
 /// A fresh transfer id from the operating system's random source.
 pub fn new_transfer_id() -> Result<TransferId> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| {
-        Error::Unavailable(format!("no randomness available for a transfer id: {e}"))
+        RuntimeError::Unavailable(format!("no randomness available for a transfer id: {e}"))
     })?;
     Ok(TransferId::from_random(bytes))
 }
@@ -105,16 +134,16 @@ pub fn parse_request_id(text: &str) -> Result<Option<String>> {
     Ok(Some(text.to_owned()))
 }
 
-/// 0 < amount <= max.
-pub fn check_amount(amount: i64, max: i64) -> Result<i64> {
-    if amount <= 0 || amount > max {
-        return Err(Error::invalid(
+/// The amount of a deposit: 0 < amount <= max.
+pub fn check_amount(amount: i64, max: i64) -> Result<Won> {
+    match Won::new(amount) {
+        Some(won) if amount > 0 && amount <= max => Ok(won),
+        _ => Err(Error::invalid(
             "AMOUNT_OUT_OF_RANGE",
             "amount",
             format!("must be between 1 and {max} won, got {amount}"),
-        ));
+        )),
     }
-    Ok(amount)
 }
 
 #[cfg(test)]
@@ -136,7 +165,7 @@ mod tests {
         assert!(check_amount(0, 10).is_err());
         assert!(check_amount(-1, 10).is_err());
         assert!(check_amount(11, 10).is_err());
-        assert_eq!(check_amount(10, 10).unwrap(), 10);
+        assert_eq!(check_amount(10, 10).unwrap().get(), 10);
         assert_eq!(parse_request_id("").unwrap(), None);
         assert!(parse_request_id("has space").is_err());
         assert!(parse_request_id(&"x".repeat(129)).is_err());

@@ -1,5 +1,6 @@
-//! The tonic services: thin adapters from requests to the store and the delivery, with errors
-//! mapped once in the shared error type.
+//! The tonic services: thin adapters that parse requests into domain values, run the rules
+//! of [`crate::transfer`] and the store in one database call, and answer; errors are mapped
+//! once, in the runtime's mapping.
 
 use std::sync::{Arc, OnceLock};
 
@@ -18,34 +19,23 @@ use invest_runtime::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
+use invest_runtime::error::Error as RuntimeError;
+
 use crate::{
     clock::Clock,
     delivery::Delivery,
     directory,
     domain::{
-        Signature, Status as DepositState, check_amount, new_transfer_id, parse_request_id,
-        parse_signature, parse_transfer_id,
+        Status as DepositState, check_amount, new_transfer_id, parse_request_id, parse_signature,
+        parse_transfer_id,
     },
     error::{Error, Result},
-    store::{
-        deposits::{self, Confirmation, DepositRow, ListFilter},
-        directory as directory_store,
-    },
+    store::deposits::{self, Confirmation, DepositRow, ListFilter, NewDeposit},
+    transfer::{self, Confirm, Rules},
 };
 
 const PAGE_DEFAULT: i64 = 50;
 const PAGE_MAX: i64 = 500;
-
-/// Business rules of deposits.
-#[derive(Debug, Clone, Copy)]
-pub struct Rules {
-    /// Largest amount of one deposit, in won.
-    pub max_amount: i64,
-    /// How long phase 2 may wait, in microseconds.
-    pub transfer_ttl: i64,
-    /// Wrong signatures after which a transfer is rejected.
-    pub max_signature_attempts: i64,
-}
 
 /// State shared by the handlers.
 #[derive(Debug)]
@@ -67,26 +57,18 @@ pub struct AppState {
 impl AppState {
     fn db(&self) -> Result<Database> {
         self.db.get().cloned().ok_or_else(|| {
-            Error::Unavailable(
+            RuntimeError::Unavailable(
                 "deposit-svc is starting: the database is not ready yet; retry shortly".into(),
             )
+            .into()
         })
     }
 
     fn delivery(&self) -> Result<Arc<Delivery>> {
-        self.delivery
-            .get()
-            .cloned()
-            .ok_or_else(|| Error::Unavailable("deposit-svc is starting; retry shortly".into()))
+        self.delivery.get().cloned().ok_or_else(|| {
+            RuntimeError::Unavailable("deposit-svc is starting; retry shortly".into()).into()
+        })
     }
-}
-
-fn not_found_account(account_number: &str) -> Error {
-    Error::NotFound(format!("account {account_number} not found"))
-}
-
-fn not_found_transfer(transfer_id: &str) -> Error {
-    Error::NotFound(format!("transfer {transfer_id} not found"))
 }
 
 fn to_wire(row: &DepositRow, now: i64) -> pb::Deposit {
@@ -99,26 +81,6 @@ fn to_wire(row: &DepositRow, now: i64) -> pb::Deposit {
         expires_at: Some(time::from_micros(row.expires_at)),
         confirmed_at: row.confirmed_at.map(time::from_micros),
         applied: row.applied_at.is_some(),
-    }
-}
-
-fn closed(row: &DepositRow, now: i64) -> Error {
-    match row.effective_status(now) {
-        DepositState::Rejected => Error::FailedPrecondition {
-            reason: "TRANSFER_REJECTED",
-            message: format!(
-                "transfer {} was rejected after too many wrong signatures; register a new deposit",
-                row.transfer_id
-            ),
-        },
-        _ => Error::FailedPrecondition {
-            reason: "TRANSFER_EXPIRED",
-            message: format!(
-                "transfer {} expired at {} before it was confirmed; register a new deposit",
-                row.transfer_id,
-                time::rfc3339(row.expires_at)
-            ),
-        },
     }
 }
 
@@ -143,49 +105,24 @@ impl DepositService for DepositApi {
     ) -> Result<Response<pb::RegisterDepositResponse>, Status> {
         let owner = caller(&request)?.subject.clone();
         let request = request.into_inner();
-        let account = AccountNumber::parse(&request.account_number)
+        let account_number = AccountNumber::parse(&request.account_number)
             .map_err(|e| Error::invalid("INVALID_ACCOUNT_NUMBER", "account_number", e.0))?;
         if request.customer_name.is_empty() {
             return Err(Error::invalid("EMPTY_FIELD", "customer_name", "must not be empty").into());
         }
-        let amount = check_amount(request.amount, self.state.rules.max_amount)?;
-        let request_id = parse_request_id(&request.request_id)?;
         let now = self.state.clock.now();
-        let new = DepositRow {
-            transfer_id: new_transfer_id()?.into_string(),
-            owner: owner.clone(),
-            account_number: account.as_str().to_owned(),
+        let new = NewDeposit {
+            transfer_id: new_transfer_id()?,
+            owner,
+            account_number,
             customer_name: request.customer_name,
-            amount,
-            request_id,
-            status: DepositState::Pending.as_str().to_owned(),
-            failed_attempts: 0,
+            amount: check_amount(request.amount, self.state.rules.max_amount)?,
+            request_id: parse_request_id(&request.request_id)?,
             created_at: now,
             expires_at: now.saturating_add(self.state.rules.transfer_ttl),
-            confirmed_at: None,
-            applied_at: None,
         };
         let db = self.state.db()?;
-        let registered = db
-            .run(move |c| -> Result<DepositRow> {
-                match directory_store::owner_of(c, &new.account_number)? {
-                    Some(holder) if holder == new.owner => {
-                        if new.customer_name != holder {
-                            return Err(Error::invalid(
-                                "CUSTOMER_NAME_MISMATCH",
-                                "customer_name",
-                                format!(
-                                    "is not the name of the owner of account {}",
-                                    new.account_number
-                                ),
-                            ));
-                        }
-                        deposits::register(c, &new)
-                    }
-                    _ => Err(not_found_account(&new.account_number)),
-                }
-            })
-            .await?;
+        let registered = db.run(move |c| transfer::register(c, &new)).await?;
         metrics::counter!("deposits_registered_total").increment(1);
         Ok(Response::new(pb::RegisterDepositResponse {
             transfer_id: registered.transfer_id,
@@ -199,51 +136,25 @@ impl DepositService for DepositApi {
     ) -> Result<Response<pb::ConfirmDepositResponse>, Status> {
         let owner = caller(&request)?.subject.clone();
         let request = request.into_inner();
-        let transfer_id = parse_transfer_id(&request.transfer_id)?;
-        let signature = parse_signature(&request.signature)?;
+        let request = Confirm {
+            transfer_id: parse_transfer_id(&request.transfer_id)?,
+            owner,
+            signature: parse_signature(&request.signature)?,
+        };
+        let transfer_id = request.transfer_id.clone();
         let now = self.state.clock.now();
         let db = self.state.db()?;
         let delivery = self.state.delivery()?;
         let rules = self.state.rules;
         let lease = delivery.lease().clone();
-
         let outcome = db
-            .run(move |c| -> Result<Confirmation> {
-                let row = deposits::get(c, transfer_id.as_str(), &owner)?
-                    .ok_or_else(|| not_found_transfer(transfer_id.as_str()))?;
-                let state = row.effective_status(now);
-                if matches!(state, DepositState::Expired | DepositState::Rejected) {
-                    deposits::expire(c, now, Some(transfer_id.as_str()))?;
-                    return Ok(Confirmation::Closed(row));
-                }
-                let expected = Signature::of(&row.account_number, &row.customer_name, row.amount);
-                if !signature.matches(&expected) {
-                    if state == DepositState::Confirmed {
-                        return Err(mismatch("the transfer is confirmed already".into()));
-                    }
-                    let row = deposits::wrong_signature(
-                        c,
-                        transfer_id.as_str(),
-                        rules.max_signature_attempts,
-                    )?;
-                    metrics::counter!("deposit_signature_mismatches_total").increment(1);
-                    let left = rules.max_signature_attempts - row.failed_attempts;
-                    return Err(mismatch(if left > 0 {
-                        format!("{left} attempts left before the transfer is rejected")
-                    } else {
-                        metrics::counter!("deposits_rejected_total").increment(1);
-                        "that was the last attempt: the transfer is now rejected".into()
-                    }));
-                }
-                if state == DepositState::Confirmed {
-                    return Ok(Confirmation::AlreadyConfirmed(row));
-                }
-                deposits::confirm(c, transfer_id.as_str(), now, &lease, time::now_micros())
-            })
+            .run(move |c| transfer::confirm(c, &request, rules, now, &lease))
             .await?;
 
         let deposit = match outcome {
-            Confirmation::Closed(row) => return Err(closed(&row, now).into()),
+            Confirmation::Closed(row) => {
+                return Err(transfer::closed(transfer_id, &row, now).into());
+            }
             Confirmation::AlreadyConfirmed(row) => to_wire(&row, now),
             Confirmation::Confirmed(row, outbox) => {
                 metrics::counter!("deposits_confirmed_total").increment(1);
@@ -267,8 +178,7 @@ impl DepositService for DepositApi {
         let db = self.state.db()?;
         let row = db
             .run(move |c| -> Result<_> {
-                deposits::get(c, transfer_id.as_str(), &owner)?
-                    .ok_or_else(|| not_found_transfer(transfer_id.as_str()))
+                deposits::get(c, &transfer_id, &owner)?.ok_or(Error::TransferNotFound(transfer_id))
             })
             .await?;
         Ok(Response::new(to_wire(&row, self.state.clock.now())))
@@ -341,27 +251,13 @@ impl DepositService for DepositApi {
     }
 }
 
-fn mismatch(what_next: String) -> Error {
-    Error::InvalidArgument {
-        reason: "SIGNATURE_MISMATCH",
-        message: format!(
-            "signature: does not match BLAKE3(account_number + customer_name + amount) of the registered deposit; {what_next}"
-        ),
-        fields: vec![(
-            "signature".into(),
-            "does not match the registered deposit".into(),
-        )],
-    }
-}
-
 fn list_filter(request: &pb::ListDepositsRequest) -> Result<ListFilter> {
     let account_number = if request.account_number.is_empty() {
         None
     } else {
         Some(
             AccountNumber::parse(&request.account_number)
-                .map_err(|e| Error::invalid("INVALID_ACCOUNT_NUMBER", "account_number", e.0))?
-                .into_string(),
+                .map_err(|e| Error::invalid("INVALID_ACCOUNT_NUMBER", "account_number", e.0))?,
         )
     };
     let instant = |field: &str, ts: &Option<prost_types::Timestamp>| -> Result<Option<i64>> {

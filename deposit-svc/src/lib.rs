@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod transfer;
 
 use std::{
     collections::HashSet,
@@ -40,7 +41,8 @@ use tonic::transport::Endpoint;
 use crate::{
     clock::Clock,
     delivery::{Delivery, DeliveryConfig},
-    grpc::{AppState, DepositApi, DirectoryApi, Rules},
+    grpc::{AppState, DepositApi, DirectoryApi},
+    transfer::Rules,
 };
 
 /// Configuration: every flag has its environment variable (the contract's operating

@@ -43,6 +43,37 @@ impl fmt::Display for AccountNumber {
     }
 }
 
+/// An amount of money: whole KRW won, never negative (amounts that can be negative, such as
+/// a profit, stay plain `i64`). Sums are checked: they never wrap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Won(i64);
+
+impl Won {
+    /// Nothing.
+    pub const ZERO: Won = Won(0);
+
+    /// `value` won, if it is not negative.
+    pub fn new(value: i64) -> Option<Self> {
+        (value >= 0).then_some(Self(value))
+    }
+
+    /// The number of won.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+
+    /// `self + other`, if it fits in 64 bits.
+    pub fn checked_add(self, other: Won) -> Option<Won> {
+        self.0.checked_add(other.0).map(Self)
+    }
+}
+
+impl fmt::Display for Won {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} won", self.0)
+    }
+}
+
 /// A transfer id: 128 random bits as 32 lowercase hex digits, as deposit-svc issues them and
 /// portfolio-svc records credits under them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -284,6 +315,19 @@ mod tests {
             AccountNumber::parse("１２３４５６").is_err(),
             "full-width digits are not digits"
         );
+    }
+
+    #[test]
+    fn won() {
+        assert_eq!(Won::new(-1), None);
+        assert_eq!(Won::new(5).unwrap().get(), 5);
+        assert_eq!(
+            Won::new(i64::MAX)
+                .unwrap()
+                .checked_add(Won::new(1).unwrap()),
+            None
+        );
+        assert_eq!(Won::new(2).unwrap().to_string(), "2 won");
     }
 
     #[test]

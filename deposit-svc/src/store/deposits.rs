@@ -4,11 +4,14 @@
 use diesel::{prelude::*, result::DatabaseErrorKind};
 use invest_runtime::{
     db::{DbConnection, DbError, write_transaction},
+    error::Error as RuntimeError,
     with_backend,
 };
 
+use invest_proto::ids::{AccountNumber, TransferId, Won};
+
 use super::{
-    outbox::{self, Lease, OutboxRow},
+    outbox::{self, Lease, OutboxRow, PendingCredit},
     schema::deposits,
 };
 use crate::{
@@ -32,8 +35,8 @@ pub struct DepositRow {
     pub amount: i64,
     /// AIP-155 request id, if given.
     pub request_id: Option<String>,
-    /// `pending`, `confirmed`, `expired`, `rejected`.
-    pub status: String,
+    /// Where it stands, as written down (see [`DepositRow::effective_status`]).
+    pub status: Status,
     /// Wrong signatures so far.
     pub failed_attempts: i64,
     /// Microseconds since the Unix epoch.
@@ -50,7 +53,7 @@ impl DepositRow {
     /// The status a reader sees: a pending transfer past its deadline is expired, whether or
     /// not the sweep has written it down yet.
     pub fn effective_status(&self, now: i64) -> Status {
-        match Status::parse(&self.status) {
+        match self.status {
             Status::Pending if now >= self.expires_at => Status::Expired,
             status => status,
         }
@@ -82,17 +85,48 @@ fn by_request(
 }
 
 fn request_reused(request_id: &str) -> Error {
-    Error::AlreadyExists {
-        reason: "REQUEST_ID_REUSED",
-        message: format!(
-            "request_id {request_id:?} was already used for a deposit with other fields; use a new request_id for a new deposit"
-        ),
-    }
+    Error::RequestIdReused(request_id.to_owned())
+}
+
+/// A transfer to register, its values parsed at the edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeposit {
+    /// A fresh id.
+    pub transfer_id: TransferId,
+    /// The token `sub` registering it.
+    pub owner: String,
+    /// Account to credit.
+    pub account_number: AccountNumber,
+    /// Owner's name as given in phase 1.
+    pub customer_name: String,
+    /// Positive, within the maximum.
+    pub amount: Won,
+    /// AIP-155 request id, if given.
+    pub request_id: Option<String>,
+    /// Microseconds since the Unix epoch.
+    pub created_at: i64,
+    /// Phase 2 deadline.
+    pub expires_at: i64,
 }
 
 /// Registers a transfer; with a request id, a retry with the same fields returns the first
 /// registration and other fields are ALREADY_EXISTS.
-pub fn register(conn: &mut DbConnection, new: &DepositRow) -> Result<DepositRow> {
+pub fn register(conn: &mut DbConnection, new: &NewDeposit) -> Result<DepositRow> {
+    let new = DepositRow {
+        transfer_id: new.transfer_id.as_str().to_owned(),
+        owner: new.owner.clone(),
+        account_number: new.account_number.as_str().to_owned(),
+        customer_name: new.customer_name.clone(),
+        amount: new.amount.get(),
+        request_id: new.request_id.clone(),
+        status: Status::Pending,
+        failed_attempts: 0,
+        created_at: new.created_at,
+        expires_at: new.expires_at,
+        confirmed_at: None,
+        applied_at: None,
+    };
+    let new = &new;
     let replay = |conn: &mut DbConnection, request_id: &str| -> Result<Option<DepositRow>> {
         match by_request(conn, &new.owner, request_id)? {
             Some(first) if first.same_request(new) => Ok(Some(first)),
@@ -114,9 +148,8 @@ pub fn register(conn: &mut DbConnection, new: &DepositRow) -> Result<DepositRow>
     match (inserted, &new.request_id) {
         // A concurrent retry with the same request id won the race: answer with its transfer.
         (
-            Err(Error::Db(DbError::Query(diesel::result::Error::DatabaseError(
-                DatabaseErrorKind::UniqueViolation,
-                _,
+            Err(Error::Runtime(RuntimeError::Db(DbError::Query(
+                diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
             )))),
             Some(request_id),
         ) => replay(conn, request_id)?.ok_or_else(|| request_reused(request_id)),
@@ -127,20 +160,20 @@ pub fn register(conn: &mut DbConnection, new: &DepositRow) -> Result<DepositRow>
 /// A transfer of `owner`.
 pub fn get(
     conn: &mut DbConnection,
-    transfer_id: &str,
+    transfer_id: &TransferId,
     owner: &str,
 ) -> QueryResult<Option<DepositRow>> {
     with_backend!(conn, c => deposits::table
-        .filter(deposits::transfer_id.eq(transfer_id))
+        .filter(deposits::transfer_id.eq(transfer_id.as_str()))
         .filter(deposits::owner.eq(owner))
         .select(DepositRow::as_select())
         .load(c))
     .map(one)
 }
 
-fn reload(conn: &mut DbConnection, transfer_id: &str) -> QueryResult<DepositRow> {
+fn reload(conn: &mut DbConnection, transfer_id: &TransferId) -> QueryResult<DepositRow> {
     deposits::table
-        .filter(deposits::transfer_id.eq(transfer_id))
+        .filter(deposits::transfer_id.eq(transfer_id.as_str()))
         .select(DepositRow::as_select())
         .load(conn)
         .map(one)?
@@ -150,36 +183,40 @@ fn reload(conn: &mut DbConnection, transfer_id: &str) -> QueryResult<DepositRow>
 /// Counts a wrong signature on a pending transfer; at `max_attempts` it becomes rejected.
 pub fn wrong_signature(
     conn: &mut DbConnection,
-    transfer_id: &str,
+    transfer_id: &TransferId,
     max_attempts: i64,
 ) -> Result<DepositRow> {
     write_transaction(conn, |conn| {
         diesel::update(deposits::table)
-            .filter(deposits::transfer_id.eq(transfer_id))
-            .filter(deposits::status.eq(Status::Pending.as_str()))
+            .filter(deposits::transfer_id.eq(transfer_id.as_str()))
+            .filter(deposits::status.eq(Status::Pending))
             .set(deposits::failed_attempts.eq(deposits::failed_attempts + 1))
             .execute(conn)?;
         diesel::update(deposits::table)
-            .filter(deposits::transfer_id.eq(transfer_id))
-            .filter(deposits::status.eq(Status::Pending.as_str()))
+            .filter(deposits::transfer_id.eq(transfer_id.as_str()))
+            .filter(deposits::status.eq(Status::Pending))
             .filter(deposits::failed_attempts.ge(max_attempts))
-            .set(deposits::status.eq(Status::Rejected.as_str()))
+            .set(deposits::status.eq(Status::Rejected))
             .execute(conn)?;
         Ok(reload(conn, transfer_id)?)
     })
 }
 
 /// Writes down the expiry of pending transfers past their deadline (all of them, or one).
-pub fn expire(conn: &mut DbConnection, now: i64, transfer_id: Option<&str>) -> QueryResult<usize> {
+pub fn expire(
+    conn: &mut DbConnection,
+    now: i64,
+    transfer_id: Option<&TransferId>,
+) -> QueryResult<usize> {
     let mut update = diesel::update(deposits::table)
-        .filter(deposits::status.eq(Status::Pending.as_str()))
+        .filter(deposits::status.eq(Status::Pending))
         .filter(deposits::expires_at.le(now))
         .into_boxed();
     if let Some(id) = transfer_id {
-        update = update.filter(deposits::transfer_id.eq(id));
+        update = update.filter(deposits::transfer_id.eq(id.as_str()));
     }
     update
-        .set(deposits::status.eq(Status::Expired.as_str()))
+        .set(deposits::status.eq(Status::Expired))
         .execute(conn)
 }
 
@@ -201,27 +238,33 @@ pub enum Confirmation {
 /// lease starts at.
 pub fn confirm(
     conn: &mut DbConnection,
-    transfer_id: &str,
+    transfer_id: &TransferId,
     now: i64,
     lease: &Lease,
     lease_now: i64,
 ) -> Result<Confirmation> {
     write_transaction(conn, |conn| {
         let won = diesel::update(deposits::table)
-            .filter(deposits::transfer_id.eq(transfer_id))
-            .filter(deposits::status.eq(Status::Pending.as_str()))
+            .filter(deposits::transfer_id.eq(transfer_id.as_str()))
+            .filter(deposits::status.eq(Status::Pending))
             .filter(deposits::expires_at.gt(now))
             .set((
-                deposits::status.eq(Status::Confirmed.as_str()),
+                deposits::status.eq(Status::Confirmed),
                 deposits::confirmed_at.eq(Some(now)),
             ))
             .execute(conn)?;
         let row = reload(conn, transfer_id)?;
         if won == 1 {
-            let outbox = outbox::enqueue(conn, &row, lease_now, lease)?;
+            let credit = PendingCredit {
+                transfer_id: &row.transfer_id,
+                account_number: &row.account_number,
+                amount: row.amount,
+                confirmed_at: now,
+            };
+            let outbox = outbox::enqueue(conn, &credit, lease_now, lease)?;
             return Ok(Confirmation::Confirmed(row, outbox));
         }
-        Ok(match Status::parse(&row.status) {
+        Ok(match row.status {
             Status::Confirmed => Confirmation::AlreadyConfirmed(row),
             _ => Confirmation::Closed(row),
         })
@@ -232,7 +275,7 @@ pub fn confirm(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListFilter {
     /// One account, or all.
-    pub account_number: Option<String>,
+    pub account_number: Option<AccountNumber>,
     /// One status, or any.
     pub status: Option<Status>,
     /// created_at >= this.
@@ -256,22 +299,20 @@ pub fn list(
         .select(DepositRow::as_select())
         .into_boxed();
     if let Some(account) = &filter.account_number {
-        query = query.filter(deposits::account_number.eq(account.clone()));
+        query = query.filter(deposits::account_number.eq(account.as_str().to_owned()));
     }
     query = match filter.status {
         None => query,
         // What a reader sees: pending past the deadline counts as expired.
         Some(Status::Pending) => query
-            .filter(deposits::status.eq(Status::Pending.as_str()))
+            .filter(deposits::status.eq(Status::Pending))
             .filter(deposits::expires_at.gt(now)),
         Some(Status::Expired) => query.filter(
-            deposits::status
-                .eq(Status::Expired.as_str())
-                .or(deposits::status
-                    .eq(Status::Pending.as_str())
-                    .and(deposits::expires_at.le(now))),
+            deposits::status.eq(Status::Expired).or(deposits::status
+                .eq(Status::Pending)
+                .and(deposits::expires_at.le(now))),
         ),
-        Some(status) => query.filter(deposits::status.eq(status.as_str())),
+        Some(status) => query.filter(deposits::status.eq(status)),
     };
     if let Some(start) = filter.start {
         query = query.filter(deposits::created_at.ge(start));

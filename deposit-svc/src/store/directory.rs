@@ -13,7 +13,8 @@ use super::{
     DIRECTORIES,
     schema::{current_directory, directories, directory_entries},
 };
-use crate::error::Result;
+// Written under the staged-load protocol, whose errors are the runtime's.
+use invest_runtime::error::Result;
 
 /// The current directory, for answers and metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable)]
@@ -75,10 +76,13 @@ pub fn current(conn: &mut DbConnection) -> QueryResult<Option<DirectoryRow>> {
 }
 
 /// The owner of an account in the current directory: one primary-key search.
-pub fn owner_of(conn: &mut DbConnection, account_number: &str) -> QueryResult<Option<String>> {
+pub fn owner_of(
+    conn: &mut DbConnection,
+    account_number: &AccountNumber,
+) -> QueryResult<Option<String>> {
     let owners: Vec<String> = with_backend!(conn, c => directory_entries::table
         .filter(directory_entries::directory_id.eq_any(current_id()))
-        .filter(directory_entries::account_number.eq(account_number))
+        .filter(directory_entries::account_number.eq(account_number.as_str()))
         .select(directory_entries::customer_name)
         .load(c))?;
     Ok(owners.into_iter().next())

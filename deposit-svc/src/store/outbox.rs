@@ -5,10 +5,7 @@
 use diesel::prelude::*;
 use invest_runtime::db::{DbConnection, write_transaction};
 
-use super::{
-    deposits::DepositRow,
-    schema::{deposits, outbox},
-};
+use super::schema::{deposits, outbox};
 use crate::error::Result;
 
 /// A pending delivery.
@@ -44,19 +41,32 @@ pub struct Lease {
     pub micros: i64,
 }
 
+/// A confirmed deposit whose credit is to be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingCredit<'a> {
+    /// The transfer (idempotency key in portfolio-svc).
+    pub transfer_id: &'a str,
+    /// Account to credit.
+    pub account_number: &'a str,
+    /// Won.
+    pub amount: i64,
+    /// When it was confirmed.
+    pub confirmed_at: i64,
+}
+
 /// Queues the delivery of a deposit confirmed in the current transaction, leased to the
 /// confirming replica, which delivers it at once.
 pub fn enqueue(
     conn: &mut DbConnection,
-    deposit: &DepositRow,
+    credit: &PendingCredit<'_>,
     now: i64,
     lease: &Lease,
 ) -> Result<OutboxRow> {
     let row = OutboxRow {
-        transfer_id: deposit.transfer_id.clone(),
-        account_number: deposit.account_number.clone(),
-        amount: deposit.amount,
-        confirmed_at: deposit.confirmed_at.unwrap_or(deposit.created_at),
+        transfer_id: credit.transfer_id.to_owned(),
+        account_number: credit.account_number.to_owned(),
+        amount: credit.amount,
+        confirmed_at: credit.confirmed_at,
         attempts: 0,
         next_attempt_at: now,
         lease_until: now + lease.micros,
