@@ -13,11 +13,8 @@ pub fn total_profit(total_assets: i64, principal: i64) -> Result<i64> {
 }
 
 /// An arithmetic overflow on stored figures: the data is wrong, not the request.
-pub fn overflow(what: &str) -> Error {
-    Error::FailedPrecondition {
-        reason: "FIGURE_OUT_OF_RANGE",
-        message: format!("the {what} of this account does not fit in 64 bits"),
-    }
+pub fn overflow(what: &'static str) -> Error {
+    Error::FigureOutOfRange(what)
 }
 
 pub use invest_proto::figures::profit_rate;
@@ -100,7 +97,8 @@ impl PageToken {
         if account_number != listing.account_number {
             return Err(token_mismatch(&format!(
                 "the listing of another account ({account_number})"
-            )));
+            ))
+            .into());
         }
         let snapshot_id = id.parse().map_err(|_| {
             Error::invalid(
@@ -181,7 +179,9 @@ mod tests {
         );
         assert_eq!(PageToken::decode(&tokens, listing, "").unwrap(), None);
         let reason = |result: Result<Option<PageToken>>| match result {
-            Err(Error::InvalidArgument { reason, .. }) => reason,
+            Err(Error::Runtime(invest_runtime::error::Error::InvalidArgument {
+                reason, ..
+            })) => reason,
             other => panic!("{other:?}"),
         };
         let other_account = Listing {

@@ -1,3 +1,91 @@
-//! Errors: the type both servers share, mapped to gRPC statuses in one place.
+//! portfolio-svc's errors: the refusals of its own rules, and the runtime's (invalid arguments,
+//! the database, start-up). All are mapped to gRPC statuses in one place, the runtime's
+//! mapping (`invest_runtime::error`).
 
-pub use invest_runtime::error::{Error, Result};
+use invest_runtime::{db::DbError, error::Error as RuntimeError};
+use tonic::Status;
+
+/// Everything a portfolio call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The account does not exist, or is not the caller's: one answer for both.
+    #[error("account {0} not found")]
+    AccountNotFound(String),
+    /// A credit to an account that no kept snapshot holds.
+    #[error("account {0} is in no loaded snapshot; the credit is not recorded")]
+    AccountNotLoaded(String),
+    /// A figure of an account does not fit in 64 bits: the data is wrong, not the request.
+    #[error("the {0} of this account does not fit in 64 bits")]
+    FigureOutOfRange(&'static str),
+    /// The snapshot a page token started on is no longer kept.
+    #[error(
+        "page_token: the snapshot this listing started on is no longer kept; start again from the first page"
+    )]
+    PageTokenExpired,
+    /// A transfer id credited before with other fields.
+    #[error(
+        "transfer {0} was already credited with other fields; a transfer id credits one deposit only"
+    )]
+    TransferIdReused(String),
+    /// A rule of the runtime: an invalid argument, the database, not ready yet.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl From<Error> for RuntimeError {
+    fn from(err: Error) -> Self {
+        let message = err.to_string();
+        match err {
+            Error::AccountNotFound(_) | Error::AccountNotLoaded(_) => Self::NotFound(message),
+            Error::FigureOutOfRange(_) => Self::FailedPrecondition {
+                reason: "FIGURE_OUT_OF_RANGE",
+                message,
+            },
+            Error::PageTokenExpired => Self::InvalidArgument {
+                reason: "PAGE_TOKEN_EXPIRED",
+                message,
+                fields: vec![(
+                    "page_token".into(),
+                    "the snapshot of this listing is no longer kept".into(),
+                )],
+            },
+            Error::TransferIdReused(_) => Self::AlreadyExists {
+                reason: "TRANSFER_ID_REUSED",
+                message,
+            },
+            Error::Runtime(err) => err,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        RuntimeError::from(err).into()
+    }
+}
+
+impl From<DbError> for Error {
+    fn from(err: DbError) -> Self {
+        Self::Runtime(err.into())
+    }
+}
+
+impl From<diesel::result::Error> for Error {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::Runtime(err.into())
+    }
+}
+
+impl Error {
+    /// INVALID_ARGUMENT for one field (the runtime's).
+    pub fn invalid(
+        reason: &'static str,
+        field: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        Self::Runtime(RuntimeError::invalid(reason, field, description))
+    }
+}
+
+/// Result of portfolio-svc's operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -46,15 +46,16 @@ pub struct AppState {
 impl AppState {
     fn db(&self) -> Result<Database> {
         self.db.get().cloned().ok_or_else(|| {
-            Error::Unavailable(
+            invest_runtime::error::Error::Unavailable(
                 "portfolio-svc is starting: the database is not ready yet; retry shortly".into(),
             )
+            .into()
         })
     }
 }
 
 fn not_found(account_number: &str) -> Error {
-    Error::NotFound(format!("account {account_number} not found"))
+    Error::AccountNotFound(account_number.to_owned())
 }
 
 fn parse_account_number(text: &str) -> Result<AccountNumber> {
@@ -63,11 +64,7 @@ fn parse_account_number(text: &str) -> Result<AccountNumber> {
 }
 
 fn expired_token() -> Error {
-    Error::invalid(
-        "PAGE_TOKEN_EXPIRED",
-        "page_token",
-        "the snapshot this listing started on is no longer kept; start again from the first page",
-    )
+    Error::PageTokenExpired
 }
 
 fn summary(row: AccountRow) -> pb::AccountSummary {

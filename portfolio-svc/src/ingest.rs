@@ -18,9 +18,11 @@ use invest_runtime::{
 use tokio_stream::Stream;
 use tonic::Status;
 
+// The staged-load protocol's errors: the ingest's refusals are the runtime's.
+use invest_runtime::error::{Error, Result};
+
 use crate::{
     domain::{ValidAccount, ValidHolding},
-    error::{Error, Result},
     store::{self, SNAPSHOTS, read::SnapshotRow},
 };
 

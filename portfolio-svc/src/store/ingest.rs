@@ -8,7 +8,10 @@ use super::{
     SNAPSHOTS,
     schema::{accounts, holdings, instruments},
 };
-use crate::{domain::ValidAccount, error::Result};
+// Written under the staged-load protocol, whose errors are the runtime's.
+use invest_runtime::error::Result;
+
+use crate::domain::ValidAccount;
 
 #[derive(Insertable)]
 #[diesel(table_name = instruments, treat_none_as_default_value = false)]

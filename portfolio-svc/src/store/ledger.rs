@@ -48,12 +48,7 @@ fn same_credit(a: &Credit, b: &Credit) -> bool {
 }
 
 fn reused(transfer_id: &str) -> Error {
-    Error::AlreadyExists {
-        reason: "TRANSFER_ID_REUSED",
-        message: format!(
-            "transfer {transfer_id} was already credited with other fields; a transfer id credits one deposit only"
-        ),
-    }
+    Error::TransferIdReused(transfer_id.to_owned())
 }
 
 /// Whether the account is in a snapshot readers may see (the current one, or one kept for
@@ -84,10 +79,7 @@ pub fn apply(conn: &mut DbConnection, credit: &Credit) -> Result<Applied> {
             };
         }
         if !account_known(conn, &credit.account_number)? {
-            return Err(Error::NotFound(format!(
-                "account {} is in no loaded snapshot; the credit is not recorded",
-                credit.account_number
-            )));
+            return Err(Error::AccountNotLoaded(credit.account_number.clone()));
         }
         diesel::insert_into(ledger_deposits::table)
             .values(credit)
@@ -95,8 +87,11 @@ pub fn apply(conn: &mut DbConnection, credit: &Credit) -> Result<Applied> {
         Ok(Applied::New)
     });
     match inserted {
-        Err(Error::Db(invest_runtime::db::DbError::Query(
-            diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
+        Err(Error::Runtime(invest_runtime::error::Error::Db(
+            invest_runtime::db::DbError::Query(diesel::result::Error::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _,
+            )),
         ))) => match existing(conn, &credit.transfer_id)? {
             Some(previous) if same_credit(&previous, credit) => Ok(Applied::Already),
             _ => Err(reused(&credit.transfer_id)),
