@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use invest_proto::{
-    ids::{AccountNumber, CASH_ISIN, TransferId},
+    ids::{AccountNumber, CASH_ISIN, TransferId, Won},
     portfolio::v1::{
         self as pb, portfolio_ingest_server::PortfolioIngest,
         portfolio_ledger_server::PortfolioLedger, portfolio_service_server::PortfolioService,
@@ -180,7 +180,7 @@ impl PortfolioService for PortfolioApi {
         let db = self.state.db()?;
         let found = db
             .run(move |c| -> Result<_> {
-                let found = read::owned_account(c, Pin::Current, account_number.as_str(), &owner)?;
+                let found = read::owned_account(c, Pin::Current, &account_number, &owner)?;
                 let Some((snapshot, mut row, deposits)) = found else {
                     return Ok(None);
                 };
@@ -222,13 +222,12 @@ impl PortfolioService for PortfolioApi {
                     None => Pin::Current,
                 };
                 let after = token.map(|t| t.after).unwrap_or_default();
-                let account = account.as_str();
                 // Most pages: one statement (page, ownership, snapshot, and whether deposits may
                 // follow the snapshot).
                 let (snapshot, mut rows, deposits) = match read::owned_holdings_page(
                     c,
                     pin,
-                    account,
+                    &account,
                     &owner_for_db,
                     &after,
                     limit + 1,
@@ -240,8 +239,8 @@ impl PortfolioService for PortfolioApi {
                     }) => {
                         let deposits = if deposits_until.is_some_and(|until| until > snapshot.as_of)
                         {
-                            ledger::overlay(c, &[account], snapshot.as_of)?
-                                .get(account)
+                            ledger::overlay(c, &[account.as_str()], snapshot.as_of)?
+                                .get(account.as_str())
                                 .copied()
                                 .unwrap_or(0)
                         } else {
@@ -253,7 +252,7 @@ impl PortfolioService for PortfolioApi {
                     // page (which deposits may still give a `CASH` line).
                     None => {
                         let Some((snapshot, _, deposits)) =
-                            read::owned_account(c, pin, account, &owner_for_db)?
+                            read::owned_account(c, pin, &account, &owner_for_db)?
                         else {
                             return Ok(None);
                         };
@@ -263,7 +262,7 @@ impl PortfolioService for PortfolioApi {
                     }
                 };
                 if deposits > 0 {
-                    let (held, instrument) = ledger::cash_line(c, snapshot.id, account)?;
+                    let (held, instrument) = ledger::cash_line(c, snapshot.id, &account)?;
                     credit_cash(&mut rows, deposits, held, instrument, &after)?;
                 }
                 Ok(Some((snapshot, rows)))
@@ -489,10 +488,8 @@ impl LedgerApi {
 }
 
 /// A transfer id as deposit-svc issues it (the one format, from invest-proto).
-fn parse_transfer_id(text: &str) -> Result<String> {
-    TransferId::parse(text)
-        .map(TransferId::into_string)
-        .map_err(|e| Error::invalid("INVALID_TRANSFER_ID", "transfer_id", e.0))
+fn parse_transfer_id(text: &str) -> Result<TransferId> {
+    TransferId::parse(text).map_err(|e| Error::invalid("INVALID_TRANSFER_ID", "transfer_id", e.0))
 }
 
 #[tonic::async_trait]
@@ -504,14 +501,15 @@ impl PortfolioLedger for LedgerApi {
         let request = request.into_inner();
         let transfer_id = parse_transfer_id(&request.transfer_id)?;
         let account_number = parse_account_number(&request.account_number)?;
-        if request.amount <= 0 {
-            return Err(Error::invalid(
-                "AMOUNT_OUT_OF_RANGE",
-                "amount",
-                format!("must be positive, got {}", request.amount),
-            )
-            .into());
-        }
+        let amount = Won::new(request.amount)
+            .filter(|amount| amount.get() > 0)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "AMOUNT_OUT_OF_RANGE",
+                    "amount",
+                    format!("must be positive, got {}", request.amount),
+                )
+            })?;
         let confirmed_at = request
             .confirmed_at
             .as_ref()
@@ -525,8 +523,8 @@ impl PortfolioLedger for LedgerApi {
             })?;
         let credit = Credit {
             transfer_id,
-            account_number: account_number.into_string(),
-            amount: request.amount,
+            account_number,
+            amount,
             confirmed_at,
             applied_at: time::now_micros(),
         };

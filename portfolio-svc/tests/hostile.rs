@@ -7,10 +7,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -138,7 +135,8 @@ async fn health_check(process: &ServerProcess) -> i32 {
 /// whether the connection has ended.
 struct RawConnection {
     sender: h2::client::SendRequest<Bytes>,
-    max_streams: Arc<AtomicUsize>,
+    /// usize::MAX until the server's SETTINGS have been read.
+    max_streams: tokio::sync::watch::Receiver<usize>,
     ended: tokio::sync::watch::Receiver<bool>,
     addr: SocketAddr,
 }
@@ -147,13 +145,13 @@ impl RawConnection {
     async fn open(addr: SocketAddr) -> Self {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let (sender, mut connection) = h2::client::handshake(tcp).await.unwrap();
-        let max_streams = Arc::new(AtomicUsize::new(0));
+        let (seen, max_streams) = tokio::sync::watch::channel(usize::MAX);
         let (ended_tx, ended) = tokio::sync::watch::channel(false);
-        let seen = max_streams.clone();
         tokio::spawn(async move {
             let _ = std::future::poll_fn(|cx| {
                 let poll = std::pin::Pin::new(&mut connection).poll(cx);
-                seen.store(connection.max_concurrent_send_streams(), Ordering::Release);
+                let now = connection.max_concurrent_send_streams();
+                seen.send_if_modified(|seen| std::mem::replace(seen, now) != now);
                 poll
             })
             .await;
@@ -165,7 +163,7 @@ impl RawConnection {
             ended,
             addr,
         };
-        // One answered call: the server's SETTINGS have arrived by then.
+        // One answered call: the server's SETTINGS arrive before it.
         let (status, _) = connection
             .call(
                 "/grpc.health.v1.Health/Check",
@@ -177,7 +175,20 @@ impl RawConnection {
             .finish()
             .await;
         assert_eq!(status.code(), Code::Ok, "{status:?}");
+        let mut settings = connection.max_streams.clone();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            settings.wait_for(|max| *max != usize::MAX),
+        )
+        .await
+        .expect("the server's SETTINGS are read")
+        .unwrap();
         connection
+    }
+
+    /// SETTINGS_MAX_CONCURRENT_STREAMS as the server advertised it.
+    fn advertised_streams(&self) -> usize {
+        *self.max_streams.borrow()
     }
 
     /// Opens a call to `path`; sends `message` (a gRPC frame) if given, and ends the request
@@ -264,7 +275,7 @@ async fn stalled_calls_are_the_stallers_problem() {
     for _ in 0..2 {
         let connection = RawConnection::open(process.addr).await;
         assert_eq!(
-            connection.max_streams.load(Ordering::Acquire),
+            connection.advertised_streams(),
             32,
             "SETTINGS_MAX_CONCURRENT_STREAMS is advertised"
         );
@@ -409,7 +420,7 @@ async fn idle_connections_are_closed() {
 async fn tokenless_streams_are_bounded() {
     let (process, _db) = server(&["--stream-idle-timeout", "2s"]).await;
     let connection = RawConnection::open(process.addr).await;
-    assert_eq!(connection.max_streams.load(Ordering::Acquire), 256);
+    assert_eq!(connection.advertised_streams(), 256);
     let mut calls = Vec::new();
     for _ in 0..200 {
         calls.push(

@@ -100,16 +100,18 @@ async fn read_queries_use_indexes(backend: Backend) {
                 sink.lock().unwrap().push(query.to_string());
             }
         });
+        let account = invest_proto::ids::AccountNumber::parse("111111111111").unwrap();
+        let account = &account;
         read::current(c)?;
         read::current_ref(c)?;
         read::readable_snapshot(c, 1)?;
-        read::owned_account(c, read::Pin::Current, "111111111111", "이정희")?;
-        read::owned_account(c, read::Pin::Snapshot(1), "111111111111", "이정희")?;
+        read::owned_account(c, read::Pin::Current, account, "이정희")?;
+        read::owned_account(c, read::Pin::Snapshot(1), account, "이정희")?;
         read::accounts_page(c, 1, "이정희", "", 51)?;
-        read::owned_holdings_page(c, read::Pin::Current, "111111111111", "이정희", "", 101)?;
-        read::owned_holdings_page(c, read::Pin::Snapshot(1), "111111111111", "이정희", "", 101)?;
+        read::owned_holdings_page(c, read::Pin::Current, account, "이정희", "", 101)?;
+        read::owned_holdings_page(c, read::Pin::Snapshot(1), account, "이정희", "", 101)?;
         ledger::overlay(c, &["111111111111", "222222222222"], 0)?;
-        ledger::cash_line(c, 1, "111111111111")?;
+        ledger::cash_line(c, 1, account)?;
         c.set_instrumentation(|_: diesel::connection::InstrumentationEvent<'_>| {});
         let statements = statements.lock().unwrap().clone();
         assert_eq!(statements.len(), 11, "{statements:#?}");

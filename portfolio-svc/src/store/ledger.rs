@@ -9,22 +9,46 @@ use super::{
     schema::{accounts, holdings, instruments, ledger_deposits, snapshots},
     state,
 };
+use invest_proto::ids::{AccountNumber, TransferId, Won};
+
 use crate::error::{Error, Result};
 
-/// A deposit to credit.
-#[derive(Debug, Clone, PartialEq, Eq, Insertable, Queryable)]
-#[diesel(table_name = ledger_deposits)]
+/// A deposit to credit, its values parsed at the edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credit {
     /// Idempotency key.
-    pub transfer_id: String,
+    pub transfer_id: TransferId,
     /// Account credited.
-    pub account_number: String,
-    /// Won, positive.
-    pub amount: i64,
+    pub account_number: AccountNumber,
+    /// Positive.
+    pub amount: Won,
     /// Microseconds since the Unix epoch.
     pub confirmed_at: i64,
     /// When portfolio-svc recorded it.
     pub applied_at: i64,
+}
+
+/// A credit as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Insertable, Queryable)]
+#[diesel(table_name = ledger_deposits)]
+struct CreditRow {
+    transfer_id: String,
+    account_number: String,
+    amount: i64,
+    confirmed_at: i64,
+    applied_at: i64,
+}
+
+impl From<&Credit> for CreditRow {
+    fn from(credit: &Credit) -> Self {
+        Self {
+            transfer_id: credit.transfer_id.as_str().to_owned(),
+            account_number: credit.account_number.as_str().to_owned(),
+            amount: credit.amount.get(),
+            confirmed_at: credit.confirmed_at,
+            applied_at: credit.applied_at,
+        }
+    }
 }
 
 /// Whether a credit was new.
@@ -36,31 +60,39 @@ pub enum Applied {
     Already,
 }
 
-fn existing(conn: &mut DbConnection, transfer_id: &str) -> QueryResult<Option<Credit>> {
+fn existing(conn: &mut DbConnection, transfer_id: &TransferId) -> QueryResult<Option<CreditRow>> {
     ledger_deposits::table
-        .filter(ledger_deposits::transfer_id.eq(transfer_id))
+        .filter(ledger_deposits::transfer_id.eq(transfer_id.as_str()))
         .first(conn)
         .optional()
 }
 
-fn same_credit(a: &Credit, b: &Credit) -> bool {
-    (&a.account_number, a.amount, a.confirmed_at) == (&b.account_number, b.amount, b.confirmed_at)
+fn same_credit(stored: &CreditRow, credit: &Credit) -> bool {
+    (
+        stored.account_number.as_str(),
+        stored.amount,
+        stored.confirmed_at,
+    ) == (
+        credit.account_number.as_str(),
+        credit.amount.get(),
+        credit.confirmed_at,
+    )
 }
 
-fn reused(transfer_id: &str) -> Error {
-    Error::TransferIdReused(transfer_id.to_owned())
+fn reused(transfer_id: &TransferId) -> Error {
+    Error::TransferIdReused(transfer_id.as_str().to_owned())
 }
 
 /// Whether the account is in a snapshot readers may see (the current one, or one kept for
 /// paging): a primary-key search per kept snapshot, of which there are a few.
-fn account_known(conn: &mut DbConnection, account_number: &str) -> QueryResult<bool> {
+fn account_known(conn: &mut DbConnection, account_number: &AccountNumber) -> QueryResult<bool> {
     let kept = snapshots::table
         .filter(snapshots::state.ne(state::LOADING))
         .select(snapshots::id);
     diesel::select(diesel::dsl::exists(
         accounts::table
             .filter(accounts::snapshot_id.eq_any(kept))
-            .filter(accounts::account_number.eq(account_number)),
+            .filter(accounts::account_number.eq(account_number.as_str())),
     ))
     .get_result(conn)
 }
@@ -79,10 +111,12 @@ pub fn apply(conn: &mut DbConnection, credit: &Credit) -> Result<Applied> {
             };
         }
         if !account_known(conn, &credit.account_number)? {
-            return Err(Error::AccountNotLoaded(credit.account_number.clone()));
+            return Err(Error::AccountNotLoaded(
+                credit.account_number.as_str().to_owned(),
+            ));
         }
         diesel::insert_into(ledger_deposits::table)
-            .values(credit)
+            .values(CreditRow::from(credit))
             .execute(conn)?;
         Ok(Applied::New)
     });
@@ -141,11 +175,11 @@ pub fn overlay(
 pub fn cash_line(
     conn: &mut DbConnection,
     snapshot_id: i64,
-    account_number: &str,
+    account_number: &AccountNumber,
 ) -> QueryResult<(bool, Option<(String, String)>)> {
     let held = holdings::table
         .filter(holdings::snapshot_id.eq(snapshot_id))
-        .filter(holdings::account_number.eq(account_number))
+        .filter(holdings::account_number.eq(account_number.as_str()))
         .filter(holdings::isin.eq(invest_proto::ids::CASH_ISIN))
         .select(holdings::isin)
         .first::<String>(conn)

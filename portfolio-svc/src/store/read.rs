@@ -3,6 +3,7 @@
 //! snapshot (`tests/plans.rs` checks the plans on both backends).
 
 use diesel::prelude::*;
+use invest_proto::ids::AccountNumber;
 use invest_runtime::{db::DbConnection, with_backend};
 
 use super::{
@@ -138,9 +139,10 @@ pub enum Pin {
 pub fn owned_account(
     conn: &mut DbConnection,
     pin: Pin,
-    account_number: &str,
+    account_number: &AccountNumber,
     owner: &str,
 ) -> QueryResult<Option<(SnapshotRef, AccountRow, Option<i64>)>> {
+    let account_number = account_number.as_str();
     // Not boxed: a boxed query has no static identity, so diesel would prepare it again on
     // every call. Each arm is one statement the connection prepares once.
     macro_rules! account_with_deposits {
@@ -228,11 +230,12 @@ pub struct HoldingsPage {
 pub fn owned_holdings_page(
     conn: &mut DbConnection,
     pin: Pin,
-    account_number: &str,
+    account_number: &AccountNumber,
     owner: &str,
     after: &str,
     limit: i64,
 ) -> QueryResult<Option<HoldingsPage>> {
+    let account_number = account_number.as_str();
     macro_rules! page {
         () => {
             holdings::table
