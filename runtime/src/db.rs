@@ -146,11 +146,10 @@ impl r2d2::ManageConnection for Manager {
                     .map_err(diesel::r2d2::Error::ConnectionError)?;
                 // WAL lets readers go on while a writer writes; NORMAL is durable in WAL mode
                 // except for the last transactions on power loss, never corrupt. The page
-                // cache stays SQLite's default (2 MiB per connection); pages it misses come
-                // from the operating system's cache. Measured (loader/bench/BENCHMARKS.md):
-                // a 32 MiB cache read no faster at a million accounts and cost 75 MiB; a
-                // memory map read 16% faster but its pages count in the process's memory
-                // as the database grows.
+                // cache stays SQLite's default (2 MiB per connection), and pages it misses come
+                // from the operating system's cache: a larger cache did not read faster yet
+                // costs memory per connection, and a memory map's pages count in the
+                // process's memory as the database grows (BENCHMARKS.md has the figures).
                 conn.batch_execute(&format!(
                     "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};
                      PRAGMA journal_mode = WAL;
