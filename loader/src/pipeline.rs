@@ -21,6 +21,7 @@ use std::mem;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use invest_dataset::{FileKind, Rule};
 use invest_proto::deposit::v1::DirectoryEntry;
 use invest_proto::digest::{RecordDigest, RecordKind};
 use invest_proto::ids::{AccountNumber, Isin, MAX_TEXT_BYTES};
@@ -37,9 +38,9 @@ pub use self::spool::Accounts;
 use self::spool::{Spool, SpoolWriter};
 use self::staged::Staged;
 use crate::clean::{
-    Fault, FileKind, Fingerprint, HoldingFields, HoldingRow, InstrumentFields, PrincipalFields,
-    PrincipalRow, RowRef, Rule, check_digit_warning, check_holding_row, check_instrument_row,
-    check_principal_row, settle_account, settle_instruments, split_row,
+    Fault, Fingerprint, HoldingFields, HoldingRow, InstrumentFields, PrincipalFields, PrincipalRow,
+    RowRef, check_digit_warning, check_holding_row, check_instrument_row, check_principal_row,
+    settle_account, settle_instruments, split_row,
 };
 
 /// Why a delivery cannot be cleaned at all (as opposed to rows being rejected).
@@ -813,7 +814,6 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
-    use crate::clean::Rule;
 
     const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/sample");
 

@@ -3,10 +3,10 @@
 
 use std::{fmt::Write as _, path::Path};
 
+use invest_dataset::FileKind;
 use invest_proto::{deposit::v1::LoadDirectoryResponse, portfolio::v1::LoadSnapshotResponse};
 
 use crate::{
-    clean::FileKind,
     guard::ShrinkGuard,
     pipeline::{CleanedDay, LossGuard, report::Ratio, report::Report},
     push::{DayOutcome, Outcome},

@@ -8,11 +8,11 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use invest_dataset::{FileKind, Rule};
 use serde::Serialize;
 
 use super::InputError;
 use super::csvfile::RawText;
-use crate::clean::{FileKind, Rule};
 
 /// How many rejects the report keeps as examples.
 pub const EXAMPLE_REJECTS: usize = 10;
