@@ -15,8 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use invest_proto::auth::{JwtKeys, JwtSecretArgs};
 use prost_types::Timestamp;
 
+use invest_daygen::{CsvFormat, GenError, GenOptions};
+
 use crate::{
-    generate::{self, CsvFormat, GenError, GenOptions},
     guard::{CurrentDay, ShrinkGuard},
     pipeline::{
         self, CleanOptions, CleanedDay, LossGuard, Phase, Progress, report::Ratio, report::Report,
@@ -856,7 +857,7 @@ async fn gen_day(args: &GenArgs) -> Exit {
     let dir = args.dir.clone();
     let written = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir).map_err(GenError::Io)?;
-        generate::write_day(&dir, &options)
+        invest_daygen::write_day(&dir, &options)
     })
     .await;
     match written {

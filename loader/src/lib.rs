@@ -6,13 +6,11 @@
 //!   and producing the cleaned day plus the report.
 //! - [`guard`]: the shrink guard (the loss guard is the report's).
 //! - [`push`]: streaming the cleaned day over gRPC, to both services or neither.
-//! - [`generate`]: a synthetic delivery in the exact format, deterministic for a seed.
 //! - [`cli`] and [`summary`]: the command line and what it prints.
 
 pub mod bench;
 pub mod clean;
 pub mod cli;
-pub mod generate;
 pub mod guard;
 pub mod pipeline;
 pub mod push;

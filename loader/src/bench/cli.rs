@@ -10,6 +10,7 @@ use std::{
 };
 
 use clap::{Args, Parser, Subcommand};
+use invest_daygen::{GenError, GenOptions};
 use invest_proto::auth::{JwtKeys, JwtSecretArgs, SecretError};
 
 use super::{
@@ -19,10 +20,7 @@ use super::{
     report::{self, BenchReport, ConfigReport, TargetReport},
     workload::{self, ConnectError, Failure, RunError, RunResult, Stop, Target, Workload},
 };
-use crate::{
-    cli::Exit,
-    generate::{self, GenError, GenOptions},
-};
+use crate::cli::Exit;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -268,7 +266,7 @@ async fn populate(
 ) -> Result<(Population, CannedResponses), BenchError> {
     tokio::task::spawn_blocking(move || {
         let sample = Sample::take(&options, max)?;
-        let instruments = generate::instruments(&options)?;
+        let instruments = invest_daygen::instruments(&options)?;
         let synthetic = CannedResponses::synthetic(&sample.representative, &instruments);
         Ok((Population::mint(sample, &keys)?, synthetic))
     })
@@ -536,7 +534,7 @@ async fn noop(args: &NoopArgs) -> Exit {
     let options = day(args.accounts, args.seed, args.instruments);
     let canned = tokio::task::spawn_blocking(move || {
         let sample = Sample::take(&options, 1_000)?;
-        let instruments = generate::instruments(&options)?;
+        let instruments = invest_daygen::instruments(&options)?;
         Ok::<_, GenError>(CannedResponses::synthetic(
             &sample.representative,
             &instruments,
