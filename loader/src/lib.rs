@@ -8,7 +8,6 @@
 //! - [`push`]: streaming the cleaned day over gRPC, to both services or neither.
 //! - [`cli`] and [`summary`]: the command line and what it prints.
 
-pub mod bench;
 pub mod clean;
 pub mod cli;
 pub mod guard;

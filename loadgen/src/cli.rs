@@ -5,6 +5,7 @@ use std::{
     io::Write,
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
+    process::ExitCode,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -13,14 +14,13 @@ use clap::{Args, Parser, Subcommand};
 use invest_daygen::{GenError, GenOptions};
 use invest_proto::auth::{JwtKeys, JwtSecretArgs, SecretError};
 
-use super::{
+use crate::{
     mix::{Mix, Operation},
     noop::{CannedResponses, NoopServer},
     population::{InvalidHeader, Population, Sample},
     report::{self, BenchReport, ConfigReport, TargetReport},
     workload::{self, ConnectError, Failure, RunError, RunResult, Stop, Target, Workload},
 };
-use crate::cli::Exit;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -28,6 +28,27 @@ Exit codes:
   1  RESULT: FAILED: some request failed (the workload sends only valid requests, so any
      error is unexpected), a server could not be reached, or the report could not be written
   2  usage or configuration error (flags, JWT secret)";
+
+/// A process exit code (see `EXIT_CODES`): the loader's numbers for the same outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0.
+    Ok,
+    /// 1.
+    Unexpected,
+    /// 2.
+    Usage,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(match exit {
+            Exit::Ok => 0,
+            Exit::Unexpected => 1,
+            Exit::Usage => 2,
+        })
+    }
+}
 
 /// Load generator of the invest services: a closed-loop workload against portfolio-svc and
 /// deposit-svc, measured against a no-op server that shares the machine (the ceiling).
