@@ -608,14 +608,14 @@ fn settle_attributes(
     rejects: &mut Vec<Reject>,
 ) -> Vec<HoldingRow> {
     let total = rows.len();
-    let mut tally: BTreeMap<Attributes<'_>, usize> = BTreeMap::new();
+    let mut votes: BTreeMap<Attributes<'_>, usize> = BTreeMap::new();
     for row in &rows {
-        *tally.entry(attributes(row)).or_default() += 1;
+        *votes.entry(attributes(row)).or_default() += 1;
     }
-    if tally.len() <= 1 {
+    if votes.len() <= 1 {
         return rows;
     }
-    let winner = tally
+    let winner = votes
         .iter()
         .find(|(_, count)| **count * 2 > total)
         .map(|(attrs, count)| {
@@ -647,13 +647,13 @@ fn settle_attributes(
         }
         None => {
             const SHOWN_COMBINATIONS: usize = 3;
-            let mut combinations: Vec<String> = tally
+            let mut combinations: Vec<String> = votes
                 .iter()
                 .take(SHOWN_COMBINATIONS)
                 .map(|(attrs, count)| format!("{} on {count}", attributes_text(*attrs)))
                 .collect();
-            if tally.len() > SHOWN_COMBINATIONS {
-                combinations.push(format!("{} more", tally.len() - SHOWN_COMBINATIONS));
+            if votes.len() > SHOWN_COMBINATIONS {
+                combinations.push(format!("{} more", votes.len() - SHOWN_COMBINATIONS));
             }
             let detail = format!(
                 "account {account}: no combination of {} is on more than half of the account's \
