@@ -1,5 +1,6 @@
-//! The command line: `load`, `validate`, `token`, `gen`. Each command returns an [`Exit`]
-//! code; every code is documented in the README and in `loader --help`.
+//! The command line: `load` and `validate`, and `gen`, `token` and `sign`, thin calls to
+//! the day generator and the wire crate. Each command returns an [`Exit`] code; every code is
+//! documented in the README and in `loader --help`.
 
 use std::{
     io::IsTerminal as _,
@@ -15,12 +16,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use invest_proto::auth::{JwtKeys, JwtSecretArgs};
 use prost_types::Timestamp;
 
+use invest_daygen::{CsvFormat, GenError, GenOptions};
+
 use crate::{
-    generate::{self, CsvFormat, GenError, GenOptions},
     guard::{CurrentDay, ShrinkGuard},
-    pipeline::{
-        self, CleanOptions, CleanedDay, LossGuard, Phase, Progress, report::Ratio, report::Report,
-    },
+    pipeline::{self, CleanOptions, CleanedDay, CleaningReport, LossGuard, Phase, Progress, Ratio},
     push::{self, PushError},
     summary,
 };
@@ -510,7 +510,10 @@ impl Feedback {
 }
 
 /// Cleans the folder on a blocking thread; prints the summary; checks the accounting.
-async fn clean(args: &CleanArgs, feedback: &Feedback) -> Result<(CleanedDay, Report), Exit> {
+async fn clean(
+    args: &CleanArgs,
+    feedback: &Feedback,
+) -> Result<(CleanedDay, CleaningReport), Exit> {
     let options = CleanOptions {
         rejects: args.rejects.clone(),
         sort_budget_bytes: args.sort_memory_mib.max(1) << 20,
@@ -532,7 +535,7 @@ async fn clean(args: &CleanArgs, feedback: &Feedback) -> Result<(CleanedDay, Rep
     };
     print!(
         "{}",
-        summary::render(
+        summary::cleaning(
             &args.dir,
             &report,
             &day,
@@ -556,7 +559,7 @@ async fn clean(args: &CleanArgs, feedback: &Feedback) -> Result<(CleanedDay, Rep
 #[derive(serde::Serialize)]
 struct JsonReport<'a> {
     #[serde(flatten)]
-    report: &'a Report,
+    report: &'a CleaningReport,
     loss_guard: &'a LossGuard,
     shrink_guard: &'a ShrinkGuard,
     /// `pass`, or why the day is refused.
@@ -582,7 +585,7 @@ struct CurrentDaySource {
 async fn judge(
     args: &CleanArgs,
     day: &CleanedDay,
-    report: &Report,
+    report: &CleaningReport,
     source: Option<&CurrentDaySource>,
 ) -> Result<(), Exit> {
     let loss = report.loss_guard(args.max_reject_ratio);
@@ -856,7 +859,7 @@ async fn gen_day(args: &GenArgs) -> Exit {
     let dir = args.dir.clone();
     let written = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir).map_err(GenError::Io)?;
-        generate::write_day(&dir, &options)
+        invest_daygen::write_day(&dir, &options)
     })
     .await;
     match written {

@@ -1,6 +1,7 @@
 //! The guards a day must pass before anything is pushed, besides the loss guard of the
-//! report ([`crate::pipeline::Report::loss_guard`]): the shrink guard compares the new day
-//! with the one portfolio-svc serves now. Pure: the caller fetches the current day.
+//! cleaning report ([`crate::pipeline::CleaningReport::loss_guard`]): the shrink guard
+//! compares the new day with the one portfolio-svc serves now. Pure: the caller fetches the
+//! current day.
 
 use serde::Serialize;
 

@@ -3,16 +3,15 @@
 //!
 //! - [`clean`]: the rules, as pure functions over rows (no I/O).
 //! - [`pipeline`]: reading the three files, grouping rows by account with bounded memory,
-//!   and producing the cleaned day plus the report.
-//! - [`guard`]: the shrink guard (the loss guard is the report's).
+//!   and producing the cleaned day plus the cleaning report.
+//! - [`guard`]: the shrink guard (the loss guard is the cleaning report's).
 //! - [`push`]: streaming the cleaned day over gRPC, to both services or neither.
-//! - [`generate`]: a synthetic delivery in the exact format, deterministic for a seed.
-//! - [`cli`] and [`summary`]: the command line and what it prints.
+//! - [`cli`]: the command line (`load`, `validate`, and `gen`, `token`, `sign` as thin calls
+//!   to `invest_daygen` and `invest_proto`).
+//! - [`summary`]: what it prints: the cleaning report, the guards' verdicts, the push.
 
-pub mod bench;
 pub mod clean;
 pub mod cli;
-pub mod generate;
 pub mod guard;
 pub mod pipeline;
 pub mod push;

@@ -1,6 +1,6 @@
 //! Cleaning a delivery folder: reads the three files, applies the rules of [`crate::clean`],
 //! and produces the cleaned day (instruments in memory, accounts spooled to a temporary file)
-//! with its digest and a [`Report`] of what became of every row.
+//! with its digest and a [`CleaningReport`] of what became of every row.
 //!
 //! Memory does not grow with the size of the day: instruments are few and kept in memory;
 //! principal and holding rows go through an external sort by account number (spilling to
@@ -8,8 +8,8 @@
 //! one account at a time straight into the spool. Raw text is never kept: a row's byte span
 //! is, and rejects read their text back from the file.
 
+pub mod cleaning_report;
 mod csvfile;
-pub mod report;
 mod sort;
 mod spool;
 mod staged;
@@ -21,25 +21,26 @@ use std::mem;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use invest_dataset::{FileKind, Rule};
 use invest_proto::deposit::v1::DirectoryEntry;
 use invest_proto::digest::{RecordDigest, RecordKind};
 use invest_proto::ids::{AccountNumber, Isin, MAX_TEXT_BYTES};
 use invest_proto::portfolio::v1::{Instrument, SnapshotAccount};
 
-use self::csvfile::{CsvFile, RawRow, RawText};
-pub use self::report::{
-    AccountCounts, Counts, EXAMPLE_REJECTS, FileReport, KEPT_WARNINGS, Loss, LossGuard, LossUnit,
-    Ratio, RejectRecord, Report, SortReport, Warning,
+pub use self::cleaning_report::{
+    AccountCounts, CleaningReport, Counts, EXAMPLE_REJECTS, FileReport, KEPT_WARNINGS, Loss,
+    LossGuard, LossUnit, Ratio, RejectRecord, SortReport, Warning,
 };
-use self::report::{Ledger, Raw};
+use self::cleaning_report::{Raw, RowTally};
+use self::csvfile::{CsvFile, RawRow, RawText};
 use self::sort::{DEFAULT_FAN_IN, ExternalSorter};
 pub use self::spool::Accounts;
 use self::spool::{Spool, SpoolWriter};
 use self::staged::Staged;
 use crate::clean::{
-    Fault, FileKind, Fingerprint, HoldingFields, HoldingRow, InstrumentFields, PrincipalFields,
-    PrincipalRow, RowRef, Rule, check_digit_warning, check_holding_row, check_instrument_row,
-    check_principal_row, settle_account, settle_instruments, split_row,
+    Fault, Fingerprint, HoldingFields, HoldingRow, InstrumentFields, PrincipalFields, PrincipalRow,
+    RowRef, check_digit_warning, check_holding_row, check_instrument_row, check_principal_row,
+    settle_account, settle_instruments, split_row,
 };
 
 /// Why a delivery cannot be cleaned at all (as opposed to rows being rejected).
@@ -333,14 +334,17 @@ impl CleanedDay {
 
 /// What the readers need besides the file.
 struct Reading<'a> {
-    ledger: &'a mut Ledger,
+    tally: &'a mut RowTally,
     max_field_bytes: usize,
 }
 
 /// Cleans the delivery in `dir`. Rows that break a rule are counted in the report (and
 /// written to `options.rejects`); only a folder that cannot be read as a delivery at all
 /// is an error.
-pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Report), InputError> {
+pub fn clean_day(
+    dir: &Path,
+    options: &CleanOptions,
+) -> Result<(CleanedDay, CleaningReport), InputError> {
     let progress = options.progress.clone();
     let emit = |event: Progress| {
         if let Some(progress) = &progress {
@@ -362,12 +366,12 @@ pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Repo
             (FileKind::Holdings, holdings_file.handle()?),
         ],
     );
-    let mut ledger = Ledger::new(options.rejects.clone(), raw_text)?;
+    let mut tally = RowTally::new(options.rejects.clone(), raw_text)?;
     let max_field_bytes = options.max_field_bytes.min(MAX_TEXT_BYTES);
 
     emit(Progress::Phase(Phase::Reading(FileKind::Instruments)));
     let mut reading = Reading {
-        ledger: &mut ledger,
+        tally: &mut tally,
         max_field_bytes,
     };
     let instruments =
@@ -392,7 +396,7 @@ pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Repo
         (FileKind::Holdings, &holdings_file),
     ] {
         let counts = file.counts();
-        ledger.lines(kind, counts.lines, counts.blank);
+        tally.lines(kind, counts.lines, counts.blank);
     }
     let sort_report = SortReport {
         rows: sorter.len(),
@@ -412,7 +416,7 @@ pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Repo
             .map_err(scratch("creating the spool"))?,
         digest,
         directory_digest: RecordDigest::new(),
-        ledger,
+        tally,
         account_count: 0,
         holding_count: 0,
         accounts_named: 0,
@@ -445,15 +449,15 @@ pub fn clean_day(dir: &Path, options: &CleanOptions) -> Result<(CleanedDay, Repo
         spool,
         digest,
         directory_digest,
-        mut ledger,
+        mut tally,
         account_count,
         holding_count,
         accounts_named,
         ..
     } = settler;
-    ledger.accounts(accounts_named, account_count);
+    tally.accounts(accounts_named, account_count);
     let spool = spool.finish().map_err(scratch("writing the spool"))?;
-    let report = ledger.finish(sort_report)?;
+    let report = tally.finish(sort_report)?;
     debug_assert!(report.check_accounting().is_ok(), "{report:?}");
     emit(Progress::Phase(Phase::Done));
     let day = CleanedDay {
@@ -528,7 +532,7 @@ fn read_instruments(
                 max: max_instruments,
             });
         }
-        reading.ledger.read(kind);
+        reading.tally.read(kind);
         let checked = fields_of(&raw, reading.max_field_bytes).and_then(|fields| {
             let [name, isin, asset_group] = pick(&fields, raw.columns);
             check_instrument_row(
@@ -543,11 +547,11 @@ fn read_instruments(
         match checked {
             Ok(row) => {
                 if let Some(warning) = check_digit_warning(&row.isin) {
-                    reading.ledger.warn(kind, row.row.line, warning);
+                    reading.tally.warn(kind, row.row.line, warning);
                 }
                 rows.push(row);
             }
-            Err(fault) => reading.ledger.reject(
+            Err(fault) => reading.tally.reject(
                 kind,
                 raw.line,
                 fault.rule,
@@ -558,7 +562,7 @@ fn read_instruments(
     }
     let settlement = settle_instruments(rows);
     for reject in settlement.rejects {
-        reading.ledger.reject(
+        reading.tally.reject(
             reject.file,
             reject.row.line,
             reject.rule,
@@ -566,9 +570,9 @@ fn read_instruments(
             span(&reject.row),
         )?;
     }
-    reading.ledger.collapsed(kind, settlement.collapsed);
+    reading.tally.collapsed(kind, settlement.collapsed);
     reading
-        .ledger
+        .tally
         .loaded(kind, settlement.instruments.len() as u64);
     Ok(settlement.instruments)
 }
@@ -584,7 +588,7 @@ fn read_principal(
 ) -> Result<(), InputError> {
     let kind = FileKind::Principal;
     while let Some(raw) = file.next_row()? {
-        reading.ledger.read(kind);
+        reading.tally.read(kind);
         let checked = fields_of(&raw, reading.max_field_bytes).and_then(|fields| {
             let [account_number, principal] = pick(&fields, raw.columns);
             check_principal_row(
@@ -598,7 +602,7 @@ fn read_principal(
         match checked {
             Ok(row) => stage(sorter, Staged::Principal(row))?,
             Err(fault) => {
-                reading.ledger.reject(
+                reading.tally.reject(
                     kind,
                     raw.line,
                     fault.rule,
@@ -623,7 +627,7 @@ fn read_holdings(
 ) -> Result<(), InputError> {
     let kind = FileKind::Holdings;
     while let Some(raw) = file.next_row()? {
-        reading.ledger.read(kind);
+        reading.tally.read(kind);
         let checked = fields_of(&raw, reading.max_field_bytes).and_then(|fields| {
             let [
                 customer_name,
@@ -650,7 +654,7 @@ fn read_holdings(
         match checked {
             Ok(row) => stage(sorter, Staged::Holding(row))?,
             Err(fault) => {
-                reading.ledger.reject(
+                reading.tally.reject(
                     kind,
                     raw.line,
                     fault.rule,
@@ -690,7 +694,7 @@ struct Settler {
     spool: SpoolWriter,
     digest: RecordDigest,
     directory_digest: RecordDigest,
-    ledger: Ledger,
+    tally: RowTally,
     account_count: u64,
     holding_count: u64,
     /// Distinct well-formed account numbers among the principal and holding rows.
@@ -718,7 +722,7 @@ impl Settler {
         account: &str,
     ) -> Result<(), InputError> {
         let detail = self.too_many_detail(account);
-        self.ledger
+        self.tally
             .reject(file, row.line, Rule::TooManyHoldings, detail, span(row))
     }
 
@@ -773,7 +777,7 @@ impl Settler {
     ) -> Result<(), InputError> {
         let settlement = settle_account(holdings, principals);
         for reject in settlement.rejects {
-            self.ledger.reject(
+            self.tally.reject(
                 reject.file,
                 reject.row.line,
                 reject.rule,
@@ -781,9 +785,9 @@ impl Settler {
                 span(&reject.row),
             )?;
         }
-        self.ledger
+        self.tally
             .collapsed(FileKind::Holdings, settlement.holdings_collapsed);
-        self.ledger
+        self.tally
             .collapsed(FileKind::Principal, settlement.principal_collapsed);
         if let Some(account) = settlement.account {
             self.spool
@@ -793,8 +797,8 @@ impl Settler {
             self.directory_digest
                 .add(RecordKind::DirectoryEntry, &directory_entry(&account));
             let holdings = account.holdings.len() as u64;
-            self.ledger.loaded(FileKind::Principal, 1);
-            self.ledger.loaded(FileKind::Holdings, holdings);
+            self.tally.loaded(FileKind::Principal, 1);
+            self.tally.loaded(FileKind::Holdings, holdings);
             self.account_count += 1;
             self.holding_count += holdings;
         }
@@ -813,7 +817,6 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
-    use crate::clean::Rule;
 
     const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/sample");
 
@@ -832,7 +835,7 @@ mod tests {
 
     struct Cleaned {
         day: CleanedDay,
-        report: Report,
+        report: CleaningReport,
         rejects: Vec<Value>,
         rejects_text: String,
     }
@@ -1550,7 +1553,10 @@ mod tests {
     }
 
     /// Runs `clean_day` on a thread and fails (instead of hanging) if it takes long.
-    fn clean_within(dir: PathBuf, seconds: u64) -> Result<(CleanedDay, Report), InputError> {
+    fn clean_within(
+        dir: PathBuf,
+        seconds: u64,
+    ) -> Result<(CleanedDay, CleaningReport), InputError> {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(clean_day(&dir, &CleanOptions::default()));
@@ -1988,7 +1994,7 @@ mod tests {
         assert_eq!(spilled.day.holding_count, in_memory.day.holding_count);
         assert_eq!(spilled.accounts(), in_memory.accounts());
         assert_eq!(spilled.rejects_text, in_memory.rejects_text);
-        let without_sort = |report: &Report| Report {
+        let without_sort = |report: &CleaningReport| CleaningReport {
             sort: SortReport::default(),
             ..report.clone()
         };

@@ -1,14 +1,15 @@
-//! The human summary printed after cleaning and after each push: the numbers an operator at
-//! 4 a.m. needs, aligned, without floating point.
+//! The summary printed on stdout after cleaning, after each guard and after the push: the
+//! numbers an operator at 4 a.m. needs, aligned, without floating point. The data behind it
+//! is the cleaning report ([`crate::pipeline::CleaningReport`]); `--report-json` writes that.
 
 use std::{fmt::Write as _, path::Path};
 
+use invest_dataset::FileKind;
 use invest_proto::{deposit::v1::LoadDirectoryResponse, portfolio::v1::LoadSnapshotResponse};
 
 use crate::{
-    clean::FileKind,
     guard::ShrinkGuard,
-    pipeline::{CleanedDay, LossGuard, report::Ratio, report::Report},
+    pipeline::{CleanedDay, CleaningReport, LossGuard, Ratio},
     push::{DayOutcome, Outcome},
 };
 
@@ -23,10 +24,10 @@ pub fn percent(ratio: Ratio) -> String {
     format!("{}.{:02}%", hundredths / 100, hundredths % 100)
 }
 
-/// The cleaning summary.
-pub fn render(
+/// The cleaning report, as printed.
+pub fn cleaning(
     dir: &Path,
-    report: &Report,
+    report: &CleaningReport,
     day: &CleanedDay,
     max: Ratio,
     rejects: Option<&Path>,

@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, path::Path, process::Output, sync::Arc};
 
 use deposit_svc::testkit::{TestDeposit, sign};
+use invest_daygen::{CsvFormat, GenOptions};
 use invest_proto::deposit::v1 as deposit_pb;
 use invest_proto::{
     auth::JwtKeys,
@@ -12,7 +13,6 @@ use invest_proto::{
 };
 use invest_runtime::{backend_tests, testkit::Backend};
 use loader::{
-    generate::{self, CsvFormat, GenOptions},
     pipeline::{CleanOptions, clean_day},
     push,
 };
@@ -223,11 +223,11 @@ async fn a_generated_day_matches_the_truth(backend: Backend) {
         ..GenOptions::default()
     };
     let dir = tempfile::tempdir().unwrap();
-    generate::write_day(dir.path(), &options).unwrap();
+    invest_daygen::write_day(dir.path(), &options).unwrap();
     load_dir(&app, dir.path(), 1_795_000_000_000_000).await;
 
     let mut by_owner: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for account in generate::accounts(&options).unwrap() {
+    for account in invest_daygen::accounts(&options).unwrap() {
         let expected = ExpectedAccount {
             owner: account.customer_name.clone(),
             principal: account.principal,
@@ -313,8 +313,8 @@ async fn the_binary_loads_reports_and_protects(backend: Backend) {
         seed: 7,
         ..GenOptions::default()
     };
-    generate::write_day(&good, &clean).unwrap();
-    generate::write_day(
+    invest_daygen::write_day(&good, &clean).unwrap();
+    invest_daygen::write_day(
         &bad,
         &GenOptions {
             faults: 3,
@@ -322,7 +322,7 @@ async fn the_binary_loads_reports_and_protects(backend: Backend) {
         },
     )
     .unwrap();
-    let first = generate::accounts(&clean).unwrap().next().unwrap();
+    let first = invest_daygen::accounts(&clean).unwrap().next().unwrap();
 
     let output = run_loader(&[
         "load",
@@ -500,7 +500,7 @@ async fn a_loaded_day_takes_deposits(backend: Backend) {
         seed: 11,
         ..GenOptions::default()
     };
-    generate::write_day(day.path(), &options).unwrap();
+    invest_daygen::write_day(day.path(), &options).unwrap();
     let yesterday =
         invest_proto::time::from_micros(invest_proto::time::now_micros() - 86_400_000_000)
             .to_string();
@@ -557,7 +557,7 @@ async fn a_loaded_day_takes_deposits(backend: Backend) {
     assert!(stdout(&repaired).contains("portfolio-svc: loaded"));
     assert!(stdout(&repaired).contains("deposit-svc: loaded: directory"));
 
-    let account = generate::accounts(&options).unwrap().nth(3).unwrap();
+    let account = invest_daygen::accounts(&options).unwrap().nth(3).unwrap();
     let (number, owner) = (
         account.account_number.as_str(),
         account.customer_name.as_str(),

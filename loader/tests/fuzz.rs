@@ -10,8 +10,8 @@
 
 use std::path::Path;
 
+use invest_daygen::{CsvFormat, GenOptions};
 use invest_proto::ids::{MAX_TEXT_BYTES, check_text};
-use loader::generate::{self, CsvFormat, GenOptions};
 use loader::pipeline::{CleanOptions, clean_day};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
@@ -102,7 +102,7 @@ fn apply(bytes: &mut Vec<u8>, mutation: &Mutation, at: u16) {
 /// play before the mutations).
 fn base_day() -> [Vec<u8>; 3] {
     let dir = tempfile::tempdir().unwrap();
-    generate::write_day(
+    invest_daygen::write_day(
         dir.path(),
         &GenOptions {
             accounts: 40,

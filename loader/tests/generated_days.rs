@@ -4,14 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use loader::{
-    generate::{self, CsvFormat, GenOptions},
-    pipeline::{CleanOptions, clean_day},
-};
+use invest_daygen::{CsvFormat, GenOptions};
+use loader::pipeline::{CleanOptions, clean_day};
 
 fn check(options: GenOptions, sort_budget_bytes: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let written = generate::write_day(dir.path(), &options).unwrap();
+    let written = invest_daygen::write_day(dir.path(), &options).unwrap();
     let (day, report) = clean_day(
         dir.path(),
         &CleanOptions {
@@ -47,7 +45,7 @@ fn check(options: GenOptions, sort_budget_bytes: usize) {
     );
     assert_eq!(collapsed, expected_collapsed, "collapsed rows per file");
 
-    let instruments: Vec<_> = generate::instruments(&options)
+    let instruments: Vec<_> = invest_daygen::instruments(&options)
         .unwrap()
         .into_iter()
         .map(|i| (i.isin, i.name, i.asset_group))
@@ -59,7 +57,7 @@ fn check(options: GenOptions, sort_budget_bytes: usize) {
         .collect();
     assert_eq!(cleaned_instruments, instruments);
 
-    let mut truth = generate::accounts(&options).unwrap();
+    let mut truth = invest_daygen::accounts(&options).unwrap();
     let mut count = 0;
     for account in day.accounts().unwrap() {
         let account = account.unwrap();

@@ -7,12 +7,12 @@
 use std::{path::Path, process::Output};
 
 use deposit_svc::testkit::TestDeposit;
+use invest_daygen::{CsvFormat, GenOptions};
 use invest_proto::{
     deposit::v1 as deposit_pb,
     portfolio::v1::{self as pb, SnapshotRecord},
 };
 use invest_runtime::{backend_tests, testkit::Backend};
-use loader::generate::{self, CsvFormat, GenOptions};
 use portfolio_svc::testkit::{TEST_SECRET, TestPortfolio};
 use tonic::Code;
 
@@ -145,7 +145,7 @@ fn generated(dir: &Path, accounts: u64, seed: u64) -> GenOptions {
         format: CsvFormat::plain(),
         ..GenOptions::default()
     };
-    generate::write_day(dir, &options).unwrap();
+    invest_daygen::write_day(dir, &options).unwrap();
     options
 }
 
@@ -168,7 +168,8 @@ async fn a_stray_quote_costs_one_row(backend: Backend) {
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     let (account, isin) = (hit[2].clone(), hit[4].clone());
 
-    let truth: Vec<generate::GenAccount> = generate::accounts(&options).unwrap().collect();
+    let truth: Vec<invest_daygen::GenAccount> =
+        invest_daygen::accounts(&options).unwrap().collect();
     let total_holdings: usize = truth.iter().map(|a| a.holdings.len()).sum();
     let hit_account = truth.iter().find(|a| a.account_number == account).unwrap();
     let expected_accounts = if hit_account.holdings.len() == 1 {
@@ -239,7 +240,8 @@ async fn a_nul_byte_is_a_reject_on_every_backend(backend: Backend) {
     let options = generated(&day, 60, 21);
     // The account with the fewest holdings; each of its rows gets the NUL, so the name
     // is the majority (a lone odd row would be rejected as a minority anyway).
-    let truth: Vec<generate::GenAccount> = generate::accounts(&options).unwrap().collect();
+    let truth: Vec<invest_daygen::GenAccount> =
+        invest_daygen::accounts(&options).unwrap().collect();
     let victim = truth.iter().min_by_key(|a| a.holdings.len()).unwrap();
     let path = day.join(HOLDINGS);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -303,7 +305,10 @@ async fn a_much_smaller_day_is_refused(backend: Backend) {
     assert_eq!(loaded.status.code(), Some(0), "{}", shown(&loaded));
     let before = services.current().await.unwrap();
     assert_eq!(before.accounts, 40);
-    let gone = generate::accounts(&full_options).unwrap().next().unwrap();
+    let gone = invest_daygen::accounts(&full_options)
+        .unwrap()
+        .next()
+        .unwrap();
     assert!(
         services
             .directory_knows(&gone.account_number, &gone.customer_name)
@@ -391,7 +396,8 @@ async fn a_day_that_lost_accounts_is_refused(backend: Backend) {
     let work = tempfile::tempdir().unwrap();
     let day = work.path().join("day");
     let options = generated(&day, 60, 8);
-    let mut truth: Vec<generate::GenAccount> = generate::accounts(&options).unwrap().collect();
+    let mut truth: Vec<invest_daygen::GenAccount> =
+        invest_daygen::accounts(&options).unwrap().collect();
     truth.sort_by_key(|a| a.holdings.len());
     let dropped: Vec<String> = truth[..30]
         .iter()

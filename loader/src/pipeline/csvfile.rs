@@ -18,9 +18,10 @@ use std::os::unix::fs::{FileExt as _, FileTypeExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use csv_core::{ReadRecordResult, Terminator};
+use invest_dataset::{Column, FileKind, Rule};
 
 use super::{InputError, Progress, ProgressFn};
-use crate::clean::{Column, Fault, FileKind, Rule};
+use crate::clean::Fault;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 

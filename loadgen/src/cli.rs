@@ -5,23 +5,21 @@ use std::{
     io::Write,
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
+    process::ExitCode,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use clap::{Args, Parser, Subcommand};
+use invest_daygen::{GenError, GenOptions};
 use invest_proto::auth::{JwtKeys, JwtSecretArgs, SecretError};
 
-use super::{
+use crate::{
     mix::{Mix, Operation},
     noop::{CannedResponses, NoopServer},
     population::{InvalidHeader, Population, Sample},
     report::{self, BenchReport, ConfigReport, TargetReport},
     workload::{self, ConnectError, Failure, RunError, RunResult, Stop, Target, Workload},
-};
-use crate::{
-    cli::Exit,
-    generate::{self, GenError, GenOptions},
 };
 
 const EXIT_CODES: &str = "\
@@ -30,6 +28,27 @@ Exit codes:
   1  RESULT: FAILED: some request failed (the workload sends only valid requests, so any
      error is unexpected), a server could not be reached, or the report could not be written
   2  usage or configuration error (flags, JWT secret)";
+
+/// A process exit code (see `EXIT_CODES`): the loader's numbers for the same outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0.
+    Ok,
+    /// 1.
+    Unexpected,
+    /// 2.
+    Usage,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(match exit {
+            Exit::Ok => 0,
+            Exit::Unexpected => 1,
+            Exit::Usage => 2,
+        })
+    }
+}
 
 /// Load generator of the invest services: a closed-loop workload against portfolio-svc and
 /// deposit-svc, measured against a no-op server that shares the machine (the ceiling).
@@ -268,7 +287,7 @@ async fn populate(
 ) -> Result<(Population, CannedResponses), BenchError> {
     tokio::task::spawn_blocking(move || {
         let sample = Sample::take(&options, max)?;
-        let instruments = generate::instruments(&options)?;
+        let instruments = invest_daygen::instruments(&options)?;
         let synthetic = CannedResponses::synthetic(&sample.representative, &instruments);
         Ok((Population::mint(sample, &keys)?, synthetic))
     })
@@ -536,7 +555,7 @@ async fn noop(args: &NoopArgs) -> Exit {
     let options = day(args.accounts, args.seed, args.instruments);
     let canned = tokio::task::spawn_blocking(move || {
         let sample = Sample::take(&options, 1_000)?;
-        let instruments = generate::instruments(&options)?;
+        let instruments = invest_daygen::instruments(&options)?;
         Ok::<_, GenError>(CannedResponses::synthetic(
             &sample.representative,
             &instruments,

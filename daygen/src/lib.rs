@@ -1,5 +1,7 @@
-//! A synthetic daily delivery in the exact format of `DATASET.md`, for the quickstart, the
-//! tests and the benchmarks (50, 10,000 or 1,000,000 accounts).
+//! A synthetic daily delivery in the exact format of `DATASET.md` (the files, columns and
+//! rule names of [`invest_dataset`]), for `loader gen`, the loader's tests, the quickstart and
+//! the benchmarks (50, 10,000 or 1,000,000 accounts; `loadgen` acts as the customers of such
+//! a day).
 //!
 //! Everything is derived from the options: the same options give byte-identical files. Each
 //! account is derived from `(seed, index)` alone, with its own random stream, so the writer
@@ -80,6 +82,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
+use invest_dataset::FileKind;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -87,40 +90,6 @@ use csv_out::CsvOut;
 use faults::{FAULT_ACCOUNT_KINDS, Plan};
 use names::{BROKERAGES, CASH, NameSpace, REAL_INSTRUMENTS, generated_instrument};
 use perm::{Perm, mix};
-
-/// The instrument master.
-pub const INSTRUMENTS_FILE: &str = "asset_group_info_set.csv";
-/// The holdings, one row per account and instrument.
-pub const HOLDINGS_FILE: &str = "account_asset_info_set.csv";
-/// The principal, one row per account.
-pub const PRINCIPAL_FILE: &str = "account_basic_info_set.csv";
-
-const INSTRUMENT_HEADERS: [[&str; 3]; 2] = [
-    ["종목명", "ISIN", "자산그룹"],
-    ["name", "isin", "asset_group"],
-];
-const HOLDING_HEADERS: [[&str; 7]; 2] = [
-    [
-        "고객이름",
-        "증권사",
-        "계좌번호",
-        "계좌명",
-        "ISIN",
-        "현재가",
-        "보유수량",
-    ],
-    [
-        "customer_name",
-        "brokerage",
-        "account_number",
-        "account_name",
-        "isin",
-        "current_price",
-        "quantity",
-    ],
-];
-const PRINCIPAL_HEADERS: [[&str; 2]; 2] =
-    [["계좌번호", "투자원금"], ["account_number", "principal"]];
 
 /// Generated instruments use stock codes 400000..700000 (the real ones are below, the
 /// fault ISINs above), so at most this many.
@@ -372,11 +341,11 @@ pub struct GenSummary {
 impl GenSummary {
     /// Rows of `file` that load.
     pub fn loaded(&self, file: &str) -> u64 {
-        match file {
-            INSTRUMENTS_FILE => self.instruments,
-            HOLDINGS_FILE => self.holdings,
-            PRINCIPAL_FILE => self.accounts,
-            _ => 0,
+        match FileKind::from_file_name(file) {
+            Some(FileKind::Instruments) => self.instruments,
+            Some(FileKind::Holdings) => self.holdings,
+            Some(FileKind::Principal) => self.accounts,
+            None => 0,
         }
     }
 
@@ -397,7 +366,7 @@ impl GenSummary {
 
 impl fmt::Display for GenSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for file in [INSTRUMENTS_FILE, PRINCIPAL_FILE, HOLDINGS_FILE] {
+        for file in FileKind::ALL.map(FileKind::file_name) {
             let rows = self.rows.get(file).copied().unwrap_or(0);
             writeln!(
                 f,
@@ -508,9 +477,9 @@ pub fn write_day(dir: &Path, opts: &GenOptions) -> Result<GenSummary, GenError> 
     fs::create_dir_all(dir)?;
     let instrument_rows = write_instruments(&day, dir, &opts.format)?;
     let (holding_rows, principal_rows, holdings) = write_accounts(&day, dir, &opts.format)?;
-    let mut collapsed: BTreeMap<String, u64> = [INSTRUMENTS_FILE, HOLDINGS_FILE, PRINCIPAL_FILE]
+    let mut collapsed: BTreeMap<String, u64> = FileKind::ALL
         .iter()
-        .map(|f| ((*f).to_owned(), 0))
+        .map(|kind| (kind.file_name().to_owned(), 0))
         .collect();
     for (file, rows) in &day.plan.collapsed {
         *collapsed.entry(file.clone()).or_default() += rows;
@@ -520,9 +489,12 @@ pub fn write_day(dir: &Path, opts: &GenOptions) -> Result<GenSummary, GenError> 
         accounts: day.accounts,
         holdings,
         rows: [
-            (INSTRUMENTS_FILE.to_owned(), instrument_rows),
-            (HOLDINGS_FILE.to_owned(), holding_rows),
-            (PRINCIPAL_FILE.to_owned(), principal_rows),
+            (
+                FileKind::Instruments.file_name().to_owned(),
+                instrument_rows,
+            ),
+            (FileKind::Holdings.file_name().to_owned(), holding_rows),
+            (FileKind::Principal.file_name().to_owned(), principal_rows),
         ]
         .into(),
         expected_rejects: day.plan.rejects.clone(),
@@ -530,25 +502,29 @@ pub fn write_day(dir: &Path, opts: &GenOptions) -> Result<GenSummary, GenError> 
     })
 }
 
-fn create(dir: &Path, name: &str) -> io::Result<BufWriter<File>> {
+fn create(dir: &Path, kind: FileKind) -> io::Result<BufWriter<File>> {
     Ok(BufWriter::with_capacity(
         1 << 20,
-        File::create(dir.join(name))?,
+        File::create(dir.join(kind.file_name()))?,
     ))
 }
 
-fn header_index(language: HeaderLanguage) -> usize {
-    match language {
-        HeaderLanguage::Korean => 0,
-        HeaderLanguage::English => 1,
-    }
+/// The header of a file in the standard column order.
+fn header(kind: FileKind, language: HeaderLanguage) -> Vec<&'static str> {
+    kind.columns()
+        .iter()
+        .map(|column| match language {
+            HeaderLanguage::Korean => column.korean(),
+            HeaderLanguage::English => column.english(),
+        })
+        .collect()
 }
 
 fn write_instruments(day: &Day, dir: &Path, format: &CsvFormat) -> Result<u64, GenError> {
     let style = format.instruments;
-    let header = INSTRUMENT_HEADERS[header_index(style.header)];
+    let header = header(FileKind::Instruments, style.header);
     let seed = mix(day.seed, FORMAT_DOMAIN);
-    let file = create(dir, INSTRUMENTS_FILE)?;
+    let file = create(dir, FileKind::Instruments)?;
     let mut out = CsvOut::new(
         file,
         style,
@@ -581,17 +557,17 @@ fn write_accounts(day: &Day, dir: &Path, format: &CsvFormat) -> Result<(u64, u64
     let holdings_style = format.holdings;
     let principal_style = format.principal;
     let mut holdings = CsvOut::new(
-        create(dir, HOLDINGS_FILE)?,
+        create(dir, FileKind::Holdings)?,
         holdings_style,
-        &HOLDING_HEADERS[header_index(holdings_style.header)],
+        &header(FileKind::Holdings, holdings_style.header),
         format.blank_lines,
         format.padding,
         mix(day.seed, FORMAT_DOMAIN + 1),
     )?;
     let mut principal = CsvOut::new(
-        create(dir, PRINCIPAL_FILE)?,
+        create(dir, FileKind::Principal)?,
         principal_style,
-        &PRINCIPAL_HEADERS[header_index(principal_style.header)],
+        &header(FileKind::Principal, principal_style.header),
         format.blank_lines,
         format.padding,
         mix(day.seed, FORMAT_DOMAIN + 2),

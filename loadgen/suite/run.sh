@@ -8,10 +8,10 @@
 #     right before each deposit run,
 #   - PostgreSQL's own read ceiling (pgbench select-only, prepared),
 # for days of 50, 10,000 and 1,000,000 accounts, and writes the results as JSON under
-# $BENCH_OUT, then results.md and chart.svg there (loader/bench/report.py).
+# $BENCH_OUT, then results.md and chart.svg there (report.py, beside this script).
 #
-#   loader/bench/run.sh                 # the whole suite (about 40 minutes on 2 cores)
-#   loader/bench/run.sh --smoke         # seconds: 50 accounts, SQLite, 1 s runs, debug build
+#   loadgen/suite/run.sh                # the whole suite (about 40 minutes on 2 cores)
+#   loadgen/suite/run.sh --smoke        # seconds: 50 accounts, SQLite, 1 s runs, debug build
 #
 # Settings (environment): BENCH_SIZES ("50 10000 1000000"), BENCH_BACKENDS ("sqlite postgres"),
 # BENCH_DURATION (20s), BENCH_WARMUP (3s), BENCH_ROUNDS (3: real servers and ceiling
@@ -19,7 +19,8 @@
 # BENCH_CONNECTIONS (4), BENCH_POSTGRES (postgres://postgres@127.0.0.1:5432), BENCH_OUT (target/bench).
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
+suite=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$suite/../.." && pwd)
 smoke=false
 [ "${1:-}" = "--smoke" ] && smoke=true
 
@@ -239,7 +240,7 @@ fi
 
 say "results in $out"
 if $smoke; then
-  python3 "$root/loader/bench/report.py" "$out" --check
+  python3 "$suite/report.py" "$out" --check
 else
-  python3 "$root/loader/bench/report.py" "$out"
+  python3 "$suite/report.py" "$out"
 fi

@@ -4,7 +4,7 @@
 # machine's drift weighs on both alike. For a change on the request path, whose cost the
 # ceiling ratios of run.sh are too noisy to show.
 #
-#   loader/bench/ab.sh OLD_RELEASE_DIR NEW_RELEASE_DIR
+#   loadgen/suite/ab.sh OLD_RELEASE_DIR NEW_RELEASE_DIR
 #
 # Each directory holds portfolio-svc, deposit-svc and loader of one build (e.g. a worktree of
 # the old commit built with `cargo build --release --bins`, and target/release). Settings

@@ -6,7 +6,7 @@ use std::{collections::HashMap, time::Duration};
 use invest_proto::auth::{JwtKeys, SCOPE_ACCOUNTS_READ, SCOPE_DEPOSITS_WRITE};
 use tonic::metadata::AsciiMetadataValue;
 
-use crate::generate::{self, GenAccount, GenError, GenOptions};
+use invest_daygen::{GenAccount, GenError, GenOptions};
 
 /// Lifetime of the pre-minted tokens: longer than any sensible run.
 pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -54,7 +54,7 @@ impl Sample {
         // The first sampled account of each holding count, and how many have it.
         let mut first_by_count: HashMap<usize, (usize, GenAccount)> = HashMap::new();
         let mut counts: Vec<u64> = Vec::new();
-        for account in generate::accounts(options)?.step_by(stride as usize) {
+        for account in invest_daygen::accounts(options)?.step_by(stride as usize) {
             let held = account.holdings.len();
             if counts.len() <= held {
                 counts.resize(held + 1, 0);
@@ -172,7 +172,7 @@ mod tests {
         let sample = Sample::take(&options, 300).unwrap();
         assert_eq!(sample.stride, 4);
         assert_eq!(sample.accounts.len(), 250);
-        let all: Vec<GenAccount> = generate::accounts(&options).unwrap().collect();
+        let all: Vec<GenAccount> = invest_daygen::accounts(&options).unwrap().collect();
         for (at, (number, name)) in sample.accounts.iter().enumerate() {
             assert_eq!(number, &all[at * 4].account_number);
             assert_eq!(name, &all[at * 4].customer_name);

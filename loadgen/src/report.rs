@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use hdrhistogram::errors::AdditionError;
 use serde::Serialize;
 
-use super::{
+use crate::{
     mix::{Mix, Operation},
     stats::OperationReport,
     workload::RunResult,
@@ -226,7 +226,7 @@ pub fn render_table(target: &TargetReport) -> String {
         })
         .chain([("total", &target.total)]);
     for (name, report) in rows {
-        let latency = |pick: fn(&super::stats::LatencyReport) -> u64| {
+        let latency = |pick: fn(&crate::stats::LatencyReport) -> u64| {
             report
                 .latency_us
                 .as_ref()
@@ -306,7 +306,7 @@ mod tests {
     use tonic::Code;
 
     use super::*;
-    use crate::bench::stats::Recorder;
+    use crate::stats::Recorder;
 
     fn run(latencies_us: &[u64], errors: u64, seconds: u64) -> RunResult {
         let mut recorder = Recorder::default();

@@ -7,7 +7,7 @@ use hdrhistogram::{Histogram, errors::AdditionError};
 use serde::Serialize;
 use tonic::Code;
 
-use super::mix::Operation;
+use crate::mix::Operation;
 
 /// Precision of the latency histograms: 3 significant figures (0.1 %).
 const SIGNIFICANT_FIGURES: u8 = 3;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turns the JSON results of loader/bench/run.sh into Markdown tables and an SVG chart.
+"""Turns the JSON results of loadgen/suite/run.sh into Markdown tables and an SVG chart.
 
     report.py OUT_DIR            writes OUT_DIR/results.md and OUT_DIR/chart.svg
     report.py OUT_DIR --check    also fails if a run is missing or reported errors (CI smoke)

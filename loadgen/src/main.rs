@@ -1,9 +1,9 @@
-//! `loadgen`: the load generator of the invest services (see [`loader::bench`]).
+//! `loadgen`: the load generator of the invest services (see the `loadgen` library).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use loader::bench::cli::{Cli, run};
+use loadgen::cli::{Cli, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {

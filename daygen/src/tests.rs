@@ -9,6 +9,9 @@ use invest_proto::ids::{AccountNumber, Isin};
 
 use super::*;
 
+const INSTRUMENTS_FILE: &str = FileKind::Instruments.file_name();
+const HOLDINGS_FILE: &str = FileKind::Holdings.file_name();
+const PRINCIPAL_FILE: &str = FileKind::Principal.file_name();
 const FILES: [&str; 3] = [INSTRUMENTS_FILE, HOLDINGS_FILE, PRINCIPAL_FILE];
 
 fn opts(accounts: u64, seed: u64, faults: u64, format: CsvFormat) -> GenOptions {
@@ -618,7 +621,7 @@ fn generate_refuses_impossible_options() {
     assert!(accounts(&opts(50, 1, 5, CsvFormat::plain())).is_ok());
 }
 
-/// `cargo test -p loader --lib --release generate_throughput -- --ignored --nocapture`
+/// `cargo test -p invest-daygen --lib --release generate_throughput -- --ignored --nocapture`
 #[test]
 #[ignore = "writes a million accounts; run in release mode"]
 fn generate_throughput() {

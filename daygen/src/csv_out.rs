@@ -214,7 +214,7 @@ impl<W: Write> CsvOut<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::HeaderLanguage;
+    use crate::HeaderLanguage;
 
     fn style(
         quoting: Quoting,

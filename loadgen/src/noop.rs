@@ -20,7 +20,7 @@ use prost::Message as _;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::{Request, Response, Status, transport::server::TcpIncoming};
 
-use crate::generate::{GenAccount, GenInstrument};
+use invest_daygen::{GenAccount, GenInstrument};
 
 /// One response per RPC, served as is.
 #[derive(Debug, Clone, PartialEq)]
@@ -257,7 +257,7 @@ impl NoopServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::{self, GenOptions};
+    use invest_daygen::GenOptions;
 
     #[test]
     fn synthetic_responses_look_like_the_real_ones() {
@@ -266,8 +266,8 @@ mod tests {
             seed: 1,
             ..GenOptions::default()
         };
-        let instruments = generate::instruments(&options).unwrap();
-        let account = generate::accounts(&options)
+        let instruments = invest_daygen::instruments(&options).unwrap();
+        let account = invest_daygen::accounts(&options)
             .unwrap()
             .find(|a| a.holdings.len() == 14)
             .unwrap();

@@ -1,5 +1,7 @@
-//! What became of every row: counts per file and rule, warnings, example rejects, and the
-//! rejects file. Fractions are exact (numerator and denominator), never floating point.
+//! The cleaning report: what became of every row (counts per file and rule, warnings,
+//! example rejects), the loss guard's verdict on it, and the `RowTally` that keeps the
+//! counts and writes the rejects file while the day is cleaned. Fractions are exact
+//! (numerator and denominator), never floating point.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,11 +10,11 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use invest_dataset::{FileKind, Rule};
 use serde::Serialize;
 
 use super::InputError;
 use super::csvfile::RawText;
-use crate::clean::{FileKind, Rule};
 
 /// How many rejects the report keeps as examples.
 pub const EXAMPLE_REJECTS: usize = 10;
@@ -190,9 +192,9 @@ pub struct SortReport {
     pub runs_spilled: u64,
 }
 
-/// The outcome of cleaning a day.
+/// The outcome of cleaning a day (printed by `summary`, written by `--report-json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Report {
+pub struct CleaningReport {
     /// Per file, in settling order (instruments, principal, holdings).
     pub files: Vec<FileReport>,
     /// All files together.
@@ -211,7 +213,7 @@ pub struct Report {
     pub sort: SortReport,
 }
 
-impl Report {
+impl CleaningReport {
     /// The counts of one file.
     pub fn file(&self, kind: FileKind) -> &Counts {
         self.files
@@ -407,8 +409,10 @@ pub(crate) enum Raw<'a> {
     Span { offset: u64, len: u64 },
 }
 
-/// Keeps the counts and writes the rejects as they happen.
-pub(crate) struct Ledger {
+/// Tallies what becomes of every row while a day is cleaned (read, loaded, collapsed,
+/// rejected by which rule) and writes each reject to the rejects file as it happens;
+/// [`RowTally::finish`] gives the [`CleaningReport`].
+pub(crate) struct RowTally {
     counts: BTreeMap<FileKind, Counts>,
     accounts: AccountCounts,
     warnings: Vec<Warning>,
@@ -418,7 +422,7 @@ pub(crate) struct Ledger {
     raw_text: RawText,
 }
 
-impl Ledger {
+impl RowTally {
     pub fn new(rejects: Option<PathBuf>, raw_text: RawText) -> Result<Self, InputError> {
         let rejects = match rejects {
             None => None,
@@ -530,7 +534,7 @@ impl Ledger {
         Ok(())
     }
 
-    pub fn finish(mut self, sort: SortReport) -> Result<Report, InputError> {
+    pub fn finish(mut self, sort: SortReport) -> Result<CleaningReport, InputError> {
         if let Some((path, writer)) = &mut self.rejects {
             writer.flush().map_err(|source| InputError::Rejects {
                 path: path.clone(),
@@ -549,7 +553,7 @@ impl Ledger {
             totals.add(&file.counts);
         }
         let reject_ratio = Ratio::new(totals.rejected, totals.read).unwrap_or(Ratio::ZERO);
-        Ok(Report {
+        Ok(CleaningReport {
             files,
             totals,
             reject_ratio,

@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::task::JoinError;
 use tonic::{Request, Response, Status, transport::Channel};
 
-use super::{
+use crate::{
     mix::{Mix, Operation},
     noop::CannedResponses,
     population::{Customer, Population, SampledAccount},
@@ -173,7 +173,7 @@ impl std::fmt::Display for Failure {
             f,
             "{} failed: {}: {}",
             self.method,
-            super::stats::code_name(self.status.code()),
+            crate::stats::code_name(self.status.code()),
             self.status.message()
         )
     }
@@ -499,7 +499,7 @@ async fn worker(id: usize, plan: Arc<Plan>, mut clients: Clients) -> Recorder {
                     .errors
                     .entry((
                         failure.method,
-                        super::stats::code_name(failure.status.code()),
+                        crate::stats::code_name(failure.status.code()),
                     ))
                     .or_default() += 1;
             }

@@ -1,5 +1,5 @@
 //! The fault plan: which rows are injected where, and exactly what a correct cleaner does
-//! with each (see the table in the module docs of `generate`).
+//! with each (see the table in the crate's docs).
 //!
 //! The plan is small (a few entries per fault) and is built before anything is written, so
 //! the truth iterator and the writer agree on it without holding the day in memory.
@@ -7,34 +7,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 
+use invest_dataset::{FileKind, Rule};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::csv_out::CsvOut;
 use super::names::{BROKERAGES, generated_instrument};
 use super::perm::{Perm, mix};
-use super::{AccountDraft, Day, GenError, HOLDINGS_FILE, INSTRUMENTS_FILE, PRINCIPAL_FILE, Who};
-
-/// Rule names exactly as the loader reports them.
-pub(super) mod rule {
-    pub(crate) const FIELD_COUNT: &str = "field_count";
-    pub(crate) const INVALID_UTF8: &str = "invalid_utf8";
-    pub(crate) const EMPTY_FIELD: &str = "empty_field";
-    pub(crate) const BAD_ISIN: &str = "bad_isin";
-    pub(crate) const BAD_ACCOUNT_NUMBER: &str = "bad_account_number";
-    pub(crate) const UNKNOWN_ISIN: &str = "unknown_isin";
-    pub(crate) const BAD_NUMBER: &str = "bad_number";
-    pub(crate) const NUMBER_OVERFLOW: &str = "number_overflow";
-    pub(crate) const VALUATION_OVERFLOW: &str = "valuation_overflow";
-    pub(crate) const ATTRIBUTES_MINORITY: &str = "attributes_minority";
-    pub(crate) const ATTRIBUTES_NO_MAJORITY: &str = "attributes_no_majority";
-    pub(crate) const DUPLICATE_CONFLICT: &str = "duplicate_conflict";
-    pub(crate) const ACCOUNT_WITHOUT_PRINCIPAL: &str = "account_without_principal";
-    pub(crate) const ACCOUNT_WITHOUT_HOLDINGS: &str = "account_without_holdings";
-    pub(crate) const TOTAL_ASSETS_OVERFLOW: &str = "total_assets_overflow";
-}
-
-use rule::*;
+use super::{AccountDraft, Day, GenError, Who};
 
 /// One kind of injected row (or group of rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,10 +145,18 @@ impl Plan {
 
         for number in 0..faults {
             let instrument_faults = [
-                (Fault::InstrumentFieldCount, 4 * number, FIELD_COUNT),
-                (Fault::InstrumentInvalidUtf8, 4 * number + 1, INVALID_UTF8),
-                (Fault::InstrumentEmptyField, 4 * number + 2, EMPTY_FIELD),
-                (Fault::InstrumentBadIsin, 4 * number, BAD_ISIN),
+                (Fault::InstrumentFieldCount, 4 * number, Rule::FieldCount),
+                (
+                    Fault::InstrumentInvalidUtf8,
+                    4 * number + 1,
+                    Rule::InvalidUtf8,
+                ),
+                (
+                    Fault::InstrumentEmptyField,
+                    4 * number + 2,
+                    Rule::EmptyField,
+                ),
+                (Fault::InstrumentBadIsin, 4 * number, Rule::BadIsin),
             ];
             for (fault, subject, rule) in instrument_faults {
                 let pos = rng.random_range(0..=master);
@@ -180,7 +168,7 @@ impl Plan {
                     holding: 0,
                     part: 0,
                 });
-                plan.reject(INSTRUMENTS_FILE, rule, 1);
+                plan.reject(FileKind::Instruments, rule, 1);
             }
             for part in 0..2 {
                 let pos = rng.random_range(0..=master);
@@ -194,7 +182,7 @@ impl Plan {
                     part,
                 });
             }
-            plan.reject(INSTRUMENTS_FILE, DUPLICATE_CONFLICT, 2);
+            plan.reject(FileKind::Instruments, Rule::DuplicateConflict, 2);
             let pos = rng.random_range(0..=master);
             let subject = rng.random_range(0..master);
             plan.instrument_extras.push(Extra {
@@ -205,7 +193,7 @@ impl Plan {
                 holding: 0,
                 part: 0,
             });
-            plan.collapse(INSTRUMENTS_FILE, 1);
+            plan.collapse(FileKind::Instruments, 1);
         }
 
         // Truth accounts are visited in a random order; the exclusive faults take the first
@@ -243,12 +231,14 @@ impl Plan {
                     part: 0,
                 });
                 match fault {
-                    Fault::HoldingMinority => plan.reject(HOLDINGS_FILE, ATTRIBUTES_MINORITY, 1),
+                    Fault::HoldingMinority => {
+                        plan.reject(FileKind::Holdings, Rule::AttributesMinority, 1)
+                    }
                     Fault::HoldingConflict => {
-                        plan.reject(HOLDINGS_FILE, DUPLICATE_CONFLICT, 2);
+                        plan.reject(FileKind::Holdings, Rule::DuplicateConflict, 2);
                         plan.dropped.insert(subject, holding);
                     }
-                    _ => plan.collapse(HOLDINGS_FILE, 1),
+                    _ => plan.collapse(FileKind::Holdings, 1),
                 }
             }
         }
@@ -268,21 +258,25 @@ impl Plan {
                     part: 0,
                 });
                 let (file, rule) = match fault {
-                    Fault::PrincipalFieldCount => (PRINCIPAL_FILE, FIELD_COUNT),
-                    Fault::PrincipalInvalidUtf8 => (PRINCIPAL_FILE, INVALID_UTF8),
-                    Fault::PrincipalBadAccountNumber => (PRINCIPAL_FILE, BAD_ACCOUNT_NUMBER),
-                    Fault::PrincipalBadNumber => (PRINCIPAL_FILE, BAD_NUMBER),
-                    Fault::PrincipalNumberOverflow => (PRINCIPAL_FILE, NUMBER_OVERFLOW),
-                    Fault::HoldingFieldCount => (HOLDINGS_FILE, FIELD_COUNT),
-                    Fault::HoldingInvalidUtf8 => (HOLDINGS_FILE, INVALID_UTF8),
-                    Fault::HoldingEmptyField => (HOLDINGS_FILE, EMPTY_FIELD),
-                    Fault::HoldingBadAccountNumber => (HOLDINGS_FILE, BAD_ACCOUNT_NUMBER),
-                    Fault::HoldingUnknownIsin => (HOLDINGS_FILE, UNKNOWN_ISIN),
-                    Fault::HoldingBadNumber => (HOLDINGS_FILE, BAD_NUMBER),
-                    Fault::HoldingNumberOverflow => (HOLDINGS_FILE, NUMBER_OVERFLOW),
-                    Fault::HoldingValuationOverflow => (HOLDINGS_FILE, VALUATION_OVERFLOW),
+                    Fault::PrincipalFieldCount => (FileKind::Principal, Rule::FieldCount),
+                    Fault::PrincipalInvalidUtf8 => (FileKind::Principal, Rule::InvalidUtf8),
+                    Fault::PrincipalBadAccountNumber => {
+                        (FileKind::Principal, Rule::BadAccountNumber)
+                    }
+                    Fault::PrincipalBadNumber => (FileKind::Principal, Rule::BadNumber),
+                    Fault::PrincipalNumberOverflow => (FileKind::Principal, Rule::NumberOverflow),
+                    Fault::HoldingFieldCount => (FileKind::Holdings, Rule::FieldCount),
+                    Fault::HoldingInvalidUtf8 => (FileKind::Holdings, Rule::InvalidUtf8),
+                    Fault::HoldingEmptyField => (FileKind::Holdings, Rule::EmptyField),
+                    Fault::HoldingBadAccountNumber => (FileKind::Holdings, Rule::BadAccountNumber),
+                    Fault::HoldingUnknownIsin => (FileKind::Holdings, Rule::UnknownIsin),
+                    Fault::HoldingBadNumber => (FileKind::Holdings, Rule::BadNumber),
+                    Fault::HoldingNumberOverflow => (FileKind::Holdings, Rule::NumberOverflow),
+                    Fault::HoldingValuationOverflow => {
+                        (FileKind::Holdings, Rule::ValuationOverflow)
+                    }
                     _ => {
-                        plan.collapse(PRINCIPAL_FILE, 1);
+                        plan.collapse(FileKind::Principal, 1);
                         continue;
                     }
                 };
@@ -306,23 +300,23 @@ impl Plan {
                 });
                 match fault {
                     Fault::PrincipalConflict => {
-                        plan.reject(PRINCIPAL_FILE, DUPLICATE_CONFLICT, 2);
-                        plan.reject(HOLDINGS_FILE, ACCOUNT_WITHOUT_PRINCIPAL, holdings);
+                        plan.reject(FileKind::Principal, Rule::DuplicateConflict, 2);
+                        plan.reject(FileKind::Holdings, Rule::AccountWithoutPrincipal, holdings);
                     }
                     Fault::PrincipalOnly => {
-                        plan.reject(PRINCIPAL_FILE, ACCOUNT_WITHOUT_HOLDINGS, 1)
+                        plan.reject(FileKind::Principal, Rule::AccountWithoutHoldings, 1)
                     }
                     Fault::HoldingNoMajority => {
                         let rows = no_majority_rows(number, day.master.len());
-                        plan.reject(HOLDINGS_FILE, ATTRIBUTES_NO_MAJORITY, rows as u64);
-                        plan.reject(PRINCIPAL_FILE, ACCOUNT_WITHOUT_HOLDINGS, 1);
+                        plan.reject(FileKind::Holdings, Rule::AttributesNoMajority, rows as u64);
+                        plan.reject(FileKind::Principal, Rule::AccountWithoutHoldings, 1);
                     }
                     Fault::HoldingsOnly => {
-                        plan.reject(HOLDINGS_FILE, ACCOUNT_WITHOUT_PRINCIPAL, holdings)
+                        plan.reject(FileKind::Holdings, Rule::AccountWithoutPrincipal, holdings)
                     }
                     _ => {
-                        plan.reject(HOLDINGS_FILE, TOTAL_ASSETS_OVERFLOW, 2);
-                        plan.reject(PRINCIPAL_FILE, TOTAL_ASSETS_OVERFLOW, 1);
+                        plan.reject(FileKind::Holdings, Rule::TotalAssetsOverflow, 2);
+                        plan.reject(FileKind::Principal, Rule::TotalAssetsOverflow, 1);
                     }
                 }
             }
@@ -333,15 +327,18 @@ impl Plan {
         Ok(plan)
     }
 
-    fn reject(&mut self, file: &str, rule: &str, rows: u64) {
+    fn reject(&mut self, file: FileKind, rule: Rule, rows: u64) {
         *self
             .rejects
-            .entry((file.to_owned(), rule.to_owned()))
+            .entry((file.file_name().to_owned(), rule.as_str().to_owned()))
             .or_default() += rows;
     }
 
-    fn collapse(&mut self, file: &str, rows: u64) {
-        *self.collapsed.entry(file.to_owned()).or_default() += rows;
+    fn collapse(&mut self, file: FileKind, rows: u64) {
+        *self
+            .collapsed
+            .entry(file.file_name().to_owned())
+            .or_default() += rows;
     }
 
     /// The ISIN an `unknown_isin` row names: alternately one whose instrument row the
