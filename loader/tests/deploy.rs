@@ -267,6 +267,8 @@ fn secret_keys_exist_and_ports_line_up() {
 #[test]
 fn the_dockerfile_copies_what_exists_and_builds_our_binaries() {
     let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let dockerignore =
+        std::fs::read_to_string(repo().join("deploy/Dockerfile.dockerignore")).unwrap();
     let metadata = std::process::Command::new(env!("CARGO"))
         .args([
             "metadata",
@@ -318,6 +320,14 @@ fn the_dockerfile_copies_what_exists_and_builds_our_binaries() {
                     assert!(
                         repo().join(source).exists(),
                         "{line}: {source} does not exist in the repository"
+                    );
+                    // The build context lets in only what the ignore file lets back in.
+                    let let_in = [format!("!{source}"), format!("!{source}/**")];
+                    assert!(
+                        dockerignore
+                            .lines()
+                            .any(|rule| let_in.iter().any(|l| rule.trim() == l)),
+                        "{line}: deploy/Dockerfile.dockerignore does not let {source} into the build context"
                     );
                 }
             }
