@@ -11,8 +11,8 @@
 pub mod cleaning_report;
 mod csvfile;
 mod sort;
+mod sort_entry;
 mod spool;
-mod staged;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -34,9 +34,9 @@ pub use self::cleaning_report::{
 use self::cleaning_report::{Raw, RowTally};
 use self::csvfile::{CsvFile, RawRow, RawText};
 use self::sort::{DEFAULT_FAN_IN, ExternalSorter};
+use self::sort_entry::SortEntry;
 pub use self::spool::Accounts;
 use self::spool::{Spool, SpoolWriter};
-use self::staged::Staged;
 use crate::clean::{
     Fault, Fingerprint, HoldingFields, HoldingRow, InstrumentFields, PrincipalFields, PrincipalRow,
     RowRef, check_digit_warning, check_holding_row, check_instrument_row, check_principal_row,
@@ -424,13 +424,13 @@ pub fn clean_day(
     };
     let mut group = Group::default();
     let mut settled_rows = 0;
-    for staged in sorted {
-        let staged = staged.map_err(scratch("reading sort runs"))?;
-        if group.account.as_ref() != Some(staged.account_number()) {
+    for entry in sorted {
+        let entry = entry.map_err(scratch("reading sort runs"))?;
+        if group.account.as_ref() != Some(entry.account_number()) {
             settler.finish_group(&mut group)?;
-            group.account = Some(staged.account_number().clone());
+            group.account = Some(entry.account_number().clone());
         }
-        settler.add(&mut group, staged)?;
+        settler.add(&mut group, entry)?;
         settled_rows += 1;
         if settled_rows % SETTLE_PROGRESS_STEP == 0 {
             emit(Progress::Settled {
@@ -577,14 +577,14 @@ fn read_instruments(
     Ok(settlement.instruments)
 }
 
-fn stage(sorter: &mut ExternalSorter<Staged>, staged: Staged) -> Result<(), InputError> {
-    sorter.push(staged).map_err(scratch("spilling sort runs"))
+fn stage(sorter: &mut ExternalSorter<SortEntry>, entry: SortEntry) -> Result<(), InputError> {
+    sorter.push(entry).map_err(scratch("spilling sort runs"))
 }
 
 fn read_principal(
     file: &mut CsvFile,
     reading: &mut Reading<'_>,
-    sorter: &mut ExternalSorter<Staged>,
+    sorter: &mut ExternalSorter<SortEntry>,
 ) -> Result<(), InputError> {
     let kind = FileKind::Principal;
     while let Some(raw) = file.next_row()? {
@@ -600,7 +600,7 @@ fn read_principal(
             )
         });
         match checked {
-            Ok(row) => stage(sorter, Staged::Principal(row))?,
+            Ok(row) => stage(sorter, SortEntry::Principal(row))?,
             Err(fault) => {
                 reading.tally.reject(
                     kind,
@@ -611,7 +611,7 @@ fn read_principal(
                 )?;
                 // Column 0 of the principal file is the account number.
                 if let Some(account_number) = mentioned_account(&raw, 0) {
-                    stage(sorter, Staged::Mention(account_number, raw.line))?;
+                    stage(sorter, SortEntry::Mention(account_number, raw.line))?;
                 }
             }
         }
@@ -623,7 +623,7 @@ fn read_holdings(
     file: &mut CsvFile,
     known: &BTreeSet<Isin>,
     reading: &mut Reading<'_>,
-    sorter: &mut ExternalSorter<Staged>,
+    sorter: &mut ExternalSorter<SortEntry>,
 ) -> Result<(), InputError> {
     let kind = FileKind::Holdings;
     while let Some(raw) = file.next_row()? {
@@ -652,7 +652,7 @@ fn read_holdings(
             })
         });
         match checked {
-            Ok(row) => stage(sorter, Staged::Holding(row))?,
+            Ok(row) => stage(sorter, SortEntry::Holding(row))?,
             Err(fault) => {
                 reading.tally.reject(
                     kind,
@@ -663,7 +663,7 @@ fn read_holdings(
                 )?;
                 // Column 2 of the holdings file is the account number.
                 if let Some(account_number) = mentioned_account(&raw, 2) {
-                    stage(sorter, Staged::Mention(account_number, raw.line))?;
+                    stage(sorter, SortEntry::Mention(account_number, raw.line))?;
                 }
             }
         }
@@ -727,20 +727,20 @@ impl Settler {
     }
 
     /// Adds one sorted row to the account's group; past the cap, rejects it at once.
-    fn add(&mut self, group: &mut Group, staged: Staged) -> Result<(), InputError> {
-        let account = staged.account_number().as_str().to_owned();
-        let (file, row) = match &staged {
-            Staged::Mention(..) => return Ok(()),
-            Staged::Principal(row) => (FileKind::Principal, row.row),
-            Staged::Holding(row) => (FileKind::Holdings, row.row),
+    fn add(&mut self, group: &mut Group, entry: SortEntry) -> Result<(), InputError> {
+        let account = entry.account_number().as_str().to_owned();
+        let (file, row) = match &entry {
+            SortEntry::Mention(..) => return Ok(()),
+            SortEntry::Principal(row) => (FileKind::Principal, row.row),
+            SortEntry::Holding(row) => (FileKind::Holdings, row.row),
         };
         if group.too_many {
             return self.reject_too_many(file, &row, &account);
         }
-        match staged {
-            Staged::Principal(row) => group.principals.push(row),
-            Staged::Holding(row) => group.holdings.push(row),
-            Staged::Mention(..) => {}
+        match entry {
+            SortEntry::Principal(row) => group.principals.push(row),
+            SortEntry::Holding(row) => group.holdings.push(row),
+            SortEntry::Mention(..) => {}
         }
         if group.holdings.len() > self.max_rows || group.principals.len() > self.max_rows {
             group.too_many = true;

@@ -11,7 +11,7 @@ use super::sort::Spill;
 use crate::clean::{Fingerprint, HoldingRow, PrincipalRow, RowRef};
 
 #[derive(Debug, Clone)]
-pub(crate) enum Staged {
+pub(crate) enum SortEntry {
     Principal(PrincipalRow),
     Holding(HoldingRow),
     /// A row rejected by a row rule whose account number is well-formed, at this line: it
@@ -19,42 +19,42 @@ pub(crate) enum Staged {
     Mention(AccountNumber, u64),
 }
 
-impl Staged {
+impl SortEntry {
     pub fn account_number(&self) -> &AccountNumber {
         match self {
-            Staged::Principal(row) => &row.account_number,
-            Staged::Holding(row) => &row.account_number,
-            Staged::Mention(account_number, _) => account_number,
+            SortEntry::Principal(row) => &row.account_number,
+            SortEntry::Holding(row) => &row.account_number,
+            SortEntry::Mention(account_number, _) => account_number,
         }
     }
 
     fn key(&self) -> (&str, u8, u64) {
         match self {
-            Staged::Principal(row) => (row.account_number.as_str(), 0, row.row.line),
-            Staged::Holding(row) => (row.account_number.as_str(), 1, row.row.line),
+            SortEntry::Principal(row) => (row.account_number.as_str(), 0, row.row.line),
+            SortEntry::Holding(row) => (row.account_number.as_str(), 1, row.row.line),
             // A line holds one row, so (file, line) is unique; mentions come from both files.
-            Staged::Mention(account_number, line) => (account_number.as_str(), 2, *line),
+            SortEntry::Mention(account_number, line) => (account_number.as_str(), 2, *line),
         }
     }
 }
 
 // Keys are unique but for mentions, which carry no more than their key: ordering by key
 // alone is total, and two equal mentions are interchangeable.
-impl PartialEq for Staged {
+impl PartialEq for SortEntry {
     fn eq(&self, other: &Self) -> bool {
         self.key() == other.key()
     }
 }
 
-impl Eq for Staged {}
+impl Eq for SortEntry {}
 
-impl PartialOrd for Staged {
+impl PartialOrd for SortEntry {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Staged {
+impl Ord for SortEntry {
     fn cmp(&self, other: &Self) -> Ordering {
         self.key().cmp(&other.key())
     }
@@ -138,30 +138,30 @@ const PRINCIPAL: u8 = 0;
 const HOLDING: u8 = 1;
 const MENTION: u8 = 2;
 
-impl Spill for Staged {
+impl Spill for SortEntry {
     fn heap_bytes(&self) -> usize {
         match self {
-            Staged::Principal(row) => row.account_number.as_str().len(),
-            Staged::Holding(row) => {
+            SortEntry::Principal(row) => row.account_number.as_str().len(),
+            SortEntry::Holding(row) => {
                 row.account_number.as_str().len()
                     + row.customer_name.len()
                     + row.brokerage.len()
                     + row.account_name.len()
                     + row.isin.as_str().len()
             }
-            Staged::Mention(account_number, _) => account_number.as_str().len(),
+            SortEntry::Mention(account_number, _) => account_number.as_str().len(),
         }
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Staged::Principal(row) => {
+            SortEntry::Principal(row) => {
                 out.push(PRINCIPAL);
                 put_row(out, &row.row);
                 put_str(out, row.account_number.as_str());
                 put_u64(out, row.principal.unsigned_abs());
             }
-            Staged::Holding(row) => {
+            SortEntry::Holding(row) => {
                 out.push(HOLDING);
                 put_row(out, &row.row);
                 put_str(out, row.account_number.as_str());
@@ -174,7 +174,7 @@ impl Spill for Staged {
                 put_u64(out, row.quantity.unsigned_abs());
                 put_u64(out, row.valuation.unsigned_abs());
             }
-            Staged::Mention(account_number, line) => {
+            SortEntry::Mention(account_number, line) => {
                 out.push(MENTION);
                 put_u64(out, *line);
                 put_str(out, account_number.as_str());
@@ -184,13 +184,13 @@ impl Spill for Staged {
 
     fn decode(bytes: &[u8]) -> io::Result<Self> {
         let mut decoder = Decoder(bytes);
-        let staged = match decoder.u8()? {
-            PRINCIPAL => Staged::Principal(PrincipalRow {
+        let entry = match decoder.u8()? {
+            PRINCIPAL => SortEntry::Principal(PrincipalRow {
                 row: decoder.row()?,
                 account_number: decoder.account_number()?,
                 principal: decoder.i64()?,
             }),
-            HOLDING => Staged::Holding(HoldingRow {
+            HOLDING => SortEntry::Holding(HoldingRow {
                 row: decoder.row()?,
                 account_number: decoder.account_number()?,
                 customer_name: decoder.str()?.to_owned(),
@@ -203,12 +203,12 @@ impl Spill for Staged {
             }),
             MENTION => {
                 let line = decoder.u64()?;
-                Staged::Mention(decoder.account_number()?, line)
+                SortEntry::Mention(decoder.account_number()?, line)
             }
             _ => return Err(corrupt("unknown tag")),
         };
         if decoder.0.is_empty() {
-            Ok(staged)
+            Ok(entry)
         } else {
             Err(corrupt("trailing bytes"))
         }
@@ -228,12 +228,12 @@ mod tests {
             content: Fingerprint([7; 16]),
         };
         let items = [
-            Staged::Principal(PrincipalRow {
+            SortEntry::Principal(PrincipalRow {
                 row,
                 account_number: AccountNumber::parse("5736692368320").unwrap(),
                 principal: i64::MAX,
             }),
-            Staged::Holding(HoldingRow {
+            SortEntry::Holding(HoldingRow {
                 row,
                 account_number: AccountNumber::parse("000123").unwrap(),
                 customer_name: "류영길".into(),
@@ -244,14 +244,14 @@ mod tests {
                 quantity: 3,
                 valuation: 0,
             }),
-            Staged::Mention(AccountNumber::parse("000123").unwrap(), 9),
+            SortEntry::Mention(AccountNumber::parse("000123").unwrap(), 9),
         ];
         for item in items {
             let mut bytes = Vec::new();
             item.encode(&mut bytes);
-            let back = Staged::decode(&bytes).unwrap();
+            let back = SortEntry::decode(&bytes).unwrap();
             assert_eq!(format!("{back:?}"), format!("{item:?}"));
-            assert!(Staged::decode(&bytes[..bytes.len() - 1]).is_err());
+            assert!(SortEntry::decode(&bytes[..bytes.len() - 1]).is_err());
         }
     }
 }
