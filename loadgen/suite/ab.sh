@@ -9,11 +9,14 @@
 # Each directory holds portfolio-svc, deposit-svc and loader of one build (e.g. a worktree of
 # the old commit built with `cargo build --release --bins`, and target/release). Settings
 # (environment): AB_ACCOUNTS (10000), AB_ROUNDS (3), AB_DURATION (8s), AB_MIXES
-# ("get_account list_holdings"). Prints one line per run and the mean of each side; SQLite.
+# ("get_account list_holdings"), AB_LOAD_ACCOUNTS (0: no load runs; otherwise the size of a
+# day whose `loader load` into fresh servers is timed, AB_ROUNDS times per side). Prints one
+# line per run and the mean of each side; SQLite.
 set -euo pipefail
 old=${1:?usage: ab.sh OLD_RELEASE_DIR NEW_RELEASE_DIR}
 new=${2:?usage: ab.sh OLD_RELEASE_DIR NEW_RELEASE_DIR}
 accounts=${AB_ACCOUNTS:-10000}
+load_accounts=${AB_LOAD_ACCOUNTS:-0}
 rounds=${AB_ROUNDS:-3}
 duration=${AB_DURATION:-8s}
 mixes=${AB_MIXES:-get_account list_holdings}
@@ -30,33 +33,45 @@ export RUST_LOG=warn
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 "$new/loader" gen "$work/day" --accounts "$accounts" --seed 1 >/dev/null
-declare -A url
-for side in old new; do
-  dir=${!side}
+# Starts one build's servers on fresh SQLite files; sets url[$side] and their pids.
+start() { # side tag
+  local side=$1 tag=$2 dir=${!1} p d
   p=$(free_port) d=$(free_port)
   "$dir/portfolio-svc" --listen "127.0.0.1:$p" --metrics-listen 127.0.0.1:0 \
-    --database-url "sqlite://$work/$side-portfolio.db" 2>"$work/$side-portfolio.log" &
+    --database-url "sqlite://$work/$tag-portfolio.db" 2>"$work/$tag-portfolio.log" &
   pids+=($!)
   "$dir/deposit-svc" --listen "127.0.0.1:$d" --metrics-listen 127.0.0.1:0 \
-    --database-url "sqlite://$work/$side-deposit.db" --portfolio-url "http://127.0.0.1:$p" \
-    2>"$work/$side-deposit.log" &
+    --database-url "sqlite://$work/$tag-deposit.db" --portfolio-url "http://127.0.0.1:$p" \
+    2>"$work/$tag-deposit.log" &
   pids+=($!)
   url[$side]="http://127.0.0.1:$p"
-  # Each build's own loader; builds before the mandatory as_of do not know `--as-of now`.
-  for attempt in $(seq 1 50); do
+  deposit_url="http://127.0.0.1:$d"
+}
+
+# Loads `day` with one build's own loader (builds before the mandatory as_of do not know
+# `--as-of now`), retrying while the servers start.
+load() { # side day
+  local dir=${!1} day=$2 status=1
+  for _ in $(seq 1 50); do
     set +e
-    "$dir/loader" load "$work/day" --as-of now --portfolio-url "http://127.0.0.1:$p" \
-      --deposit-url "http://127.0.0.1:$d" >/dev/null 2>&1
+    "$dir/loader" load "$day" --as-of now --portfolio-url "${url[$1]}" \
+      --deposit-url "$deposit_url" >/dev/null 2>&1
     status=$?
-    [ $status -eq 2 ] && "$dir/loader" load "$work/day" --portfolio-url "http://127.0.0.1:$p" \
-      --deposit-url "http://127.0.0.1:$d" >/dev/null 2>&1 && status=0
+    [ $status -eq 2 ] && "$dir/loader" load "$day" --portfolio-url "${url[$1]}" \
+      --deposit-url "$deposit_url" >/dev/null 2>&1 && status=0
     set -e
-    [ $status -eq 0 ] && break
+    [ $status -eq 0 ] && return 0
     sleep 0.2 # the servers are still starting
   done
-  [ $status -eq 0 ] || { echo "cannot load the day into the $side build" >&2; exit 1; }
-done
+  echo "cannot load $day into the $1 build" >&2
+  exit 1
+}
 
+declare -A url
+for side in old new; do
+  start "$side" "$side"
+  load "$side" "$work/day"
+done
 for mix in $mixes; do
   for round in $(seq 1 "$rounds"); do
     for side in old new; do
@@ -65,6 +80,23 @@ for mix in $mixes; do
     done
   done
 done
+
+if [ "$load_accounts" -gt 0 ]; then
+  "$new/loader" gen "$work/big" --accounts "$load_accounts" --seed 7 --format plain >/dev/null
+  # Servers that already listen, so that (nearly) only the load is timed.
+  for round in $(seq 1 "$rounds"); do
+    for side in old new; do
+      start "$side" "$side-load-$round"
+      until python3 -c "import socket,sys; [socket.create_connection(('127.0.0.1', int(u.rsplit(':', 1)[1])), 1) for u in sys.argv[1:]]" "${url[$side]}" "$deposit_url" 2>/dev/null; do
+        sleep 0.1
+      done
+      started=$(date +%s.%N)
+      load "$side" "$work/big"
+      ended=$(date +%s.%N)
+      echo "$side $round $(python3 -c "print($ended - $started)")" >>"$work/loads"
+    done
+  done
+fi
 
 python3 - "$work" "$rounds" $mixes <<'PY'
 import json, sys
@@ -79,4 +111,14 @@ for mix in mixes:
         means[side] = sum(values) / len(values)
         print(f"{mix:14} {side}: " + "  ".join(f"{v:8.0f}" for v in values) + f"   mean {means[side]:8.0f} req/s")
     print(f"{mix:14} new / old: {means['new'] / means['old']:.2f}")
+import os
+if os.path.exists(f"{work}/loads"):
+    times = {"old": [], "new": []}
+    for line in open(f"{work}/loads"):
+        side, _, seconds = line.split()
+        times[side].append(float(seconds))
+    for side in ("old", "new"):
+        values = times[side]
+        print(f"{'loader load':14} {side}: " + "  ".join(f"{v:7.2f}s" for v in values) + f"   mean {sum(values) / len(values):7.2f}s")
+    print(f"{'loader load':14} new / old: {(sum(times['new']) / len(times['new'])) / (sum(times['old']) / len(times['old'])):.2f}")
 PY
