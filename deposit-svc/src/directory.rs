@@ -6,7 +6,6 @@ use invest_proto::{
     deposit::v1::{self as pb, directory_part::Part},
     digest::{RecordDigest, RecordKind},
     ids::AccountNumber,
-    time,
 };
 use invest_runtime::{
     db::{Database, DbConnection},
@@ -56,25 +55,7 @@ impl Ingest for DirectoryIngest {
                 "the first part must be a header",
             ));
         };
-        let as_of = header
-            .as_of
-            .as_ref()
-            .and_then(time::to_micros)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "INVALID_AS_OF",
-                    "header.as_of",
-                    "required, a valid timestamp",
-                )
-            })?;
-        let digest = header.digest.to_ascii_lowercase();
-        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::invalid(
-                "INVALID_DIGEST",
-                "header.digest",
-                "must be the 64 hex digits of a BLAKE3 digest",
-            ));
-        }
+        let (as_of, digest) = staged::check_header(header.as_of.as_ref(), &header.digest)?;
         if header.entry_count <= 0 {
             return Err(Error::invalid(
                 "EMPTY_DIRECTORY",

@@ -3,8 +3,7 @@
 //! mapping (`invest_runtime::error`).
 
 use invest_proto::ids::{AccountNumber, TransferId};
-use invest_runtime::{db::DbError, error::Error as RuntimeError};
-use tonic::Status;
+use invest_runtime::error::Error as RuntimeError;
 
 /// Everything a deposit call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -85,34 +84,7 @@ impl From<Error> for RuntimeError {
     }
 }
 
-impl From<Error> for Status {
-    fn from(err: Error) -> Self {
-        RuntimeError::from(err).into()
-    }
-}
-
-impl From<DbError> for Error {
-    fn from(err: DbError) -> Self {
-        Self::Runtime(err.into())
-    }
-}
-
-impl From<diesel::result::Error> for Error {
-    fn from(err: diesel::result::Error) -> Self {
-        Self::Runtime(err.into())
-    }
-}
-
-impl Error {
-    /// INVALID_ARGUMENT for one field (the runtime's).
-    pub fn invalid(
-        reason: &'static str,
-        field: impl Into<String>,
-        description: impl Into<String>,
-    ) -> Self {
-        Self::Runtime(RuntimeError::invalid(reason, field, description))
-    }
-}
+invest_runtime::service_error!(Error);
 
 /// Result of deposit-svc's operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -13,7 +13,8 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use invest_proto::auth::{JwtKeys, JwtSecretArgs};
+use invest_cli::{JwtSecretArgs, LogFormat};
+use invest_proto::auth::JwtKeys;
 use prost_types::Timestamp;
 
 use invest_daygen::{CsvFormat, GenError, GenOptions};
@@ -51,15 +52,6 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// JSON objects, for log collectors.
-    Json,
 }
 
 /// The subcommands.

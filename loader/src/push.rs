@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use invest_cli::ConnectError;
 use invest_proto::{
     auth::{JwtKeys, SCOPE_INGEST_WRITE, ServiceToken},
     deposit::v1::{self as dpb},
@@ -96,45 +97,14 @@ impl PushError {
     }
 }
 
-/// Connects to a gRPC endpoint, retrying a few times while it starts up.
+/// Connects to a service, retrying a few times while it starts up.
 pub async fn connect(url: &str, attempts: u32) -> Result<Channel, PushError> {
-    let endpoint = Channel::from_shared(url.to_owned())
-        .map_err(|e| PushError::Url {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
-    let mut delay = Duration::from_millis(200);
-    let mut attempt = 1;
-    loop {
-        match endpoint.connect().await {
-            Ok(channel) => return Ok(channel),
-            Err(e) if attempt >= attempts.max(1) => {
-                return Err(PushError::Unreachable {
-                    url: url.to_owned(),
-                    reason: error_chain(&e),
-                });
-            }
-            Err(e) => {
-                tracing::warn!(%url, attempt, error = %error_chain(&e), retry_in = ?delay, "cannot connect yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-                attempt += 1;
-            }
-        }
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    invest_cli::connect(url, attempts)
+        .await
+        .map_err(|e| match e {
+            ConnectError::Url { url, reason } => PushError::Url { url, reason },
+            ConnectError::Unreachable { url, reason } => PushError::Unreachable { url, reason },
+        })
 }
 
 /// Progress of a push, in accounts sent.

@@ -11,8 +11,9 @@ use std::{
 };
 
 use clap::{Args, Parser, Subcommand};
+use invest_cli::{JwtSecretArgs, SecretError};
 use invest_daygen::{GenError, GenOptions};
-use invest_proto::auth::{JwtKeys, JwtSecretArgs, SecretError};
+use invest_proto::auth::JwtKeys;
 
 use crate::{
     mix::{Mix, Operation},

@@ -61,26 +61,7 @@ pub struct Workload {
     pub seed: u64,
 }
 
-/// Why a target cannot be reached.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The URL is not usable.
-    #[error("invalid URL {url:?}: {reason}")]
-    Url {
-        /// The URL.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// Nobody answers.
-    #[error("cannot reach {url}: {reason}")]
-    Unreachable {
-        /// The URL.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-}
+pub use invest_cli::ConnectError;
 
 /// Where a run goes: `connections` channels (TCP connections) per service it uses.
 #[derive(Debug, Clone, Default)]
@@ -124,32 +105,9 @@ fn pick(channels: &[Channel], id: usize) -> Option<Channel> {
     channels.get(id.checked_rem(channels.len())?).cloned()
 }
 
-/// One HTTP/2 connection: each `connect` opens its own.
+/// One HTTP/2 connection: each `connect` opens its own (one attempt: the servers are up).
 async fn connect(url: &str) -> Result<Channel, ConnectError> {
-    Channel::from_shared(url.to_owned())
-        .map_err(|e| ConnectError::Url {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| ConnectError::Unreachable {
-            url: url.to_owned(),
-            reason: error_chain(&e),
-        })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    invest_cli::connect(url, 1).await
 }
 
 #[derive(Debug, Clone)]

@@ -2,8 +2,7 @@
 //! the database, start-up). All are mapped to gRPC statuses in one place, the runtime's
 //! mapping (`invest_runtime::error`).
 
-use invest_runtime::{db::DbError, error::Error as RuntimeError};
-use tonic::Status;
+use invest_runtime::error::Error as RuntimeError;
 
 /// Everything a portfolio call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -58,34 +57,7 @@ impl From<Error> for RuntimeError {
     }
 }
 
-impl From<Error> for Status {
-    fn from(err: Error) -> Self {
-        RuntimeError::from(err).into()
-    }
-}
-
-impl From<DbError> for Error {
-    fn from(err: DbError) -> Self {
-        Self::Runtime(err.into())
-    }
-}
-
-impl From<diesel::result::Error> for Error {
-    fn from(err: diesel::result::Error) -> Self {
-        Self::Runtime(err.into())
-    }
-}
-
-impl Error {
-    /// INVALID_ARGUMENT for one field (the runtime's).
-    pub fn invalid(
-        reason: &'static str,
-        field: impl Into<String>,
-        description: impl Into<String>,
-    ) -> Self {
-        Self::Runtime(RuntimeError::invalid(reason, field, description))
-    }
-}
+invest_runtime::service_error!(Error);
 
 /// Result of portfolio-svc's operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -9,7 +9,6 @@ use invest_proto::{
     digest::{RecordDigest, RecordKind},
     ids::{AccountNumber, Isin},
     portfolio::v1::{self as pb, snapshot_part::Part},
-    time,
 };
 use invest_runtime::{
     db::{Database, DbConnection},
@@ -43,23 +42,7 @@ pub struct SnapshotHeader {
 
 impl SnapshotHeader {
     fn parse(header: pb::SnapshotHeader) -> Result<Self> {
-        let as_of = header
-            .as_of
-            .as_ref()
-            .ok_or_else(|| Error::invalid("MISSING_AS_OF", "header.as_of", "required"))
-            .and_then(|ts| {
-                time::to_micros(ts).ok_or_else(|| {
-                    Error::invalid("INVALID_AS_OF", "header.as_of", "not a valid timestamp")
-                })
-            })?;
-        let digest = header.digest.to_ascii_lowercase();
-        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::invalid(
-                "INVALID_DIGEST",
-                "header.digest",
-                "must be the 64 hex digits of a BLAKE3 digest",
-            ));
-        }
+        let (as_of, digest) = staged::check_header(header.as_of.as_ref(), &header.digest)?;
         for (field, count) in [
             ("header.instrument_count", header.instrument_count),
             ("header.account_count", header.account_count),

@@ -4,11 +4,8 @@
 //! The claims, the keys, minting and verifying a token, and [`ServiceToken`], the client
 //! interceptor with which a process that calls on its own behalf (deposit-svc, the loader)
 //! attaches a token it mints. The servers' side (the scope interceptor, the memory of
-//! verified tokens) is in the runtime crate. With feature `cli`, [`JwtSecretArgs`] gives every
-//! binary the same flags and variables for the secret.
+//! verified tokens) is in the runtime crate; the flags of the secret in `invest-cli`.
 
-#[cfg(feature = "cli")]
-use std::path::PathBuf;
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -74,67 +71,6 @@ impl From<&str> for Audience {
 impl From<String> for Audience {
     fn from(audience: String) -> Self {
         Self::One(audience)
-    }
-}
-
-/// Where the shared secret comes from: the same flags and variables for all three binaries.
-#[cfg(feature = "cli")]
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct JwtSecretArgs {
-    /// File holding the HS256 secret shared by all services (surrounding white space is
-    /// ignored).
-    #[arg(long, env = "INVEST_JWT_SECRET_FILE", value_name = "FILE")]
-    pub jwt_secret_file: Option<PathBuf>,
-    /// The HS256 secret itself. Prefer the environment variable or the file: a flag shows in
-    /// the process list.
-    #[arg(
-        long,
-        env = "INVEST_JWT_SECRET",
-        hide_env_values = true,
-        value_name = "SECRET"
-    )]
-    pub jwt_secret: Option<String>,
-}
-
-/// Why the secret could not be loaded.
-#[cfg(feature = "cli")]
-#[derive(Debug, thiserror::Error)]
-pub enum SecretError {
-    /// Neither the file nor the variable was given.
-    #[error(
-        "no JWT secret configured: pass --jwt-secret-file FILE or set INVEST_JWT_SECRET_FILE or INVEST_JWT_SECRET"
-    )]
-    Missing,
-    /// The file could not be read.
-    #[error("cannot read the JWT secret file {path}: {source}")]
-    Unreadable {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        source: std::io::Error,
-    },
-    /// The secret is empty after trimming.
-    #[error("the JWT secret is empty")]
-    Empty,
-}
-
-#[cfg(feature = "cli")]
-impl JwtSecretArgs {
-    /// Loads the secret; the file wins over the variable when both are given.
-    pub fn load(&self) -> Result<JwtKeys, SecretError> {
-        let secret = match (&self.jwt_secret_file, &self.jwt_secret) {
-            (Some(path), _) => std::fs::read(path).map_err(|source| SecretError::Unreadable {
-                path: path.clone(),
-                source,
-            })?,
-            (None, Some(secret)) => secret.clone().into_bytes(),
-            (None, None) => return Err(SecretError::Missing),
-        };
-        let trimmed = secret.trim_ascii();
-        if trimmed.is_empty() {
-            return Err(SecretError::Empty);
-        }
-        Ok(JwtKeys::from_secret(trimmed))
     }
 }
 

@@ -135,6 +135,44 @@ impl From<Error> for Status {
     }
 }
 
+/// What a service's own error enum needs to meet the runtime's: `From<$error>` for
+/// `tonic::Status` (through the one mapping of [`Error`]), `From` the database's errors, and
+/// `$error::invalid` for an invalid field. The enum must have a `Runtime(Error)` variant and
+/// `impl From<$error> for Error` (its own refusals mapped to codes and reasons).
+#[macro_export]
+macro_rules! service_error {
+    ($error:ty) => {
+        impl From<$error> for ::tonic::Status {
+            fn from(err: $error) -> Self {
+                $crate::error::Error::from(err).into()
+            }
+        }
+
+        impl From<$crate::db::DbError> for $error {
+            fn from(err: $crate::db::DbError) -> Self {
+                Self::Runtime(err.into())
+            }
+        }
+
+        impl From<::diesel::result::Error> for $error {
+            fn from(err: ::diesel::result::Error) -> Self {
+                Self::Runtime(err.into())
+            }
+        }
+
+        impl $error {
+            /// INVALID_ARGUMENT for one field (the runtime's).
+            pub fn invalid(
+                reason: &'static str,
+                field: impl Into<String>,
+                description: impl Into<String>,
+            ) -> Self {
+                Self::Runtime($crate::error::Error::invalid(reason, field, description))
+            }
+        }
+    };
+}
+
 /// Result of server operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -669,28 +669,6 @@ fn labels(path: &str) -> (String, String) {
     }
 }
 
-fn code_name(code: i32) -> &'static str {
-    match Code::from_i32(code) {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 /// The metric handles of one method, registered once: recording a call then costs no label
 /// allocation and no registry lookup.
 #[derive(Debug)]
@@ -715,7 +693,7 @@ impl MethodMetrics {
                     "server" => server,
                     "grpc_service" => service.to_owned(),
                     "grpc_method" => method.to_owned(),
-                    "grpc_code" => code_name(code),
+                    "grpc_code" => invest_proto::status::code_name(Code::from_i32(code)),
                 )
             })
             .collect();

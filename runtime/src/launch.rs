@@ -21,9 +21,10 @@ use crate::{
     health::{self, Lifecycle, ReflectionError},
     listener::ConnectionLimits,
     serve::{self, RunningServer, ShutdownConfig},
-    telemetry::{self, LogFormat},
+    telemetry,
 };
-use invest_proto::auth::{JwtKeys, JwtSecretArgs, SecretError};
+use invest_cli::{JwtSecretArgs, LogFormat, SecretError};
+use invest_proto::auth::JwtKeys;
 
 /// Settings both servers share. The names are the same for both (`INVEST_*`); what the
 /// contract fixes per server (listen address, database URL, metrics address) is in each

@@ -318,6 +318,27 @@ impl StagedTables {
     }
 }
 
+/// The `as_of` and `digest` of a header, checked: a valid timestamp (MISSING_AS_OF,
+/// INVALID_AS_OF) and the 64 hex digits of a BLAKE3 digest (INVALID_DIGEST), in lowercase.
+pub fn check_header(as_of: Option<&prost_types::Timestamp>, digest: &str) -> Result<(i64, String)> {
+    let as_of = as_of
+        .ok_or_else(|| Error::invalid("MISSING_AS_OF", "header.as_of", "required"))
+        .and_then(|ts| {
+            invest_proto::time::to_micros(ts).ok_or_else(|| {
+                Error::invalid("INVALID_AS_OF", "header.as_of", "not a valid timestamp")
+            })
+        })?;
+    let digest = digest.to_ascii_lowercase();
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::invalid(
+            "INVALID_DIGEST",
+            "header.digest",
+            "must be the 64 hex digits of a BLAKE3 digest",
+        ));
+    }
+    Ok((as_of, digest))
+}
+
 /// A service's side of a staged load: what its parts are, how each is checked, and how its
 /// rows are written.
 pub trait Ingest: Send + 'static {

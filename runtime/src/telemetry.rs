@@ -1,4 +1,4 @@
-//! Structured logs (`tracing`) and Prometheus metrics served on their own port.
+//! Prometheus metrics served on their own port (logs: `invest_cli::init_tracing`).
 
 use std::{net::SocketAddr, sync::OnceLock};
 
@@ -7,31 +7,8 @@ use hyper::{Request, Response, body::Bytes, service::service_fn};
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
-    /// One human-readable line per event.
-    #[default]
-    Text,
-    /// One JSON object per event, for log collectors.
-    Json,
-}
-
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`). Safe to call twice
-/// (the second call does nothing), so tests can start several servers.
-pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
+pub use invest_cli::{LogFormat, init_tracing};
 
 /// Latency buckets (seconds) for every `*_seconds` histogram.
 const LATENCY_BUCKETS: &[f64] = &[
