@@ -11,10 +11,14 @@ use invest_proto::{
     },
     time,
 };
-use invest_runtime::{auth::caller, db::Database};
+use invest_runtime::{
+    auth::caller,
+    db::{Database, DbConnection},
+};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
+    cache::{ACCOUNTS_KEPT_MAX, Generation, HOLDINGS_KEPT_MAX, ReadCache, Ticket, count},
     domain::{
         Listing, PageToken, PageTokens, SnapshotsToken, overflow, page_size, profit_rate,
         total_profit,
@@ -41,6 +45,8 @@ pub struct AppState {
     pub ingest: IngestConfig,
     /// Signs and checks page tokens.
     pub tokens: PageTokens,
+    /// The current snapshot in memory.
+    pub cache: Arc<ReadCache>,
 }
 
 impl AppState {
@@ -118,10 +124,41 @@ impl PortfolioService for PortfolioApi {
             account_number: "",
         };
         let token = PageToken::decode(&self.state.tokens, listing, &request.page_token)?;
+        let after = token.as_ref().map(|t| t.after.clone()).unwrap_or_default();
+        let cache = &self.state.cache;
+        // From memory: the customer's account numbers, and the row and overlay of each
+        // account on the page, all of one generation.
+        let generation = cache
+            .generation()
+            .filter(|g| token.as_ref().is_none_or(|t| t.snapshot_id == g.snapshot.id));
+        if let Some(g) = &generation {
+            if let Some(page) = accounts_from_memory(cache, g, &owner, &after, limit) {
+                count(true);
+                return Ok(Response::new(accounts_page(
+                    &self.state.tokens,
+                    listing,
+                    g.snapshot,
+                    page,
+                    limit,
+                )));
+            }
+            count(false);
+        }
         let owner_for_db = owner.clone();
+        let state = self.state.clone();
         let db = self.state.db()?;
         let page = db
             .run(move |c| -> Result<_> {
+                if let Some(g) = generation
+                    && let Some(all) = fill_owner(c, &state.cache, &g, &owner_for_db)?
+                {
+                    let page = all
+                        .into_iter()
+                        .filter(|(row, _)| row.account_number > after)
+                        .take(usize::try_from(limit + 1).unwrap_or(usize::MAX))
+                        .collect();
+                    return Ok(Some((g.snapshot, page)));
+                }
                 let snapshot = match &token {
                     Some(token) => {
                         read::readable_snapshot(c, token.snapshot_id)?.ok_or_else(expired_token)?
@@ -131,44 +168,29 @@ impl PortfolioService for PortfolioApi {
                         None => return Ok(None),
                     },
                 };
-                let after = token.map(|t| t.after).unwrap_or_default();
-                let mut rows =
-                    read::accounts_page(c, snapshot.id, &owner_for_db, &after, limit + 1)?;
+                let rows = read::accounts_page(c, snapshot.id, &owner_for_db, &after, limit + 1)?;
                 let numbers: Vec<&str> = rows.iter().map(|r| r.account_number.as_str()).collect();
                 let deposits = ledger::overlay_each(c, &numbers, snapshot.as_of)?;
-                // An account whose figures cannot be represented (only corrupt data gets there)
-                // is left out of the list rather than failing the customer's other accounts;
-                // GetAccount on it says why.
-                rows.retain_mut(|row| {
-                    let fits = match deposits.get(&row.account_number) {
-                        Some(Some(amount)) => credit(row, *amount).is_ok(),
-                        Some(None) => false,
-                        None => true,
-                    };
-                    if !fits {
-                        tracing::error!(account = %row.account_number, "figures out of range; left out of ListAccounts");
-                        metrics::counter!("portfolio_figures_out_of_range_total").increment(1);
-                    }
-                    fits
-                });
-                Ok(Some((snapshot, rows)))
+                let page = rows
+                    .into_iter()
+                    .map(|row| {
+                        let sum = deposits.get(&row.account_number).copied().unwrap_or(Some(0));
+                        (row, sum)
+                    })
+                    .collect();
+                Ok(Some((snapshot, page)))
             })
             .await?;
-        let Some((snapshot, mut rows)) = page else {
+        let Some((snapshot, page)) = page else {
             return Ok(Response::new(pb::ListAccountsResponse::default()));
         };
-        let next_page_token = next_token(
+        Ok(Response::new(accounts_page(
             &self.state.tokens,
             listing,
-            &mut rows,
+            snapshot,
+            page,
             limit,
-            snapshot.id,
-            |r| &r.account_number,
-        );
-        Ok(Response::new(pb::ListAccountsResponse {
-            accounts: rows.into_iter().map(summary).collect(),
-            next_page_token,
-        }))
+        )))
     }
 
     async fn get_account(
@@ -177,22 +199,40 @@ impl PortfolioService for PortfolioApi {
     ) -> Result<Response<pb::AccountDetail>, Status> {
         let owner = caller(&request)?.subject.clone();
         let account_number = parse_account_number(&request.get_ref().account_number)?;
+        let cache = &self.state.cache;
+        let generation = cache.generation();
+        if let Some(g) = &generation {
+            if let (Some(row), Some(deposits)) = (
+                cache.account(g, account_number.as_str()),
+                cache.overlay(g, account_number.as_str()),
+            ) {
+                count(true);
+                if row.customer_name != owner {
+                    return Err(not_found(account_number.as_str()).into());
+                }
+                return Ok(Response::new(account_detail(
+                    g.snapshot,
+                    (*row).clone(),
+                    Some(deposits),
+                )?));
+            }
+            count(false);
+        }
+        let state = self.state.clone();
         let db = self.state.db()?;
         let found = db
             .run(move |c| -> Result<_> {
-                let found = read::owned_account(c, Pin::Current, &account_number, &owner)?;
-                let Some((snapshot, mut row, deposits)) = found else {
-                    return Ok(None);
-                };
-                let deposits = deposits.ok_or_else(|| overflow("sum of recent deposits"))?;
-                if deposits > 0 {
-                    credit(&mut row, deposits)?;
+                if let Some(g) = generation
+                    && let Some((row, deposits)) = fill_account(c, &state.cache, &g, &account_number)?
+                {
+                    return Ok((row.customer_name == owner).then_some((g.snapshot, row, deposits)));
                 }
-                Ok(Some((snapshot, row)))
+                Ok(read::owned_account(c, Pin::Current, &account_number, &owner)?)
             })
             .await?;
-        let (snapshot, row) = found.ok_or_else(|| not_found(&request.get_ref().account_number))?;
-        Ok(Response::new(detail(snapshot, row)?))
+        let (snapshot, row, deposits) =
+            found.ok_or_else(|| not_found(&request.get_ref().account_number))?;
+        Ok(Response::new(account_detail(snapshot, row, deposits)?))
     }
 
     async fn list_holdings(
@@ -209,88 +249,307 @@ impl PortfolioService for PortfolioApi {
             account_number: account_number.as_str(),
         };
         let token = PageToken::decode(&self.state.tokens, listing, &request.page_token)?;
+        let after = token.as_ref().map(|t| t.after.clone()).unwrap_or_default();
+        let cache = &self.state.cache;
+        let generation = cache
+            .generation()
+            .filter(|g| token.as_ref().is_none_or(|t| t.snapshot_id == g.snapshot.id));
+        if let Some(g) = &generation {
+            let number = account_number.as_str();
+            if let (Some(row), Some(all), Some(deposits)) = (
+                cache.account(g, number),
+                cache.holdings(g, number),
+                cache.overlay(g, number),
+            ) {
+                count(true);
+                if row.customer_name != owner {
+                    return Err(not_found(number).into());
+                }
+                let rows = holdings_from(&all, &after, limit, deposits, g.cash.clone())?;
+                return Ok(Response::new(holdings_page(
+                    &self.state.tokens,
+                    listing,
+                    g.snapshot,
+                    rows,
+                    limit,
+                )));
+            }
+            count(false);
+        }
+        let state = self.state.clone();
         let db = self.state.db()?;
         let account = account_number.clone();
         let owner_for_db = owner.clone();
         let page = db
             .run(move |c| -> Result<_> {
-                let pin = match &token {
-                    Some(token) => {
-                        read::readable_snapshot(c, token.snapshot_id)?.ok_or_else(expired_token)?;
-                        Pin::Snapshot(token.snapshot_id)
+                if let Some(g) = generation
+                    && let Some((row, deposits)) = fill_account(c, &state.cache, &g, &account)?
+                {
+                    if row.customer_name != owner_for_db {
+                        return Ok(None);
                     }
-                    None => Pin::Current,
-                };
-                let after = token.map(|t| t.after).unwrap_or_default();
-                // Most pages: one statement (page, ownership, snapshot, and whether deposits may
-                // follow the snapshot).
-                let (snapshot, mut rows, deposits) = match read::owned_holdings_page(
-                    c,
-                    pin,
-                    &account,
-                    &owner_for_db,
-                    &after,
-                    limit + 1,
-                )? {
-                    Some(read::HoldingsPage {
-                        snapshot,
-                        deposits_until,
-                        holdings,
-                    }) => {
-                        let deposits = if deposits_until.is_some_and(|until| until > snapshot.as_of)
-                        {
-                            ledger::overlay(c, &[account.as_str()], snapshot.as_of)?
-                                .get(account.as_str())
-                                .copied()
-                                .unwrap_or(0)
-                        } else {
-                            0
-                        };
-                        (snapshot, holdings, deposits)
-                    }
-                    // Nothing after `after`: not the caller's account, or an empty last
-                    // page (which deposits may still give a `CASH` line).
-                    None => {
-                        let Some((snapshot, _, deposits)) =
-                            read::owned_account(c, pin, &account, &owner_for_db)?
-                        else {
-                            return Ok(None);
-                        };
+                    let all = read::account_holdings(
+                        c,
+                        g.snapshot.id,
+                        &account,
+                        HOLDINGS_KEPT_MAX as i64 + 1,
+                    )?;
+                    if all.len() <= HOLDINGS_KEPT_MAX {
+                        let all: Arc<[HoldingRow]> = all.into();
+                        state.cache.keep_holdings(&g, account.as_str(), all.clone());
                         let deposits =
                             deposits.ok_or_else(|| overflow("sum of recent deposits"))?;
-                        (snapshot, Vec::new(), deposits)
+                        let rows = holdings_from(&all, &after, limit, deposits, g.cash.clone())?;
+                        return Ok(Some((g.snapshot, rows)));
                     }
-                };
-                if deposits > 0 {
-                    let (held, instrument) = ledger::cash_line(c, snapshot.id, &account)?;
-                    credit_cash(&mut rows, deposits, held, instrument, &after)?;
                 }
-                Ok(Some((snapshot, rows)))
+                holdings_from_database(c, token.map(|t| t.snapshot_id), &account, &owner_for_db, &after, limit)
             })
             .await?;
-        let (snapshot, mut rows) = page.ok_or_else(|| not_found(account_number.as_str()))?;
-        let next_page_token = next_token(
+        let (snapshot, rows) = page.ok_or_else(|| not_found(account_number.as_str()))?;
+        Ok(Response::new(holdings_page(
             &self.state.tokens,
             listing,
-            &mut rows,
+            snapshot,
+            rows,
             limit,
-            snapshot.id,
-            |r| &r.isin,
-        );
-        Ok(Response::new(pb::ListHoldingsResponse {
-            holdings: rows
-                .into_iter()
-                .map(|h| pb::Holding {
-                    isin: h.isin,
-                    name: h.name,
-                    asset_group: h.asset_group,
-                    quantity: h.quantity,
-                    current_price: h.current_price,
-                    valuation: h.valuation,
-                })
-                .collect(),
-            next_page_token,
-        }))
+        )))
+    }
+}
+
+/// GetAccount's answer: the snapshot's figures with the deposits after it.
+fn account_detail(
+    snapshot: SnapshotRef,
+    mut row: AccountRow,
+    deposits: Option<i64>,
+) -> Result<pb::AccountDetail> {
+    let deposits = deposits.ok_or_else(|| overflow("sum of recent deposits"))?;
+    if deposits > 0 {
+        credit(&mut row, deposits)?;
+    }
+    detail(snapshot, row)
+}
+
+/// Accounts with the deposits after their snapshot (`None`: the stored sums are inconsistent).
+type AccountsWithDeposits = Vec<(AccountRow, Option<i64>)>;
+
+/// A page of ListAccounts from memory, if the cache holds everything it needs.
+fn accounts_from_memory(
+    cache: &ReadCache,
+    generation: &Generation,
+    owner: &str,
+    after: &str,
+    limit: i64,
+) -> Option<AccountsWithDeposits> {
+    let numbers = cache.owner(generation, owner)?;
+    let start = numbers.partition_point(|n| &**n <= after);
+    numbers[start..]
+        .iter()
+        .take(usize::try_from(limit + 1).unwrap_or(usize::MAX))
+        .map(|number| {
+            let row = cache.account(generation, number)?;
+            let deposits = cache.overlay(generation, number)?;
+            Some(((*row).clone(), Some(deposits)))
+        })
+        .collect()
+}
+
+/// Reads every account of `owner` in the generation's snapshot with its deposits, keeps them
+/// and the list, and returns them; `None` when the generation's snapshot is gone or the
+/// customer has too many accounts to keep (the caller reads the database page by page).
+fn fill_owner(
+    c: &mut DbConnection,
+    cache: &ReadCache,
+    generation: &Generation,
+    owner: &str,
+) -> Result<Option<AccountsWithDeposits>> {
+    let snapshot = generation.snapshot;
+    let rows = read::accounts_page(c, snapshot.id, owner, "", ACCOUNTS_KEPT_MAX as i64 + 1)?;
+    if rows.len() > ACCOUNTS_KEPT_MAX
+        || (rows.is_empty() && read::readable_snapshot(c, snapshot.id)?.is_none())
+    {
+        return Ok(None);
+    }
+    let tickets: Vec<Ticket> = rows.iter().map(|r| cache.ticket(&r.account_number)).collect();
+    let numbers: Vec<&str> = rows.iter().map(|r| r.account_number.as_str()).collect();
+    let deposits = ledger::overlay_each(c, &numbers, snapshot.as_of)?;
+    let all: Vec<(AccountRow, Option<i64>)> = rows
+        .into_iter()
+        .zip(tickets)
+        .map(|(row, ticket)| {
+            let sum = deposits.get(&row.account_number).copied().unwrap_or(Some(0));
+            if let Some(sum) = sum {
+                cache.keep_overlay(generation, &row.account_number, ticket, sum);
+            }
+            cache.keep_account(generation, row.clone());
+            (row, sum)
+        })
+        .collect();
+    let numbers: Arc<[Box<str>]> = all
+        .iter()
+        .map(|(row, _)| row.account_number.as_str().into())
+        .collect();
+    cache.keep_owner(generation, owner, numbers);
+    Ok(Some(all))
+}
+
+/// Reads an account (whoever owns it) and its deposits in the generation's snapshot and keeps
+/// them; `None` when the snapshot has no such account (or is gone: the caller then reads the
+/// current snapshot).
+fn fill_account(
+    c: &mut DbConnection,
+    cache: &ReadCache,
+    generation: &Generation,
+    account_number: &AccountNumber,
+) -> Result<Option<(AccountRow, Option<i64>)>> {
+    let ticket = cache.ticket(account_number.as_str());
+    let Some((_, row, deposits)) = read::account_at(c, generation.snapshot.id, account_number)?
+    else {
+        return Ok(None);
+    };
+    if let Some(sum) = deposits {
+        cache.keep_overlay(generation, account_number.as_str(), ticket, sum);
+    }
+    cache.keep_account(generation, row.clone());
+    Ok(Some((row, deposits)))
+}
+
+/// ListAccounts' answer from the accounts after the previous page (up to `limit + 1`) and
+/// their deposits. An account whose figures cannot be represented (only corrupt data gets
+/// there) is left out rather than failing the customer's other accounts; GetAccount on it
+/// says why.
+fn accounts_page(
+    tokens: &PageTokens,
+    listing: Listing<'_>,
+    snapshot: SnapshotRef,
+    page: Vec<(AccountRow, Option<i64>)>,
+    limit: i64,
+) -> pb::ListAccountsResponse {
+    let mut rows: Vec<AccountRow> = page
+        .into_iter()
+        .filter_map(|(mut row, deposits)| {
+            let fits = match deposits {
+                Some(0) => true,
+                Some(amount) => credit(&mut row, amount).is_ok(),
+                None => false,
+            };
+            if !fits {
+                tracing::error!(account = %row.account_number, "figures out of range; left out of ListAccounts");
+                metrics::counter!("portfolio_figures_out_of_range_total").increment(1);
+            }
+            fits.then_some(row)
+        })
+        .collect();
+    let next_page_token = next_token(
+        tokens,
+        listing,
+        &mut rows,
+        limit,
+        snapshot.id,
+        |r| &r.account_number,
+    );
+    pb::ListAccountsResponse {
+        accounts: rows.into_iter().map(summary).collect(),
+        next_page_token,
+    }
+}
+
+/// A holdings page (up to `limit + 1` rows) from all of an account's holdings, with the
+/// deposits after the snapshot on its `CASH` line.
+fn holdings_from(
+    all: &[HoldingRow],
+    after: &str,
+    limit: i64,
+    deposits: i64,
+    cash: Option<(String, String)>,
+) -> Result<Vec<HoldingRow>> {
+    let start = all.partition_point(|h| h.isin.as_str() <= after);
+    let mut rows: Vec<HoldingRow> = all[start..]
+        .iter()
+        .take(usize::try_from(limit + 1).unwrap_or(usize::MAX))
+        .cloned()
+        .collect();
+    if deposits > 0 {
+        let held = all.iter().any(|h| h.isin == CASH_ISIN);
+        credit_cash(&mut rows, deposits, held, cash, after)?;
+    }
+    Ok(rows)
+}
+
+/// A holdings page read from the database: the current snapshot, or the one a page token
+/// started on.
+fn holdings_from_database(
+    c: &mut DbConnection,
+    token_snapshot: Option<i64>,
+    account: &AccountNumber,
+    owner: &str,
+    after: &str,
+    limit: i64,
+) -> Result<Option<(SnapshotRef, Vec<HoldingRow>)>> {
+    let pin = match token_snapshot {
+        Some(id) => {
+            read::readable_snapshot(c, id)?.ok_or_else(expired_token)?;
+            Pin::Snapshot(id)
+        }
+        None => Pin::Current,
+    };
+    // Most pages: one statement (page, ownership, snapshot, and whether deposits may follow
+    // the snapshot).
+    let (snapshot, mut rows, deposits) =
+        match read::owned_holdings_page(c, pin, account, owner, after, limit + 1)? {
+            Some(read::HoldingsPage {
+                snapshot,
+                deposits_until,
+                holdings,
+            }) => {
+                let deposits = if deposits_until.is_some_and(|until| until > snapshot.as_of) {
+                    ledger::overlay_since(c, account.as_str(), snapshot.as_of)?
+                        .ok_or_else(|| overflow("sum of recent deposits"))?
+                } else {
+                    0
+                };
+                (snapshot, holdings, deposits)
+            }
+            // Nothing after `after`: not the caller's account, or an empty last page (which
+            // deposits may still give a `CASH` line).
+            None => {
+                let Some((snapshot, _, deposits)) = read::owned_account(c, pin, account, owner)?
+                else {
+                    return Ok(None);
+                };
+                let deposits = deposits.ok_or_else(|| overflow("sum of recent deposits"))?;
+                (snapshot, Vec::new(), deposits)
+            }
+        };
+    if deposits > 0 {
+        let (held, instrument) = ledger::cash_line(c, snapshot.id, account)?;
+        credit_cash(&mut rows, deposits, held, instrument, after)?;
+    }
+    Ok(Some((snapshot, rows)))
+}
+
+/// ListHoldings' answer from up to `limit + 1` rows.
+fn holdings_page(
+    tokens: &PageTokens,
+    listing: Listing<'_>,
+    snapshot: SnapshotRef,
+    mut rows: Vec<HoldingRow>,
+    limit: i64,
+) -> pb::ListHoldingsResponse {
+    let next_page_token = next_token(tokens, listing, &mut rows, limit, snapshot.id, |r| &r.isin);
+    pb::ListHoldingsResponse {
+        holdings: rows
+            .into_iter()
+            .map(|h| pb::Holding {
+                isin: h.isin,
+                name: h.name,
+                asset_group: h.asset_group,
+                quantity: h.quantity,
+                current_price: h.current_price,
+                valuation: h.valuation,
+            })
+            .collect(),
+        next_page_token,
     }
 }
 
@@ -381,6 +640,21 @@ fn next_page<T>(rows: &mut Vec<T>, limit: i64, token: impl Fn(&T) -> String) -> 
     rows.last().map(token).unwrap_or_default()
 }
 
+/// Serves the current snapshot from memory if it is not the one served. A failure leaves the
+/// cache as it was (readers then see the previous snapshot until the next refresh: the
+/// janitor's tick, or on PostgreSQL the listener).
+pub async fn refresh_cache(cache: &Arc<ReadCache>, db: &Database) {
+    let cache = cache.clone();
+    let refreshed = db
+        .run(move |c| -> Result<()> {
+            Ok(cache.refresh(false, || read::current_with_cash(c))?)
+        })
+        .await;
+    if let Err(e) = refreshed {
+        tracing::warn!(error = %e, "cannot read the current snapshot for the read cache");
+    }
+}
+
 /// `invest.portfolio.v1.PortfolioIngest`.
 #[derive(Debug, Clone)]
 pub struct IngestApi {
@@ -402,8 +676,12 @@ impl PortfolioIngest for IngestApi {
         request: Request<Streaming<pb::SnapshotPart>>,
     ) -> Result<Response<pb::LoadSnapshotResponse>, Status> {
         let db = self.state.db()?;
-        let loaded = ingest::load_snapshot(db, request.into_inner(), self.state.ingest).await?;
+        let loaded =
+            ingest::load_snapshot(db.clone(), request.into_inner(), self.state.ingest).await?;
         if !loaded.unchanged {
+            // Readers of this replica see the new snapshot once this answers (other replicas
+            // learn it from the notification of the flip).
+            refresh_cache(&self.state.cache, &db).await;
             let _ = self.on_loaded.try_send(());
         }
         let current = loaded.current;
@@ -529,7 +807,11 @@ impl PortfolioLedger for LedgerApi {
             applied_at: time::now_micros(),
         };
         let db = self.state.db()?;
+        let account = credit.account_number.clone();
         let applied = db.run(move |c| ledger::apply(c, &credit)).await?;
+        // Readers of this replica see the credit once this answers (other replicas learn it
+        // from the notification the insert sent).
+        self.state.cache.deposit_applied(account.as_str());
         if applied == Applied::New {
             metrics::counter!("portfolio_deposits_applied_total").increment(1);
         }

@@ -4,6 +4,7 @@
 //! [`start`] binds, serves health and reflection at once (NOT_SERVING), migrates the database
 //! in the background, then reports SERVING; [`Portfolio`] is the running server.
 
+pub mod cache;
 pub mod domain;
 pub mod error;
 pub mod grpc;
@@ -30,7 +31,7 @@ use invest_proto::{
 };
 use invest_runtime::{
     auth::RequireScope,
-    db::Database,
+    db::{Database, DatabaseUrl},
     launch::{Launch, LaunchError, Running, ServerArgs},
     staged, telemetry,
 };
@@ -73,9 +74,40 @@ pub struct Config {
     /// A loading snapshot without a new batch for this long is considered abandoned.
     #[arg(long, env = "PORTFOLIO_STALE_LOAD_AFTER", default_value = "15m", value_parser = humantime::parse_duration)]
     pub stale_load_after: Duration,
+    /// Memory for the current snapshot kept to answer reads without the database, in bytes
+    /// (suffixes KiB, MiB, GiB; 0 turns it off). Accounts, holdings and customers' account
+    /// lists are kept as they are read, as many as fit (see ARCHITECTURE.md).
+    #[arg(long, env = "PORTFOLIO_READ_CACHE_BYTES", default_value = "128MiB", value_parser = parse_bytes)]
+    pub read_cache_bytes: u64,
+    /// On PostgreSQL, the freshness bound: a replica answers from memory only while it has
+    /// proof that it applied every change committed this long ago; otherwise from the
+    /// database. A deposit or a new snapshot committed on any replica is seen by every replica
+    /// within it.
+    #[arg(long, env = "PORTFOLIO_READ_STALENESS", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub read_staleness: Duration,
     /// Settings shared with deposit-svc.
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+/// `4096`, `64KiB`, `128MiB`, `2GiB`.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected bytes such as 4096, 64KiB, 128MiB or 2GiB"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("{other:?}: unknown unit; use KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?}: too large"))
 }
 
 /// Why the server could not start.
@@ -108,6 +140,15 @@ pub async fn start(config: Config) -> Result<Portfolio, StartError> {
     };
     let keys = launch.keys()?;
     let verified = launch.verified_tokens();
+    let shared = matches!(
+        DatabaseUrl::parse(&config.database_url),
+        Ok(DatabaseUrl::Postgres(_))
+    );
+    let read_cache = Arc::new(cache::ReadCache::new(
+        config.read_cache_bytes,
+        shared,
+        config.read_staleness,
+    ));
     let db = Arc::new(OnceLock::new());
     let state = Arc::new(AppState {
         db: db.clone(),
@@ -115,12 +156,14 @@ pub async fn start(config: Config) -> Result<Portfolio, StartError> {
             flip_lock_key: store::MIGRATIONS.lock_key + 1,
         },
         tokens: domain::PageTokens::new(&keys),
+        cache: read_cache.clone(),
     });
     let (loaded_tx, loaded_rx) = tokio::sync::mpsc::channel(1);
     let janitor = Janitor {
         keep: config.keep_snapshots,
         stale_after: config.stale_load_after,
         wake: loaded_rx,
+        cache: read_cache,
     };
     launch
         .start(
@@ -151,15 +194,28 @@ struct Janitor {
     keep: u32,
     stale_after: Duration,
     wake: tokio::sync::mpsc::Receiver<()>,
+    cache: Arc<cache::ReadCache>,
 }
 
 impl Janitor {
     async fn run(mut self, db: Database) {
+        // On PostgreSQL the listener keeps the read cache fresh (and serves it only while it
+        // can prove it); on SQLite this process is the only writer and refreshes it itself.
+        let listened = match db.url() {
+            DatabaseUrl::Postgres(url) if self.cache.budget() > 0 => {
+                cache::spawn_listener(&self.cache, url, store::read::current_with_cash);
+                true
+            }
+            _ => false,
+        };
         let mut tick = tokio::time::interval(Duration::from_secs(15));
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 woke = self.wake.recv() => if woke.is_none() { return },
+            }
+            if !listened {
+                grpc::refresh_cache(&self.cache, &db).await;
             }
             self.publish(&db).await;
             self.prune(&db).await;
@@ -178,6 +234,9 @@ impl Janitor {
                 metrics::gauge!("portfolio_snapshot_holdings").set(current.holding_count as f64);
                 metrics::gauge!("portfolio_snapshot_instruments")
                     .set(current.instrument_count as f64);
+                metrics::gauge!("portfolio_read_cache_bytes").set(self.cache.weight() as f64);
+                metrics::gauge!("portfolio_read_cache_budget_bytes")
+                    .set(self.cache.budget() as f64);
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read the current snapshot for metrics"),

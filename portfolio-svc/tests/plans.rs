@@ -110,11 +110,16 @@ async fn read_queries_use_indexes(backend: Backend) {
         read::accounts_page(c, 1, "이정희", "", 51)?;
         read::owned_holdings_page(c, read::Pin::Current, account, "이정희", "", 101)?;
         read::owned_holdings_page(c, read::Pin::Snapshot(1), account, "이정희", "", 101)?;
-        ledger::overlay(c, &["111111111111", "222222222222"], 0)?;
+        read::account_at(c, 1, account)?;
+        read::account_holdings(c, 1, account, 1001)?;
+        read::current_with_cash(c)?;
+        read::cash_instrument(c, 1)?;
+        ledger::overlay_each(c, &["111111111111", "222222222222"], 0)?;
+        ledger::overlay_since(c, "111111111111", 0)?;
         ledger::cash_line(c, 1, account)?;
         c.set_instrumentation(|_: diesel::connection::InstrumentationEvent<'_>| {});
         let statements = statements.lock().unwrap().clone();
-        assert_eq!(statements.len(), 11, "{statements:#?}");
+        assert_eq!(statements.len(), 16, "{statements:#?}");
         for statement in statements {
             let plan = plan(c, &statement);
             if std::env::var_os("SHOW_PLANS").is_some() {

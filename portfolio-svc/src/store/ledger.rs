@@ -3,10 +3,13 @@
 use std::collections::HashMap;
 
 use diesel::{prelude::*, result::DatabaseErrorKind};
-use invest_runtime::db::{DbConnection, write_transaction};
+use invest_runtime::{
+    db::{DbConnection, write_transaction},
+    with_backend,
+};
 
 use super::{
-    schema::{accounts, holdings, instruments, ledger_deposits, snapshots},
+    schema::{accounts, holdings, ledger_accounts, ledger_deposits, snapshots},
     state,
 };
 use invest_proto::ids::{AccountNumber, TransferId, Won};
@@ -29,7 +32,7 @@ pub struct Credit {
 }
 
 /// A credit as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Insertable, Queryable)]
+#[derive(Debug, Clone, PartialEq, Eq, Insertable, Queryable, Selectable)]
 #[diesel(table_name = ledger_deposits)]
 struct CreditRow {
     transfer_id: String,
@@ -63,6 +66,7 @@ pub enum Applied {
 fn existing(conn: &mut DbConnection, transfer_id: &TransferId) -> QueryResult<Option<CreditRow>> {
     ledger_deposits::table
         .filter(ledger_deposits::transfer_id.eq(transfer_id.as_str()))
+        .select(CreditRow::as_select())
         .first(conn)
         .optional()
 }
@@ -115,6 +119,14 @@ pub fn apply(conn: &mut DbConnection, credit: &Credit) -> Result<Applied> {
                 credit.account_number.as_str().to_owned(),
             ));
         }
+        // The running sums must stay 64-bit (SQLite would silently turn them into floats;
+        // PostgreSQL's trigger fails the insert).
+        if running_total(conn, &credit.account_number)?
+            .checked_add(credit.amount.get())
+            .is_none()
+        {
+            return Err(crate::domain::overflow("sum of deposits"));
+        }
         diesel::insert_into(ledger_deposits::table)
             .values(CreditRow::from(credit))
             .execute(conn)?;
@@ -134,40 +146,72 @@ pub fn apply(conn: &mut DbConnection, credit: &Credit) -> Result<Applied> {
     }
 }
 
-/// Sum of the deposits of each account confirmed after `after` (a snapshot's as_of), with
-/// checked arithmetic: `None` for an account whose sum does not fit in 64 bits. Accounts
+/// The sum of the deposits to `account_number` confirmed after `after` (a snapshot's
+/// as_of), from the running sums: the latest running sum minus the running sum of the last
+/// deposit confirmed at or before `after`, two index searches in one statement (one
+/// snapshot of the table), whatever the number of deposits. `None` only if the stored sums
+/// are inconsistent (a corrupt database).
+pub fn overlay_since(
+    conn: &mut DbConnection,
+    account_number: &str,
+    after: i64,
+) -> QueryResult<Option<i64>> {
+    macro_rules! last_running {
+        () => {
+            ledger_deposits::table
+                .filter(ledger_deposits::account_number.eq(account_number))
+                .order((
+                    ledger_deposits::confirmed_at.desc(),
+                    ledger_deposits::transfer_id.desc(),
+                ))
+                .select(ledger_deposits::running)
+        };
+    }
+    let (latest, base): (Option<i64>, Option<i64>) = with_backend!(conn, c => diesel::select((
+        last_running!().single_value(),
+        last_running!()
+            .filter(ledger_deposits::confirmed_at.le(after))
+            .single_value(),
+    ))
+    .get_result(c))?;
+    Ok(latest.unwrap_or(0).checked_sub(base.unwrap_or(0)).filter(|sum| *sum >= 0))
+}
+
+/// [`overlay_since`] for each of `accounts` that may have deposits after `after` (one
+/// search of `ledger_accounts` for the page, then two per account that has); accounts
 /// without such deposits are absent.
 pub fn overlay_each(
     conn: &mut DbConnection,
     accounts: &[&str],
     after: i64,
-) -> Result<HashMap<String, Option<i64>>> {
-    let rows: Vec<(String, i64)> = ledger_deposits::table
-        .filter(ledger_deposits::account_number.eq_any(accounts))
-        .filter(ledger_deposits::confirmed_at.gt(after))
-        .select((ledger_deposits::account_number, ledger_deposits::amount))
-        .load(conn)?;
-    let mut sums: HashMap<String, Option<i64>> = HashMap::new();
-    for (account, amount) in rows {
-        let sum = sums.entry(account).or_insert(Some(0));
-        *sum = sum.and_then(|sum| sum.checked_add(amount));
+) -> QueryResult<HashMap<String, Option<i64>>> {
+    let candidates: Vec<String> = with_backend!(conn, c => ledger_accounts::table
+        .filter(ledger_accounts::account_number.eq_any(accounts))
+        .filter(ledger_accounts::deposits_until.gt(after))
+        .select(ledger_accounts::account_number)
+        .load(c))?;
+    let mut sums = HashMap::with_capacity(candidates.len());
+    for account in candidates {
+        let sum = overlay_since(conn, &account, after)?;
+        if sum != Some(0) {
+            sums.insert(account, sum);
+        }
     }
     Ok(sums)
 }
 
-/// [`overlay_each`], failing (FIGURE_OUT_OF_RANGE) when a sum does not fit.
-pub fn overlay(
-    conn: &mut DbConnection,
-    accounts: &[&str],
-    after: i64,
-) -> Result<HashMap<String, i64>> {
-    overlay_each(conn, accounts, after)?
-        .into_iter()
-        .map(|(account, sum)| {
-            sum.map(|sum| (account, sum))
-                .ok_or_else(|| crate::domain::overflow("sum of recent deposits"))
-        })
-        .collect()
+/// The latest running sum of the account's deposits (0 without any).
+fn running_total(conn: &mut DbConnection, account_number: &AccountNumber) -> QueryResult<i64> {
+    Ok(ledger_deposits::table
+        .filter(ledger_deposits::account_number.eq(account_number.as_str()))
+        .order((
+            ledger_deposits::confirmed_at.desc(),
+            ledger_deposits::transfer_id.desc(),
+        ))
+        .select(ledger_deposits::running)
+        .first::<i64>(conn)
+        .optional()?
+        .unwrap_or(0))
 }
 
 /// Whether the account holds `CASH` in the snapshot, and the name and asset group of the
@@ -185,11 +229,5 @@ pub fn cash_line(
         .first::<String>(conn)
         .optional()?
         .is_some();
-    let instrument = instruments::table
-        .filter(instruments::snapshot_id.eq(snapshot_id))
-        .filter(instruments::isin.eq(invest_proto::ids::CASH_ISIN))
-        .select((instruments::name, instruments::asset_group))
-        .first(conn)
-        .optional()?;
-    Ok((held, instrument))
+    Ok((held, super::read::cash_instrument(conn, snapshot_id)?))
 }

@@ -8,10 +8,9 @@ use invest_runtime::{db::DbConnection, with_backend};
 
 use super::{
     schema::{
-        accounts, current_snapshot, holdings, instruments, ledger_accounts, ledger_deposits,
-        snapshots,
+        accounts, current_snapshot, holdings, instruments, ledger_accounts, snapshots,
     },
-    state,
+    ledger, state,
 };
 
 /// The id of the current snapshot, as a subquery (the pointer row's primary key).
@@ -104,6 +103,18 @@ pub fn current(conn: &mut DbConnection) -> QueryResult<Option<SnapshotRow>> {
         .map(first)
 }
 
+/// The name and asset group of a snapshot's `CASH` instrument, if its master has one.
+pub type Cash = Option<(String, String)>;
+
+/// The current snapshot and the name and asset group of its `CASH` instrument (if its
+/// master has one): what a generation of the memory cache serves.
+pub fn current_with_cash(conn: &mut DbConnection) -> QueryResult<Option<(SnapshotRef, Cash)>> {
+    let Some(snapshot) = current_ref(conn)? else {
+        return Ok(None);
+    };
+    Ok(Some((snapshot, cash_instrument(conn, snapshot.id)?)))
+}
+
 /// The snapshot a page token points at, if it is still kept (current or retired).
 pub fn readable_snapshot(conn: &mut DbConnection, id: i64) -> QueryResult<Option<SnapshotRef>> {
     snapshots::table
@@ -132,56 +143,134 @@ pub enum Pin {
     Snapshot(i64),
 }
 
-/// An account of `owner`, its snapshot, and the deposits confirmed after that snapshot's
-/// as_of (summed with checked arithmetic; `None` on overflow), in one statement: the
-/// snapshot comes from the `current_snapshot` pointer (or is the pinned id), the account from
-/// a primary-key search, the deposits from an index search on `ledger_deposits_by_account`.
+/// An account (of `owner`, when given), its snapshot, and whether deposits may follow the
+/// snapshot (`ledger_accounts`), in one statement: the snapshot comes from the
+/// `current_snapshot` pointer (or is the pinned id), the account from a primary-key search.
+macro_rules! account_query {
+    ($conn:expr, $pin:expr, $number:expr, $($owner:expr)?) => {{
+        // Not boxed: a boxed query has no static identity, so diesel would prepare it again
+        // on every call. Each arm is one statement the connection prepares once.
+        macro_rules! account {
+            () => {
+                accounts::table
+                    .inner_join(snapshots::table.on(snapshots::id.eq(accounts::snapshot_id)))
+                    .left_join(
+                        ledger_accounts::table
+                            .on(ledger_accounts::account_number.eq(accounts::account_number)),
+                    )
+                    .filter(accounts::account_number.eq($number))
+                    $(.filter(accounts::customer_name.eq($owner)))?
+                    .select((
+                        (snapshots::id, snapshots::as_of),
+                        AccountRow::as_select(),
+                        ledger_accounts::deposits_until.nullable(),
+                    ))
+            };
+        }
+        // On the concrete connection: through `MultiConnection` diesel would write the SQL
+        // text out again on every call, cached statement or not.
+        let rows: Vec<(SnapshotRef, AccountRow, Option<i64>)> = match $pin {
+            Pin::Current => with_backend!($conn, c => account!()
+                .filter(accounts::snapshot_id.eq_any(current_id()))
+                .load(c))?,
+            Pin::Snapshot(id) => with_backend!($conn, c => account!()
+                .filter(accounts::snapshot_id.eq(id))
+                .filter(snapshots::state.ne(state::LOADING))
+                .load(c))?,
+        };
+        rows
+    }};
+}
+
+/// Adds to an account read by `account_query!` the sum of the deposits confirmed after its
+/// snapshot's as_of, read from the running sums ([`ledger::overlay_since`]) only when
+/// `ledger_accounts` says deposits may follow the snapshot.
+fn with_overlay(
+    conn: &mut DbConnection,
+    rows: Vec<(SnapshotRef, AccountRow, Option<i64>)>,
+) -> QueryResult<Option<(SnapshotRef, AccountRow, Option<i64>)>> {
+    let Some((snapshot, account, deposits_until)) = first(rows) else {
+        return Ok(None);
+    };
+    let deposits = if deposits_until.is_some_and(|until| until > snapshot.as_of) {
+        ledger::overlay_since(conn, &account.account_number, snapshot.as_of)?
+    } else {
+        Some(0)
+    };
+    Ok(Some((snapshot, account, deposits)))
+}
+
+/// An account of `owner`, its snapshot, and the sum of the deposits confirmed after that
+/// snapshot's as_of (`None` if the stored sums are inconsistent): one statement, and a second
+/// only when deposits may follow the snapshot.
 pub fn owned_account(
     conn: &mut DbConnection,
     pin: Pin,
     account_number: &AccountNumber,
     owner: &str,
 ) -> QueryResult<Option<(SnapshotRef, AccountRow, Option<i64>)>> {
+    let rows = account_query!(conn, pin, account_number.as_str(), owner);
+    with_overlay(conn, rows)
+}
+
+/// [`owned_account`] whoever owns it, in a given snapshot: what the memory cache keeps (the
+/// owner is checked when it answers).
+pub fn account_at(
+    conn: &mut DbConnection,
+    snapshot_id: i64,
+    account_number: &AccountNumber,
+) -> QueryResult<Option<(SnapshotRef, AccountRow, Option<i64>)>> {
+    let rows = account_query!(conn, Pin::Snapshot(snapshot_id), account_number.as_str(),);
+    with_overlay(conn, rows)
+}
+
+/// Every holding of an account in a snapshot (with its instrument), in ISIN order, up to
+/// `limit`: what the memory cache keeps of an account for its holdings pages.
+pub fn account_holdings(
+    conn: &mut DbConnection,
+    snapshot_id: i64,
+    account_number: &AccountNumber,
+    limit: i64,
+) -> QueryResult<Vec<HoldingRow>> {
     let account_number = account_number.as_str();
-    // Not boxed: a boxed query has no static identity, so diesel would prepare it again on
-    // every call. Each arm is one statement the connection prepares once.
-    macro_rules! account_with_deposits {
+    macro_rules! all {
         () => {
-            accounts::table
-                .inner_join(snapshots::table.on(snapshots::id.eq(accounts::snapshot_id)))
-                .left_join(
-                    ledger_deposits::table.on(ledger_deposits::account_number
-                        .eq(accounts::account_number)
-                        .and(ledger_deposits::confirmed_at.gt(snapshots::as_of))),
+            holdings::table
+                .inner_join(
+                    instruments::table.on(instruments::snapshot_id
+                        .eq(holdings::snapshot_id)
+                        .and(instruments::isin.eq(holdings::isin))),
                 )
-                .filter(accounts::account_number.eq(account_number))
-                .filter(accounts::customer_name.eq(owner))
+                .filter(holdings::snapshot_id.eq(snapshot_id))
+                .filter(holdings::account_number.eq(account_number))
+                .order(holdings::isin.asc())
                 .select((
-                    (snapshots::id, snapshots::as_of),
-                    AccountRow::as_select(),
-                    ledger_deposits::amount.nullable(),
+                    holdings::isin,
+                    instruments::name,
+                    instruments::asset_group,
+                    holdings::quantity,
+                    holdings::current_price,
+                    holdings::valuation,
                 ))
         };
     }
-    // On the concrete connection: through `MultiConnection` diesel would write the SQL text
-    // out again on every call, cached statement or not.
-    let rows: Vec<(SnapshotRef, AccountRow, Option<i64>)> = match pin {
-        Pin::Current => with_backend!(conn, c => account_with_deposits!()
-            .filter(accounts::snapshot_id.eq_any(current_id()))
-            .load(c))?,
-        Pin::Snapshot(id) => with_backend!(conn, c => account_with_deposits!()
-            .filter(accounts::snapshot_id.eq(id))
-            .filter(snapshots::state.ne(state::LOADING))
-            .load(c))?,
-    };
-    let mut rows = rows.into_iter();
-    let Some((snapshot, account, first)) = rows.next() else {
-        return Ok(None);
-    };
-    let deposits = rows.try_fold(first.unwrap_or(0), |sum, (_, _, amount)| {
-        sum.checked_add(amount.unwrap_or(0))
-    });
-    Ok(Some((snapshot, account, deposits)))
+    match conn {
+        DbConnection::Pg(c) => all!().limit(limit).load(c),
+        DbConnection::Sqlite(c) => first_rows(all!().load_iter(c)?, limit),
+    }
+}
+
+/// The name and asset group of the `CASH` instrument of a snapshot, if its master has one.
+pub fn cash_instrument(
+    conn: &mut DbConnection,
+    snapshot_id: i64,
+) -> QueryResult<Option<(String, String)>> {
+    with_backend!(conn, c => instruments::table
+        .filter(instruments::snapshot_id.eq(snapshot_id))
+        .filter(instruments::isin.eq(invest_proto::ids::CASH_ISIN))
+        .select((instruments::name, instruments::asset_group))
+        .load(c))
+    .map(first)
 }
 
 /// Up to `limit` accounts of `owner` after `after`, in account-number order.

@@ -64,6 +64,9 @@ diesel::table! {
         amount -> BigInt,
         confirmed_at -> BigInt,
         applied_at -> BigInt,
+        /// Sum of the account's deposits up to this one in (confirmed_at, transfer_id)
+        /// order, kept by a trigger.
+        running -> BigInt,
     }
 }
 
