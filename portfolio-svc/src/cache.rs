@@ -326,8 +326,9 @@ impl ReadCache {
     }
 
     fn stripe(&self, number: &str) -> usize {
-        let hash = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .hash_one(number);
+        let hash =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .hash_one(number);
         (hash % STRIPES as u64) as usize
     }
 
@@ -491,9 +492,8 @@ pub fn spawn_listener(cache: &Arc<ReadCache>, url: &str, read_current: ReadCurre
 }
 
 /// Reads the current snapshot (and its `CASH` instrument) on a connection.
-pub type ReadCurrent = fn(
-    &mut DbConnection,
-) -> diesel::QueryResult<Option<(SnapshotRef, Option<(String, String)>)>>;
+pub type ReadCurrent =
+    fn(&mut DbConnection) -> diesel::QueryResult<Option<(SnapshotRef, Option<(String, String)>)>>;
 
 fn listen(cache: Weak<ReadCache>, url: &str, read_current: ReadCurrent) {
     use diesel::{Connection, connection::SimpleConnection};
@@ -576,15 +576,20 @@ fn serve(
             next_beat = Instant::now() + HEARTBEAT;
         }
         let mut snapshot_changed = false;
-        let notifications: Vec<_> = match conn {
-            DbConnection::Pg(pg) => pg.notifications_iter().collect(),
+        // The first error ends the batch (the iterator would repeat it forever).
+        let mut notifications = Vec::new();
+        match conn {
+            DbConnection::Pg(pg) => {
+                for notification in pg.notifications_iter() {
+                    match notification {
+                        Ok(n) => notifications.push(n),
+                        Err(e) => return Some(e),
+                    }
+                }
+            }
             DbConnection::Sqlite(_) => return None,
-        };
+        }
         for notification in notifications {
-            let notification = match notification {
-                Ok(n) => n,
-                Err(e) => return Some(e),
-            };
             let payload = notification.payload;
             if let Some(account) = payload.strip_prefix('d') {
                 cache.deposit_applied(account);

@@ -128,9 +128,11 @@ impl PortfolioService for PortfolioApi {
         let cache = &self.state.cache;
         // From memory: the customer's account numbers, and the row and overlay of each
         // account on the page, all of one generation.
-        let generation = cache
-            .generation()
-            .filter(|g| token.as_ref().is_none_or(|t| t.snapshot_id == g.snapshot.id));
+        let generation = cache.generation().filter(|g| {
+            token
+                .as_ref()
+                .is_none_or(|t| t.snapshot_id == g.snapshot.id)
+        });
         if let Some(g) = &generation {
             if let Some(page) = accounts_from_memory(cache, g, &owner, &after, limit) {
                 count(true);
@@ -174,7 +176,10 @@ impl PortfolioService for PortfolioApi {
                 let page = rows
                     .into_iter()
                     .map(|row| {
-                        let sum = deposits.get(&row.account_number).copied().unwrap_or(Some(0));
+                        let sum = deposits
+                            .get(&row.account_number)
+                            .copied()
+                            .unwrap_or(Some(0));
                         (row, sum)
                     })
                     .collect();
@@ -223,11 +228,17 @@ impl PortfolioService for PortfolioApi {
         let found = db
             .run(move |c| -> Result<_> {
                 if let Some(g) = generation
-                    && let Some((row, deposits)) = fill_account(c, &state.cache, &g, &account_number)?
+                    && let Some((row, deposits)) =
+                        fill_account(c, &state.cache, &g, &account_number)?
                 {
                     return Ok((row.customer_name == owner).then_some((g.snapshot, row, deposits)));
                 }
-                Ok(read::owned_account(c, Pin::Current, &account_number, &owner)?)
+                Ok(read::owned_account(
+                    c,
+                    Pin::Current,
+                    &account_number,
+                    &owner,
+                )?)
             })
             .await?;
         let (snapshot, row, deposits) =
@@ -251,9 +262,11 @@ impl PortfolioService for PortfolioApi {
         let token = PageToken::decode(&self.state.tokens, listing, &request.page_token)?;
         let after = token.as_ref().map(|t| t.after.clone()).unwrap_or_default();
         let cache = &self.state.cache;
-        let generation = cache
-            .generation()
-            .filter(|g| token.as_ref().is_none_or(|t| t.snapshot_id == g.snapshot.id));
+        let generation = cache.generation().filter(|g| {
+            token
+                .as_ref()
+                .is_none_or(|t| t.snapshot_id == g.snapshot.id)
+        });
         if let Some(g) = &generation {
             let number = account_number.as_str();
             if let (Some(row), Some(all), Some(deposits)) = (
@@ -303,7 +316,14 @@ impl PortfolioService for PortfolioApi {
                         return Ok(Some((g.snapshot, rows)));
                     }
                 }
-                holdings_from_database(c, token.map(|t| t.snapshot_id), &account, &owner_for_db, &after, limit)
+                holdings_from_database(
+                    c,
+                    token.map(|t| t.snapshot_id),
+                    &account,
+                    &owner_for_db,
+                    &after,
+                    limit,
+                )
             })
             .await?;
         let (snapshot, rows) = page.ok_or_else(|| not_found(account_number.as_str()))?;
@@ -370,14 +390,20 @@ fn fill_owner(
     {
         return Ok(None);
     }
-    let tickets: Vec<Ticket> = rows.iter().map(|r| cache.ticket(&r.account_number)).collect();
+    let tickets: Vec<Ticket> = rows
+        .iter()
+        .map(|r| cache.ticket(&r.account_number))
+        .collect();
     let numbers: Vec<&str> = rows.iter().map(|r| r.account_number.as_str()).collect();
     let deposits = ledger::overlay_each(c, &numbers, snapshot.as_of)?;
     let all: Vec<(AccountRow, Option<i64>)> = rows
         .into_iter()
         .zip(tickets)
         .map(|(row, ticket)| {
-            let sum = deposits.get(&row.account_number).copied().unwrap_or(Some(0));
+            let sum = deposits
+                .get(&row.account_number)
+                .copied()
+                .unwrap_or(Some(0));
             if let Some(sum) = sum {
                 cache.keep_overlay(generation, &row.account_number, ticket, sum);
             }
@@ -440,14 +466,9 @@ fn accounts_page(
             fits.then_some(row)
         })
         .collect();
-    let next_page_token = next_token(
-        tokens,
-        listing,
-        &mut rows,
-        limit,
-        snapshot.id,
-        |r| &r.account_number,
-    );
+    let next_page_token = next_token(tokens, listing, &mut rows, limit, snapshot.id, |r| {
+        &r.account_number
+    });
     pb::ListAccountsResponse {
         accounts: rows.into_iter().map(summary).collect(),
         next_page_token,
@@ -646,9 +667,7 @@ fn next_page<T>(rows: &mut Vec<T>, limit: i64, token: impl Fn(&T) -> String) -> 
 pub async fn refresh_cache(cache: &Arc<ReadCache>, db: &Database) {
     let cache = cache.clone();
     let refreshed = db
-        .run(move |c| -> Result<()> {
-            Ok(cache.refresh(false, || read::current_with_cash(c))?)
-        })
+        .run(move |c| -> Result<()> { Ok(cache.refresh(false, || read::current_with_cash(c))?) })
         .await;
     if let Err(e) = refreshed {
         tracing::warn!(error = %e, "cannot read the current snapshot for the read cache");

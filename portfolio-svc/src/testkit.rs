@@ -82,6 +82,11 @@ impl TestPortfolio {
         }
     }
 
+    /// Another replica on the same database, with a tweaked configuration.
+    pub async fn replica(&self, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_on(self.db.shared(), tweak).await
+    }
+
     /// `http://ADDR` of the gRPC listener.
     pub fn url(&self) -> String {
         format!("http://{}", self.server.addr)
@@ -178,4 +183,19 @@ impl Snapshot {
         }
         parts
     }
+}
+
+/// The body of `GET path` on a plain HTTP/1.1 listener (the metrics endpoint), with headers.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
 }

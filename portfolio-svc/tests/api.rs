@@ -11,7 +11,7 @@ use invest_runtime::{
     backend_tests,
     testkit::{Backend, TestDatabase},
 };
-use portfolio_svc::testkit::{Snapshot, TestPortfolio};
+use portfolio_svc::testkit::{Snapshot, TestPortfolio, http_get};
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Status, metadata::MetadataValue};
 
@@ -1053,20 +1053,6 @@ async fn health_reflection_and_metrics(backend: Backend) {
         draining,
         tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
     );
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
 }
 
 async fn replicas_starting_together_migrate_once(backend: Backend) {

@@ -124,6 +124,17 @@ impl TestDatabase {
         }
     }
 
+    /// Another handle on the same database, for a second server (a replica); dropping it
+    /// leaves the database to the original handle.
+    pub fn shared(&self) -> Self {
+        Self {
+            url: self.url.clone(),
+            backend: self.backend,
+            _dir: None,
+            postgres: None,
+        }
+    }
+
     /// The URL to give the server.
     pub fn url(&self) -> &str {
         &self.url

@@ -174,7 +174,10 @@ pub fn overlay_since(
             .single_value(),
     ))
     .get_result(c))?;
-    Ok(latest.unwrap_or(0).checked_sub(base.unwrap_or(0)).filter(|sum| *sum >= 0))
+    Ok(latest
+        .unwrap_or(0)
+        .checked_sub(base.unwrap_or(0))
+        .filter(|sum| *sum >= 0))
 }
 
 /// [`overlay_since`] for each of `accounts` that may have deposits after `after` (one

@@ -7,10 +7,9 @@ use invest_proto::ids::AccountNumber;
 use invest_runtime::{db::DbConnection, with_backend};
 
 use super::{
-    schema::{
-        accounts, current_snapshot, holdings, instruments, ledger_accounts, snapshots,
-    },
-    ledger, state,
+    ledger,
+    schema::{accounts, current_snapshot, holdings, instruments, ledger_accounts, snapshots},
+    state,
 };
 
 /// The id of the current snapshot, as a subquery (the pointer row's primary key).
