@@ -94,7 +94,7 @@ enum Key {
 #[derive(Debug, Clone)]
 enum Value {
     Account(Arc<AccountRow>),
-    Holdings(Arc<[HoldingRow]>),
+    Holdings(Arc<[CachedHolding]>),
     Owner(Arc<[Box<str>]>),
     Overlay(i64),
 }
@@ -121,19 +121,50 @@ impl quick_cache::Weighter<Key, Value> for Bytes {
                     + row.brokerage.len()
                     + row.account_name.len()
             }
-            Value::Holdings(rows) => rows
-                .iter()
-                .map(|h| {
-                    std::mem::size_of::<HoldingRow>()
-                        + h.isin.len()
-                        + h.name.len()
-                        + h.asset_group.len()
-                })
-                .sum(),
+            // The instruments themselves are shared by the generation (see `Generation`).
+            Value::Holdings(rows) => rows.len() * std::mem::size_of::<CachedHolding>(),
             Value::Owner(numbers) => numbers.iter().map(|n| 16 + n.len()).sum(),
             Value::Overlay(_) => 8,
         };
         ENTRY_OVERHEAD + key as u64 + value as u64
+    }
+}
+
+/// An instrument of the snapshot, shared by every kept holding of it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Instrument {
+    /// ISIN or `CASH`.
+    pub isin: Box<str>,
+    /// Name.
+    pub name: Box<str>,
+    /// Asset class.
+    pub asset_group: Box<str>,
+}
+
+/// A kept holding: 32 bytes, its instrument shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedHolding {
+    /// The instrument.
+    pub instrument: Arc<Instrument>,
+    /// Units.
+    pub quantity: i64,
+    /// Won per unit.
+    pub current_price: i64,
+    /// Won.
+    pub valuation: i64,
+}
+
+impl CachedHolding {
+    /// As the read path returns it.
+    pub fn to_row(&self) -> HoldingRow {
+        HoldingRow {
+            isin: self.instrument.isin.to_string(),
+            name: self.instrument.name.to_string(),
+            asset_group: self.instrument.asset_group.to_string(),
+            quantity: self.quantity,
+            current_price: self.current_price,
+            valuation: self.valuation,
+        }
     }
 }
 
@@ -145,6 +176,28 @@ pub struct Generation {
     pub snapshot: SnapshotRef,
     /// Name and asset group of the snapshot's `CASH` instrument, if its master has one.
     pub cash: Option<(String, String)>,
+    /// The instruments of kept holdings, each once. Outside the byte budget, and bounded by
+    /// the day's instrument master (which the loader bounds), whatever the number of accounts.
+    instruments: Mutex<std::collections::HashMap<Box<str>, Arc<Instrument>>>,
+}
+
+impl Generation {
+    fn intern(&self, row: &HoldingRow) -> Arc<Instrument> {
+        let mut instruments = self.instruments.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = instruments.get(row.isin.as_str())
+            && *known.name == *row.name
+            && *known.asset_group == *row.asset_group
+        {
+            return known.clone();
+        }
+        let instrument = Arc::new(Instrument {
+            isin: row.isin.as_str().into(),
+            name: row.name.as_str().into(),
+            asset_group: row.asset_group.as_str().into(),
+        });
+        instruments.insert(row.isin.as_str().into(), instrument.clone());
+        instrument
+    }
 }
 
 /// The cache of one replica. See the module documentation.
@@ -280,7 +333,7 @@ impl ReadCache {
     }
 
     /// An account's holdings in `generation`, all of them, in ISIN order.
-    pub fn holdings(&self, generation: &Generation, number: &str) -> Option<Arc<[HoldingRow]>> {
+    pub fn holdings(&self, generation: &Generation, number: &str) -> Option<Arc<[CachedHolding]>> {
         match self.get(&Key::Holdings(generation.number, number.into()))? {
             Value::Holdings(rows) => Some(rows),
             _ => None,
@@ -309,12 +362,27 @@ impl ReadCache {
         self.put(key, Value::Account(Arc::new(row)));
     }
 
-    /// Keeps an account's holdings (all of them).
-    pub fn keep_holdings(&self, generation: &Generation, number: &str, rows: Arc<[HoldingRow]>) {
+    /// Keeps an account's holdings (all of them, in ISIN order) and returns them as kept.
+    pub fn keep_holdings(
+        &self,
+        generation: &Generation,
+        number: &str,
+        rows: &[HoldingRow],
+    ) -> Arc<[CachedHolding]> {
+        let kept: Arc<[CachedHolding]> = rows
+            .iter()
+            .map(|row| CachedHolding {
+                instrument: generation.intern(row),
+                quantity: row.quantity,
+                current_price: row.current_price,
+                valuation: row.valuation,
+            })
+            .collect();
         self.put(
             Key::Holdings(generation.number, number.into()),
-            Value::Holdings(rows),
+            Value::Holdings(kept.clone()),
         );
+        kept
     }
 
     /// Keeps a customer's account numbers (all of them).
@@ -408,6 +476,7 @@ impl ReadCache {
                 number: self.next_generation.fetch_add(1, Ordering::SeqCst),
                 snapshot,
                 cash,
+                instruments: Mutex::default(),
             })
         });
         drop(generation);
@@ -733,6 +802,28 @@ mod tests {
         assert!(cache.generation().is_some());
         cache.set_connected(false);
         assert!(cache.generation().is_none(), "connection lost");
+    }
+
+    #[test]
+    fn kept_holdings_share_their_instruments() {
+        let cache = cache_with_snapshot(1 << 20);
+        let generation = cache.generation().unwrap();
+        let holding = |price| HoldingRow {
+            isin: "KR7000000001".into(),
+            name: "일".into(),
+            asset_group: "주식".into(),
+            quantity: 2,
+            current_price: price,
+            valuation: 2 * price,
+        };
+        let first = cache.keep_holdings(&generation, "1", &[holding(10)]);
+        let second = cache.keep_holdings(&generation, "2", &[holding(11)]);
+        assert!(Arc::ptr_eq(&first[0].instrument, &second[0].instrument));
+        assert_eq!(second[0].to_row(), holding(11));
+        assert_eq!(
+            cache.holdings(&generation, "1").unwrap()[0].to_row(),
+            holding(10)
+        );
     }
 
     #[test]

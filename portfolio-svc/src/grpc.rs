@@ -18,7 +18,9 @@ use invest_runtime::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    cache::{ACCOUNTS_KEPT_MAX, Generation, HOLDINGS_KEPT_MAX, ReadCache, Ticket, count},
+    cache::{
+        ACCOUNTS_KEPT_MAX, CachedHolding, Generation, HOLDINGS_KEPT_MAX, ReadCache, Ticket, count,
+    },
     domain::{
         Listing, PageToken, PageTokens, SnapshotsToken, overflow, page_size, profit_rate,
         total_profit,
@@ -308,8 +310,7 @@ impl PortfolioService for PortfolioApi {
                         HOLDINGS_KEPT_MAX as i64 + 1,
                     )?;
                     if all.len() <= HOLDINGS_KEPT_MAX {
-                        let all: Arc<[HoldingRow]> = all.into();
-                        state.cache.keep_holdings(&g, account.as_str(), all.clone());
+                        let all = state.cache.keep_holdings(&g, account.as_str(), &all);
                         let deposits =
                             deposits.ok_or_else(|| overflow("sum of recent deposits"))?;
                         let rows = holdings_from(&all, &after, limit, deposits, g.cash.clone())?;
@@ -478,20 +479,20 @@ fn accounts_page(
 /// A holdings page (up to `limit + 1` rows) from all of an account's holdings, with the
 /// deposits after the snapshot on its `CASH` line.
 fn holdings_from(
-    all: &[HoldingRow],
+    all: &[CachedHolding],
     after: &str,
     limit: i64,
     deposits: i64,
     cash: Option<(String, String)>,
 ) -> Result<Vec<HoldingRow>> {
-    let start = all.partition_point(|h| h.isin.as_str() <= after);
+    let start = all.partition_point(|h| &*h.instrument.isin <= after);
     let mut rows: Vec<HoldingRow> = all[start..]
         .iter()
         .take(usize::try_from(limit + 1).unwrap_or(usize::MAX))
-        .cloned()
+        .map(CachedHolding::to_row)
         .collect();
     if deposits > 0 {
-        let held = all.iter().any(|h| h.isin == CASH_ISIN);
+        let held = all.iter().any(|h| &*h.instrument.isin == CASH_ISIN);
         credit_cash(&mut rows, deposits, held, cash, after)?;
     }
     Ok(rows)

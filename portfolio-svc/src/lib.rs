@@ -85,6 +85,11 @@ pub struct Config {
     /// within it.
     #[arg(long, env = "PORTFOLIO_READ_STALENESS", default_value = "1s", value_parser = humantime::parse_duration)]
     pub read_staleness: Duration,
+    /// On PostgreSQL, where the connection that listens for changes goes (`LISTEN` needs a
+    /// session: give PostgreSQL's own address when `--database-url` is a pooler in
+    /// transaction mode). Default: `--database-url`.
+    #[arg(long, env = "PORTFOLIO_LISTEN_DATABASE_URL")]
+    pub listen_database_url: Option<String>,
     /// Settings shared with deposit-svc.
     #[command(flatten)]
     pub server: ServerArgs,
@@ -166,6 +171,7 @@ pub async fn start(config: Config) -> Result<Portfolio, StartError> {
         stale_after: config.stale_load_after,
         wake: loaded_rx,
         cache: read_cache,
+        listen_url: config.listen_database_url.clone(),
     };
     launch
         .start(
@@ -197,6 +203,7 @@ struct Janitor {
     stale_after: Duration,
     wake: tokio::sync::mpsc::Receiver<()>,
     cache: Arc<cache::ReadCache>,
+    listen_url: Option<String>,
 }
 
 impl Janitor {
@@ -205,6 +212,7 @@ impl Janitor {
         // can prove it); on SQLite this process is the only writer and refreshes it itself.
         let listened = match db.url() {
             DatabaseUrl::Postgres(url) if self.cache.budget() > 0 => {
+                let url = self.listen_url.as_deref().unwrap_or(url);
                 cache::spawn_listener(&self.cache, url, store::read::current_with_cash);
                 true
             }
