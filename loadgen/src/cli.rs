@@ -1,5 +1,7 @@
-//! The command line of `loadgen`: `bench` (the real servers, the ceiling, or both) and `noop`
-//! (the ceiling server alone). Exit codes follow the loader's.
+//! The command line of `loadgen`: `bench` (the real servers, the ceiling, or both), `noop`
+//! (the ceiling server alone), `freshness` (how long a deposit applied through one
+//! portfolio-svc replica takes to show on another) and `credit` (many deposits to one account
+//! at once). Exit codes follow the loader's.
 
 use std::{
     io::Write,
@@ -13,22 +15,26 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 use invest_cli::{JwtSecretArgs, SecretError};
 use invest_daygen::{GenError, GenOptions};
-use invest_proto::auth::JwtKeys;
+use invest_proto::{auth::JwtKeys, ids::AccountNumber};
+use serde::Serialize;
 
 use crate::{
+    freshness::{self, FreshnessConfig, FreshnessReport},
+    ledger::{self, Credit, LedgerError},
     mix::{Mix, Operation},
     noop::{CannedResponses, NoopServer},
-    population::{InvalidHeader, Population, Sample},
+    population::{AccountPicker, InvalidHeader, Population, Sample},
     report::{self, BenchReport, ConfigReport, TargetReport},
     workload::{self, ConnectError, Failure, RunError, RunResult, Stop, Target, Workload},
 };
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  RESULT: OK: every request succeeded
-  1  RESULT: FAILED: some request failed (the workload sends only valid requests, so any
-     error is unexpected), a server could not be reached, or the report could not be written
-  2  usage or configuration error (flags, JWT secret)";
+  0  RESULT: OK: every request succeeded (freshness: and every deposit showed in time)
+  1  RESULT: FAILED: some request failed (loadgen sends only valid requests, so any error is
+     unexpected), a server could not be reached, the report could not be written, or
+     (freshness) a deposit did not show on the reading replica within --give-up
+  2  usage or configuration error (flags, JWT secret, an account not in the day)";
 
 /// A process exit code (see `EXIT_CODES`): the loader's numbers for the same outcomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +76,32 @@ pub enum Command {
     /// Serve the no-op PortfolioService and DepositService (canned responses, no auth, no
     /// database) until Ctrl-C or SIGTERM.
     Noop(NoopArgs),
+    /// Measure how long a deposit applied through one portfolio-svc replica (ApplyDeposit)
+    /// takes to show in GetAccount on another.
+    Freshness(Box<FreshnessArgs>),
+    /// Apply many deposits of 1 won to one account through portfolio-svc's ApplyDeposit (as
+    /// deposit-svc would), e.g. to give it 10,000 deposits after the snapshot before a bench.
+    Credit(Box<CreditArgs>),
+    /// Print the account numbers of a generated day as the servers hold it once loaded, one
+    /// per line, in account-number order (for scripts: which account to credit or to watch).
+    Accounts(AccountsArgs),
+}
+
+/// `loadgen accounts`.
+#[derive(Debug, Args)]
+pub struct AccountsArgs {
+    /// Accounts of the generated day (`loader gen --accounts`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub accounts: u64,
+    /// Its seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Its instruments.
+    #[arg(long, default_value_t = 14)]
+    pub instruments: usize,
+    /// How many to print, from the first.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    pub count: usize,
 }
 
 /// `loadgen bench`.
@@ -102,6 +134,18 @@ pub struct BenchArgs {
     /// per owner before the run.
     #[arg(long, default_value_t = 100_000, value_name = "N", value_parser = at_least_one)]
     pub sample: usize,
+    /// Act on this one account of the day only (and as its owner), instead of a sample: e.g.
+    /// to compare GetAccount on an account with many deposits and on one with none.
+    #[arg(long, value_name = "NUMBER", value_parser = account_number, conflicts_with = "sample")]
+    pub only_account: Option<AccountNumber>,
+    /// Skew of the accounts' popularity, to model a few hot customers: each operation picks
+    /// its account among the sampled ones with weight 1/(rank+1)^S over the sample's order (by
+    /// account number, so the lowest-numbered sampled accounts are the hottest). 0 picks
+    /// uniformly, with the same choices for a seed as without this flag. With S=1.1 over
+    /// 100,000 sampled accounts, the hottest 1% of the accounts get about 75% of the
+    /// operations (the hottest one about 13%).
+    #[arg(long, default_value_t = 0.0, value_name = "S", value_parser = skew)]
+    pub skew: f64,
     /// Weights of the operations: get_account, list_holdings, list_accounts, deposit
     /// (RegisterDeposit then ConfirmDeposit, measured as one). Operations left out weigh 0.
     #[arg(
@@ -150,6 +194,67 @@ pub struct BenchArgs {
     pub jwt: JwtSecretArgs,
 }
 
+/// `loadgen freshness`.
+#[derive(Debug, Args)]
+pub struct FreshnessArgs {
+    /// portfolio-svc replica A: the deposits are applied through it.
+    #[arg(long, value_name = "URL")]
+    pub apply_url: String,
+    /// portfolio-svc replica B: it is read until it shows each deposit.
+    #[arg(long, value_name = "URL")]
+    pub read_url: String,
+    /// Accounts of the generated day that was loaded (`loader gen --accounts`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub accounts: u64,
+    /// Seed of that day (`loader gen --seed`).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Instruments of that day (`loader gen --instruments`).
+    #[arg(long, default_value_t = 14)]
+    pub instruments: usize,
+    /// The account credited and read: the one at this position of the day (from 0, by
+    /// account number). Nothing else may credit it during the run.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub account_index: u64,
+    /// Deposits of 1 won, applied one at a time.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Give up on a deposit that replica B has not shown this long after A applied it: it
+    /// counts as a timeout, and any timeout fails the run.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub give_up: Duration,
+    /// Also write the figures as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// The shared JWT secret (the owner's and deposit-svc's tokens are minted with it).
+    #[command(flatten)]
+    pub jwt: JwtSecretArgs,
+}
+
+/// `loadgen credit`.
+#[derive(Debug, Args)]
+pub struct CreditArgs {
+    /// portfolio-svc (any replica).
+    #[arg(
+        long,
+        env = "LOADER_PORTFOLIO_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub portfolio_url: String,
+    /// The account credited (6 to 20 digits; it must be in the current snapshot).
+    #[arg(long, value_name = "NUMBER", value_parser = account_number)]
+    pub account: AccountNumber,
+    /// Deposits of 1 won to apply, each under a fresh transfer id.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Deposits in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+    pub concurrency: usize,
+    /// The shared JWT secret (deposit-svc's token is minted with it).
+    #[command(flatten)]
+    pub jwt: JwtSecretArgs,
+}
+
 /// `loadgen noop`.
 #[derive(Debug, Args)]
 pub struct NoopArgs {
@@ -175,6 +280,18 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
+fn account_number(text: &str) -> Result<AccountNumber, String> {
+    AccountNumber::parse(text).map_err(|e| e.0)
+}
+
+fn skew(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        Ok(_) => Err("must be a finite number of at least 0".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => Err("must be longer than 0".to_owned()),
@@ -196,6 +313,9 @@ pub enum BenchError {
     /// The day cannot be generated (bad options) or sampled.
     #[error(transparent)]
     Generate(#[from] GenError),
+    /// `--only-account` names an account the day does not have.
+    #[error("{0}")]
+    NotInDay(String),
     /// A token is not valid metadata.
     #[error(transparent)]
     Token(#[from] InvalidHeader),
@@ -234,7 +354,9 @@ impl BenchError {
     /// The exit code it warrants.
     pub fn exit(&self) -> Exit {
         match self {
-            Self::Secret(_) | Self::Generate(GenError::Options(_)) => Exit::Usage,
+            Self::Secret(_) | Self::Generate(GenError::Options(_)) | Self::NotInDay(_) => {
+                Exit::Usage
+            }
             _ => Exit::Unexpected,
         }
     }
@@ -267,7 +389,57 @@ pub async fn run(cli: Cli) -> Exit {
             }
         }
         Command::Noop(args) => noop(&args).await,
+        Command::Freshness(args) => {
+            let mut stdout = std::io::stdout();
+            match freshness(&args, &mut stdout).await {
+                Ok(report) if report.ok => {
+                    println!("RESULT: OK");
+                    Exit::Ok
+                }
+                Ok(report) => {
+                    println!(
+                        "RESULT: FAILED ({} of {} deposits not shown by the reading replica within {})",
+                        report.timeouts,
+                        report.applied,
+                        humantime::format_duration(args.give_up)
+                    );
+                    Exit::Unexpected
+                }
+                Err(e) => ledger_failure(&e),
+            }
+        }
+        Command::Credit(args) => match credit(&args, &mut std::io::stdout()).await {
+            Ok(()) => {
+                println!("RESULT: OK");
+                Exit::Ok
+            }
+            Err(e) => ledger_failure(&e),
+        },
+        Command::Accounts(args) => {
+            let options = day(args.accounts, args.seed, args.instruments);
+            match invest_daygen::accounts(&options) {
+                Ok(accounts) => {
+                    for account in accounts.take(args.count) {
+                        println!("{}", account.account_number);
+                    }
+                    Exit::Ok
+                }
+                Err(e) => {
+                    eprintln!("loadgen: {e}");
+                    Exit::Usage
+                }
+            }
+        }
     }
+}
+
+/// Reports why `freshness` or `credit` stopped.
+fn ledger_failure(e: &LedgerError) -> Exit {
+    eprintln!("loadgen: {e}");
+    if e.exit() == Exit::Unexpected {
+        println!("RESULT: FAILED ({e})");
+    }
+    e.exit()
 }
 
 /// The day the options describe (as `loader gen` writes it).
@@ -280,14 +452,25 @@ fn day(accounts: u64, seed: u64, instruments: usize) -> GenOptions {
     }
 }
 
-/// Samples the day and mints the tokens, on a blocking thread.
+/// Samples the day (or takes its account `only`) and mints the tokens, on a blocking thread.
 async fn populate(
     options: GenOptions,
     max: usize,
+    only: Option<AccountNumber>,
     keys: JwtKeys,
 ) -> Result<(Population, CannedResponses), BenchError> {
     tokio::task::spawn_blocking(move || {
-        let sample = Sample::take(&options, max)?;
+        let sample = match only {
+            None => Sample::take(&options, max)?,
+            Some(number) => Sample::only(&options, number.as_str())?.ok_or_else(|| {
+                BenchError::NotInDay(format!(
+                    "--only-account {}: the day of --accounts {} --seed {} has no such account",
+                    number.as_str(),
+                    options.accounts,
+                    options.seed
+                ))
+            })?,
+        };
         let instruments = invest_daygen::instruments(&options)?;
         let synthetic = CannedResponses::synthetic(&sample.representative, &instruments);
         Ok((Population::mint(sample, &keys)?, synthetic))
@@ -314,11 +497,13 @@ pub async fn bench(
         warmup: args.warmup,
         timeout: args.timeout,
         seed: args.seed,
+        skew: args.skew,
     };
 
     let started = Instant::now();
     let options = day(args.accounts, args.seed, args.instruments);
-    let (population, synthetic) = populate(options, args.sample, keys).await?;
+    let (population, synthetic) =
+        populate(options, args.sample, args.only_account.clone(), keys).await?;
     tracing::info!(
         sampled = population.accounts.len(),
         of = population.day_accounts,
@@ -338,12 +523,31 @@ pub async fn bench(
         Stop::After(length) => format!("{} measured", humantime::format_duration(length)),
         Stop::Requests(count) => format!("{count} operations measured"),
     };
+    let only = args
+        .only_account
+        .as_ref()
+        .map_or_else(String::new, |number| {
+            format!(", only account {}", number.as_str())
+        });
+    let skew = if args.skew > 0.0 {
+        let sampled = population.accounts.len();
+        let share = AccountPicker::new(sampled, args.skew).share_of_hottest(sampled.div_ceil(100));
+        format!(
+            "skew {} (the hottest 1% of accounts get {:.0}% of operations)",
+            args.skew,
+            share * 100.0
+        )
+    } else {
+        "skew 0 (uniform)".to_owned()
+    };
     writeln!(
         out,
-        "loadgen: {} of {} accounts ({} customers), mix {}, concurrency {}, {} connections, {} after {} of warm-up{}",
+        "loadgen: {} of {} accounts ({} customers){}, {}, mix {}, concurrency {}, {} connections, {} after {} of warm-up{}",
         population.accounts.len(),
         population.day_accounts,
         population.customers.len(),
+        only,
+        skew,
         args.mix,
         args.concurrency,
         args.connections,
@@ -461,16 +665,91 @@ pub async fn bench(
         ok: unexpected_errors == 0,
     };
     if let Some(path) = &args.json {
-        let json = serde_json::to_vec_pretty(&report).map_err(|e| BenchError::Write {
+        write_json(path, &report).map_err(|reason| BenchError::Write {
             path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        std::fs::write(path, json).map_err(|e| BenchError::Write {
-            path: path.clone(),
-            reason: e.to_string(),
+            reason,
         })?;
     }
     Ok(report)
+}
+
+/// Writes `report` as pretty JSON to `path`.
+fn write_json(path: &std::path::Path, report: &impl Serialize) -> Result<(), String> {
+    let json = serde_json::to_vec_pretty(report).map_err(|e| e.to_string())?;
+    std::fs::write(path, json).map_err(|e| e.to_string())
+}
+
+/// Runs the measurement `args` describes, printing the table to `out`; the caller prints
+/// the verdict.
+pub async fn freshness(
+    args: &FreshnessArgs,
+    out: &mut (dyn Write + Send),
+) -> Result<FreshnessReport, LedgerError> {
+    let keys = args.jwt.load()?;
+    let options = day(args.accounts, args.seed, args.instruments);
+    let index = args.account_index;
+    let account = tokio::task::spawn_blocking(move || {
+        let found = match usize::try_from(index) {
+            Ok(at) => invest_daygen::accounts(&options)?.nth(at),
+            Err(_) => None,
+        };
+        found.ok_or_else(|| {
+            LedgerError::NotInDay(format!(
+                "--account-index {index}: the day of --accounts {} --seed {} has no account there (positions start at 0)",
+                options.accounts, options.seed
+            ))
+        })
+    })
+    .await??;
+    let config = FreshnessConfig {
+        apply_url: args.apply_url.clone(),
+        read_url: args.read_url.clone(),
+        accounts: args.accounts,
+        seed: args.seed,
+        instruments: args.instruments,
+        account_index: args.account_index,
+        account_number: account.account_number,
+        owner: account.customer_name,
+        count: args.count,
+        give_up: args.give_up,
+        json: args.json.as_ref().map(|p| p.display().to_string()),
+    };
+    let report = freshness::measure(config, Arc::new(keys), out).await?;
+    if let Some(path) = &args.json {
+        write_json(path, &report).map_err(|reason| LedgerError::Write {
+            path: path.clone(),
+            reason,
+        })?;
+    }
+    Ok(report)
+}
+
+/// Applies the deposits `args` describes, printing what was done to `out`.
+pub async fn credit(args: &CreditArgs, out: &mut (dyn Write + Send)) -> Result<(), LedgerError> {
+    let keys = Arc::new(args.jwt.load()?);
+    let channel = invest_cli::connect(&args.portfolio_url, 1).await?;
+    let plan = Credit {
+        account: args.account.clone(),
+        count: args.count,
+        concurrency: args.concurrency,
+    };
+    let credited = ledger::credit(channel, keys, &plan).await;
+    let seconds = credited.took.as_secs_f64();
+    writeln!(
+        out,
+        "credit: {} of {} deposits of 1 won applied to account {} through {} in {:.2} s ({:.0} deposits/s)",
+        credited.applied,
+        args.count,
+        args.account.as_str(),
+        args.portfolio_url,
+        seconds,
+        if seconds > 0.0 {
+            credited.applied as f64 / seconds
+        } else {
+            0.0
+        }
+    )?;
+    credited.failure.map_or(Ok(()), Err)
 }
 
 /// Runs `workload` against each present target, in `rounds` rounds that alternate them,
@@ -535,7 +814,12 @@ fn config(args: &BenchArgs, population: &Population, rounds: u32) -> ConfigRepor
         sampled_accounts: population.accounts.len(),
         sampled_customers: population.customers.len(),
         stride: population.stride,
+        only_account: args
+            .only_account
+            .as_ref()
+            .map(|number| number.as_str().to_owned()),
         mix: ConfigReport::mix_map(&args.mix),
+        skew: args.skew,
         concurrency: args.concurrency,
         connections: args.connections,
         duration_s: args
@@ -656,10 +940,124 @@ mod tests {
             ],
             &["loadgen", "bench", "--accounts", "5", "--concurrency", "0"],
             &["loadgen", "bench", "--accounts", "0"],
+            &["loadgen", "bench", "--accounts", "5", "--skew", "-0.5"],
+            &["loadgen", "bench", "--accounts", "5", "--skew", "nan"],
+            &["loadgen", "bench", "--accounts", "5", "--skew", "inf"],
+            &[
+                "loadgen",
+                "bench",
+                "--accounts",
+                "5",
+                "--only-account",
+                "12ab56",
+            ],
+            &[
+                "loadgen",
+                "bench",
+                "--accounts",
+                "5",
+                "--only-account",
+                "123456",
+                "--sample",
+                "5",
+            ],
+            &[
+                "loadgen",
+                "freshness",
+                "--accounts",
+                "5",
+                "--apply-url",
+                "x",
+            ],
+            &[
+                "loadgen",
+                "freshness",
+                "--accounts",
+                "5",
+                "--apply-url",
+                "x",
+                "--read-url",
+                "y",
+                "--count",
+                "0",
+            ],
+            &["loadgen", "credit", "--account", "123456"],
+            &["loadgen", "credit", "--account", "12345", "--count", "1"],
+            &[
+                "loadgen",
+                "credit",
+                "--account",
+                "123456",
+                "--count",
+                "1",
+                "--concurrency",
+                "0",
+            ],
         ] {
             let err = Cli::try_parse_from(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_new_subcommands_parse_with_their_defaults() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "bench",
+            "--accounts",
+            "1000",
+            "--skew",
+            "1.1",
+            "--only-account",
+            "0012345678",
+        ])
+        .unwrap();
+        let Command::Bench(args) = cli.command else {
+            panic!("not bench");
+        };
+        assert_eq!(args.skew, 1.1);
+        assert_eq!(
+            args.only_account.as_ref().map(AccountNumber::as_str),
+            Some("0012345678")
+        );
+        let cli = Cli::try_parse_from(["loadgen", "bench", "--accounts", "5"]).unwrap();
+        let Command::Bench(args) = cli.command else {
+            panic!("not bench");
+        };
+        assert_eq!((args.skew, args.only_account), (0.0, None));
+
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "freshness",
+            "--apply-url",
+            "http://a:50051",
+            "--read-url",
+            "http://b:50051",
+            "--accounts",
+            "10",
+        ])
+        .unwrap();
+        let Command::Freshness(args) = cli.command else {
+            panic!("not freshness");
+        };
+        assert_eq!((args.count, args.account_index, args.seed), (200, 0, 1));
+        assert_eq!(args.give_up, Duration::from_secs(10));
+        assert_eq!(args.json, None);
+
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "credit",
+            "--account",
+            "123456",
+            "--count",
+            "10000",
+        ])
+        .unwrap();
+        let Command::Credit(args) = cli.command else {
+            panic!("not credit");
+        };
+        assert_eq!((args.count, args.concurrency), (10_000, 8));
+        assert_eq!(args.account.as_str(), "123456");
     }
 
     fn smoke_args(json: Option<PathBuf>) -> BenchArgs {
@@ -767,5 +1165,155 @@ mod tests {
         args.jwt.jwt_secret = None;
         let err = bench(&args, &mut Vec::new()).await.unwrap_err();
         assert_eq!(err.exit(), Exit::Usage, "no secret for real servers");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn skew_and_one_account_reach_the_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        let mut args = smoke_args(Some(path.clone()));
+        args.skew = 1.1;
+        let mut out = Vec::new();
+        let report = bench(&args, &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(report.ok, "{text}");
+        assert!(
+            text.contains("200 of 200 accounts (")
+                && text.contains(", skew 1.1 (the hottest 1% of accounts get "),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["config"]["skew"], 1.1);
+        assert_eq!(json["config"]["only_account"], serde_json::Value::Null);
+
+        let options = day(200, 3, 14);
+        let wanted = invest_daygen::accounts(&options).unwrap().nth(17).unwrap();
+        let mut args = smoke_args(Some(path.clone()));
+        args.only_account = Some(AccountNumber::parse(&wanted.account_number).unwrap());
+        let mut out = Vec::new();
+        let report = bench(&args, &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(report.ok, "{text}");
+        assert_eq!(
+            (
+                report.config.sampled_accounts,
+                report.config.sampled_customers
+            ),
+            (1, 1)
+        );
+        assert_eq!(report.config.stride, 0);
+        assert!(
+            text.contains(&format!(
+                "1 of 200 accounts (1 customers), only account {}, skew 0 (uniform)",
+                wanted.account_number
+            )),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            json["config"]["only_account"],
+            wanted.account_number.as_str()
+        );
+        assert_eq!(json["ceiling"]["total"]["requests"], 200);
+
+        args.only_account = Some(AccountNumber::parse("000001").unwrap());
+        let err = bench(&args, &mut Vec::new()).await.unwrap_err();
+        assert!(matches!(err, BenchError::NotInDay(_)), "{err}");
+        assert_eq!(err.exit(), Exit::Usage);
+        assert!(err.to_string().contains("--only-account 000001"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn freshness_and_credit_run_from_the_command_line() {
+        let options = day(30, 4, 14);
+        let account = invest_daygen::accounts(&options).unwrap().nth(2).unwrap();
+        let server =
+            crate::ledger::fake::start(&account.customer_name, &account.account_number, 2).await;
+        let secret = std::str::from_utf8(crate::ledger::fake::SECRET).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("freshness.json");
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "freshness",
+            "--apply-url",
+            &server.url,
+            "--read-url",
+            &server.url,
+            "--accounts",
+            "30",
+            "--seed",
+            "4",
+            "--account-index",
+            "2",
+            "--count",
+            "5",
+            "--json",
+            path.to_str().unwrap(),
+        ])
+        .unwrap();
+        let Command::Freshness(mut args) = cli.command else {
+            panic!("not freshness");
+        };
+        args.jwt = JwtSecretArgs {
+            jwt_secret: Some(secret.to_owned()),
+            ..JwtSecretArgs::default()
+        };
+        let mut out = Vec::new();
+        let report = freshness(&args, &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(report.ok, "{text}");
+        assert_eq!(report.reads_per_deposit, Some(2.0));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            json["config"]["account_number"],
+            account.account_number.as_str()
+        );
+        assert_eq!(json["config"]["count"], 5);
+        assert_eq!(json["from_call_us"]["count"], 5);
+        assert_eq!(json["timeouts"], 0);
+
+        args.account_index = 30;
+        let err = freshness(&args, &mut Vec::new()).await.unwrap_err();
+        assert!(matches!(err, LedgerError::NotInDay(_)), "{err}");
+        assert_eq!(err.exit(), Exit::Usage);
+
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "credit",
+            "--portfolio-url",
+            &server.url,
+            "--account",
+            &account.account_number,
+            "--count",
+            "40",
+            "--concurrency",
+            "3",
+        ])
+        .unwrap();
+        let Command::Credit(mut args) = cli.command else {
+            panic!("not credit");
+        };
+        args.jwt = JwtSecretArgs {
+            jwt_secret: Some(secret.to_owned()),
+            ..JwtSecretArgs::default()
+        };
+        let mut out = Vec::new();
+        credit(&args, &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(&format!(
+                "credit: 40 of 40 deposits of 1 won applied to account {}",
+                account.account_number
+            )),
+            "{text}"
+        );
+        assert_eq!(server.state.lock().unwrap().credited, 5 + 40);
+
+        args.jwt = JwtSecretArgs::default();
+        let err = credit(&args, &mut Vec::new()).await.unwrap_err();
+        assert_eq!(err.exit(), Exit::Usage, "no secret");
     }
 }

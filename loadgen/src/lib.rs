@@ -16,6 +16,10 @@
 //!
 //! The workload sends only valid requests, so any error fails the run (exit 1).
 //!
+//! Beside the benchmark, `freshness` measures how long a deposit applied through one
+//! portfolio-svc replica takes to show on another, and `credit` gives one account many
+//! deposits, both through `PortfolioLedger.ApplyDeposit` as deposit-svc calls it.
+//!
 //! - [`cli`]: the command line and the run of a benchmark.
 //! - [`mix`]: the operations and their weights.
 //! - [`population`]: the sampled accounts and their owners' tokens.
@@ -23,8 +27,12 @@
 //! - [`stats`]: histograms and error counts, merged.
 //! - [`noop`]: the ceiling server.
 //! - [`report`]: the JSON document and the tables.
+//! - [`ledger`]: deposits sent straight to portfolio-svc's ledger, and `credit`.
+//! - [`freshness`]: the delay until another replica shows a deposit.
 
 pub mod cli;
+pub mod freshness;
+pub mod ledger;
 pub mod mix;
 pub mod noop;
 pub mod population;

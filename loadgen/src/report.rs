@@ -47,10 +47,15 @@ pub struct ConfigReport {
     pub sampled_accounts: usize,
     /// Their distinct owners (one token each).
     pub sampled_customers: usize,
-    /// Every `stride`-th account was sampled.
+    /// Every `stride`-th account was sampled (0 with `--only-account`).
     pub stride: u64,
+    /// `--only-account`: the one account acted on, if any.
+    pub only_account: Option<String>,
     /// Weight per operation (`get_account`, `list_holdings`, `list_accounts`, `deposit`).
     pub mix: BTreeMap<String, u32>,
+    /// `--skew`: each operation's account is picked with weight `1 / (rank + 1)^skew` over
+    /// the sample's order; 0 is uniform.
+    pub skew: f64,
     /// Closed-loop workers.
     pub concurrency: usize,
     /// Channels (TCP connections) per service.
@@ -342,7 +347,9 @@ mod tests {
             sampled_accounts: 50,
             sampled_customers: 40,
             stride: 1,
+            only_account: None,
             mix: ConfigReport::mix_map(&Mix::default()),
+            skew: 0.0,
             concurrency: 32,
             connections: 4,
             duration_s: Some(10.0),
@@ -389,6 +396,8 @@ mod tests {
             "ceiling,config,ok,ratios,real,unexpected_errors"
         );
         assert_eq!(json["config"]["mix"]["deposit"], 0);
+        assert_eq!(json["config"]["skew"], 0.0);
+        assert_eq!(json["config"]["only_account"], serde_json::Value::Null);
         assert_eq!(json["config"]["requests"], serde_json::Value::Null);
         assert_eq!(keys(&json["real"]["rpcs"]), "Deposit,GetAccount");
         let get = &json["real"]["rpcs"]["GetAccount"];

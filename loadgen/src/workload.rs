@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status, transport::Channel};
 use crate::{
     mix::{Mix, Operation},
     noop::CannedResponses,
-    population::{Customer, Population, SampledAccount},
+    population::{AccountPicker, Customer, Population, SampledAccount},
     stats::Recorder,
 };
 use invest_proto::signature::Signature;
@@ -59,6 +59,8 @@ pub struct Workload {
     pub timeout: Duration,
     /// Seed of the workers' random streams.
     pub seed: u64,
+    /// Skew of the accounts' popularity (`--skew`; 0: uniform, see [`AccountPicker`]).
+    pub skew: f64,
 }
 
 pub use invest_cli::ConnectError;
@@ -149,7 +151,7 @@ fn authorized<T>(message: T, customer: &Customer) -> Request<T> {
 }
 
 /// Awaits one RPC with a client-side deadline.
-async fn within<T>(
+pub(crate) async fn within<T>(
     method: &'static str,
     timeout: Duration,
     call: impl Future<Output = Result<Response<T>, Status>>,
@@ -290,6 +292,8 @@ enum Window {
 struct Plan {
     mix: Mix,
     population: Arc<Population>,
+    /// Chooses each operation's account among `population.accounts`.
+    picker: AccountPicker,
     seed: u64,
     timeout: Duration,
     measure_from: Instant,
@@ -362,6 +366,8 @@ pub async fn run(
     population: Arc<Population>,
     target: &Target,
 ) -> Result<RunResult, RunError> {
+    // Built before the clock starts: a skewed picker adds up one weight per sampled account.
+    let picker = AccountPicker::new(population.accounts.len(), workload.skew);
     let start = Instant::now();
     let measure_from = start + workload.warmup;
     let window = match workload.stop {
@@ -374,6 +380,7 @@ pub async fn run(
     let plan = Arc::new(Plan {
         mix: workload.mix,
         population,
+        picker,
         seed: workload.seed,
         timeout: workload.timeout,
         measure_from,
@@ -404,7 +411,7 @@ async fn worker(id: usize, plan: Arc<Plan>, mut clients: Clients) -> Recorder {
     let population = &plan.population;
     loop {
         let operation = plan.mix.pick(&mut rng);
-        let account = &population.accounts[rng.random_range(0..population.accounts.len())];
+        let account = &population.accounts[plan.picker.pick(&mut rng)];
         let customer = population.owner(account);
         let amount = rng.random_range(1..=MAX_DEPOSIT_WON);
         // The client knows the signature before phase 1: not part of the measured time.
@@ -549,6 +556,7 @@ mod tests {
             warmup: Duration::from_secs(3),
             timeout: Duration::from_secs(10),
             seed: 1,
+            skew: 0.0,
         }
     }
 

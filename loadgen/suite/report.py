@@ -93,6 +93,93 @@ def chart(rows, path):
     path.write_text("\n".join(out), encoding="utf-8")
 
 
+def run_figures(out, backend, accounts, name):
+    """(real stats, ceiling stats, cache counts) of one run, or None when it is missing."""
+    path = out / f"rpc-{backend}-{accounts}-{name}.json"
+    if not path.exists():
+        return None
+    result = load(path)
+    cache = out / f"cache-{backend}-{accounts}-{name}.json"
+    counts = load(cache) if cache.exists() else {}
+    side = lambda target: (result.get(target) or {}).get("total")
+    return side("real"), side("ceiling"), counts
+
+
+def hit_rate(counts):
+    asked = counts.get("hits", 0) + counts.get("misses", 0) + counts.get("bypasses", 0)
+    return f"{counts['hits'] / asked:.1%}" if asked else "–"
+
+
+def read_cache(out, loads, problems):
+    """The sections of issue 12: hit rates, skewed readers, the overlay, freshness."""
+    lines = ["", "## Read cache", "",
+             "Hit rate of portfolio-svc's read cache in each run (hits / reads; a read of a missing "
+             "entry fills it), and the bytes it held at the end.", "",
+             "| backend | accounts | run | hit rate | misses | bytes held |",
+             "| --- | ---: | --- | ---: | ---: | ---: |"]
+    for r in loads:
+        for name in ["get_account", "list_holdings", "list_accounts", "mixed", "reads_uniform", "reads_skewed"]:
+            cache = out / f"cache-{r['backend']}-{r['accounts']}-{name}.json"
+            if cache.exists():
+                c = load(cache)
+                lines.append(f"| {r['backend']} | {r['accounts']:,} | {name} | {hit_rate(c)} | {c['misses']:,} | "
+                             f"{c['bytes'] / 1048576:.1f} MiB |")
+    lines += ["", "## Uniform and skewed readers", "",
+              "GetAccount and ListHoldings, half each, over the sampled customers: uniformly, then with a "
+              "Zipf skew (a few hot customers).", "",
+              "| backend | accounts | readers | req/s | ceiling req/s | ratio | p50 | p99 | ceiling p99 | p99 ratio | hit rate |",
+              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in loads:
+        for name in ["reads_uniform", "reads_skewed"]:
+            figures = run_figures(out, r["backend"], r["accounts"], name)
+            if not figures or not figures[0] or not figures[1]:
+                continue
+            real, ceiling, counts = figures
+            lat, clat = real["latency_us"], ceiling["latency_us"]
+            lines.append(
+                f"| {r['backend']} | {r['accounts']:,} | {name.split('_')[1]} | {real['throughput_rps']:,.0f} | "
+                f"{ceiling['throughput_rps']:,.0f} | {real['throughput_rps'] / ceiling['throughput_rps']:.2f} | "
+                f"{fmt_us(lat['p50'])} | {fmt_us(lat['p99'])} | {fmt_us(clat['p99'])} | "
+                f"{lat['p99'] / max(clat['p99'], 1):.2f} | {hit_rate(counts)} |")
+    lines += ["", "## The overlay: an account with many deposits after the snapshot", "",
+              "GetAccount on one account with the suite's deposits after the snapshot (`busy`) and on one "
+              "without (`none`), answered from memory and by a replica with the cache off (`database`).", "",
+              "| backend | accounts | answered from | none req/s | busy req/s | none p50 | busy p50 | busy / none p50 | busy / none p99 |",
+              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in loads:
+        for side in ["memory", "database"]:
+            none = run_figures(out, r["backend"], r["accounts"], f"overlay_none_{side}")
+            busy = run_figures(out, r["backend"], r["accounts"], f"overlay_busy_{side}")
+            if not none or not busy or not none[0] or not busy[0]:
+                continue
+            n, b = none[0], busy[0]
+            lines.append(
+                f"| {r['backend']} | {r['accounts']:,} | {side} | {n['throughput_rps']:,.0f} | {b['throughput_rps']:,.0f} | "
+                f"{fmt_us(n['latency_us']['p50'])} | {fmt_us(b['latency_us']['p50'])} | "
+                f"{b['latency_us']['p50'] / max(n['latency_us']['p50'], 1):.2f} | "
+                f"{b['latency_us']['p99'] / max(n['latency_us']['p99'], 1):.2f} |")
+    fresh = sorted(out.glob("freshness-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    if fresh:
+        lines += ["", "## Freshness across replicas (PostgreSQL)", "",
+                  "Deposits applied through one portfolio-svc replica, GetAccount through another, one at a "
+                  "time: how long after ApplyDeposit answered the other replica first showed the deposit "
+                  "(and from the start of the ApplyDeposit call).", "",
+                  "| accounts | deposits | p50 | p90 | p99 | max | max from the call | reads per deposit | timeouts |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for path in fresh:
+            f = load(path)
+            if not f.get("ok", False):
+                problems.append(f"{path.name}: not ok")
+            a, c = f.get("after_apply_us") or {}, f.get("from_call_us") or {}
+            if not a:
+                continue
+            lines.append(
+                f"| {f['config']['accounts']:,} | {f['seen']:,} | {fmt_us(a['p50'])} | {fmt_us(a['p90'])} | "
+                f"{fmt_us(a['p99'])} | {fmt_us(a['max'])} | {fmt_us(c.get('max', 0))} | "
+                f"{f.get('reads_per_deposit') or 0:.1f} | {f['timeouts']} |")
+    return lines
+
+
 def main():
     out = pathlib.Path(sys.argv[1])
     check = "--check" in sys.argv[2:]
@@ -163,6 +250,8 @@ def main():
                     lines.append(f"- {r['accounts']:,} accounts: {real['throughput_rps']:,.0f} deposits/s "
                                  f"(phase 1 + phase 2) = {real['throughput_rps'] / tps:.2f} of {which} "
                                  f"({tps:,.0f} TPS)")
+
+    lines += read_cache(out, loads, problems)
 
     (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     chart(bars, out / "chart.svg")

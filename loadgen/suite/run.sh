@@ -40,6 +40,14 @@ else
   out=${BENCH_OUT:-$root/target/bench}
 fi
 rounds=${BENCH_ROUNDS:-3}
+skew=${BENCH_SKEW:-1.1}
+if $smoke; then
+  overlay_deposits=${BENCH_OVERLAY_DEPOSITS:-200}
+  freshness_count=${BENCH_FRESHNESS_COUNT:-20}
+else
+  overlay_deposits=${BENCH_OVERLAY_DEPOSITS:-10000}
+  freshness_count=${BENCH_FRESHNESS_COUNT:-500}
+fi
 concurrency=${BENCH_CONCURRENCY:-32}
 connections=${BENCH_CONNECTIONS:-4}
 pg=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
@@ -109,13 +117,51 @@ start_servers() { # backend size → sets portfolio_pid deposit_pid portfolio_ur
   deposit_port=$(free_port)
   portfolio_url="http://127.0.0.1:$portfolio_port"
   deposit_url="http://127.0.0.1:$deposit_port"
-  "$bin/portfolio-svc" --listen "127.0.0.1:$portfolio_port" --metrics-listen 127.0.0.1:0 --database-url "$pdb" \
+  portfolio_db=$pdb
+  portfolio_metrics="127.0.0.1:$(free_port)"
+  "$bin/portfolio-svc" --listen "127.0.0.1:$portfolio_port" --metrics-listen "$portfolio_metrics" --database-url "$pdb" \
     2>"$work/portfolio.log" &
   portfolio_pid=$!
   "$bin/deposit-svc" --listen "127.0.0.1:$deposit_port" --metrics-listen 127.0.0.1:0 --database-url "$ddb" \
     --portfolio-url "$portfolio_url" 2>"$work/deposit.log" &
   deposit_pid=$!
   pids=("$portfolio_pid" "$deposit_pid")
+}
+
+# A second portfolio-svc on the same database (extra flags after the name) → sets replica_url.
+start_replica() { # name flags…
+  local name=$1 port
+  shift
+  port=$(free_port)
+  replica_url="http://127.0.0.1:$port"
+  local log="$work/replica-$name.log"
+  RUST_LOG=info "$bin/portfolio-svc" --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 \
+    --database-url "$portfolio_db" "$@" 2>"$log" &
+  pids+=("$!")
+  for _ in $(seq 600); do
+    grep -q "database migrated; serving" "$log" && return 0
+    sleep 0.1
+  done
+  echo "the replica $name did not start:" >&2
+  tail -n 20 "$log" >&2
+  return 1
+}
+
+# The read cache's counters of portfolio-svc: "HITS MISSES BYPASSES BYTES".
+cache_counts() {
+  python3 - "$portfolio_metrics" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=10).read().decode()
+def value(name):
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            if line.startswith(name + " ") or "}" in line:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+def counter(result):
+    return value(f'portfolio_read_cache_requests_total{{result="{result}"}}')
+print(int(counter("hit")), int(counter("miss")), int(counter("bypass")), int(value("portfolio_read_cache_bytes")))
+PY
 }
 
 stop_servers() {
@@ -173,10 +219,19 @@ PY
 loadgen() { # name backend size extra-args…
   local name=$1 backend=$2 size=$3
   shift 3
-  "$bin/loadgen" bench --portfolio-url "$portfolio_url" --deposit-url "$deposit_url" \
+  local before after
+  before=$(cache_counts)
+  "$bin/loadgen" bench --portfolio-url "${target_url:-$portfolio_url}" --deposit-url "$deposit_url" \
     --accounts "$size" --seed 1 --concurrency "$concurrency" --connections "$connections" \
     --duration "$duration" --warmup "$warmup" --ceiling --rounds "$rounds" --json "$out/rpc-$backend-$size-$name.json" "$@" \
     >"$out/rpc-$backend-$size-$name.txt"
+  after=$(cache_counts)
+  python3 - "$before" "$after" "$out/cache-$backend-$size-$name.json" <<'PY'
+import json, sys
+b, a = ([int(x) for x in s.split()] for s in sys.argv[1:3])
+json.dump({"hits": a[0] - b[0], "misses": a[1] - b[1], "bypasses": a[2] - b[2], "bytes": a[3]},
+          open(sys.argv[3], "w"))
+PY
 }
 
 # pgbench's database, made once; its tpcb-like run goes right before each deposit run, so
@@ -215,6 +270,28 @@ for size in $sizes; do
     fi
     loadgen deposit "$backend" "$size" --mix deposit=1
     loadgen mixed "$backend" "$size" --mix get_account=4,list_holdings=4,list_accounts=1,deposit=1
+    # The screens as real traffic reads them: uniform over the sampled customers, then skewed
+    # (a few hot customers).
+    loadgen reads_uniform "$backend" "$size" --mix get_account=1,list_holdings=1
+    loadgen reads_skewed "$backend" "$size" --mix get_account=1,list_holdings=1 --skew "$skew"
+    # The overlay: GetAccount on an account with 10,000 deposits after the snapshot against
+    # one without, from memory and from the database (a replica with the cache off).
+    { read -r busy; read -r quiet; } < <("$bin/loadgen" accounts --accounts "$size" --seed 1 --count 2)
+    "$bin/loadgen" credit --portfolio-url "$portfolio_url" --account "$busy" --count "$overlay_deposits" \
+      >"$out/credit-$backend-$size.txt"
+    start_replica nocache --read-cache-bytes 0
+    for side in memory database; do
+      [ "$side" = database ] && target_url=$replica_url
+      loadgen "overlay_none_$side" "$backend" "$size" --mix get_account=1 --only-account "$quiet"
+      loadgen "overlay_busy_$side" "$backend" "$size" --mix get_account=1 --only-account "$busy"
+      unset target_url
+    done
+    if [ "$backend" = postgres ]; then
+      say "freshness: deposits through one replica, reads through another"
+      start_replica fresh
+      "$bin/loadgen" freshness --apply-url "$portfolio_url" --read-url "$replica_url" --accounts "$size" \
+        --seed 1 --count "$freshness_count" --json "$out/freshness-$size.json" >"$out/freshness-$size.txt"
+    fi
     cat >"$out/load-$backend-$size.json" <<JSON
 {"backend": "$backend", "accounts": $size, "holdings": $rows, "load_seconds": $load_s,
  "loader_peak_kb": $loader_kb, "bulk_seconds": $bulk_s,

@@ -321,6 +321,7 @@ impl ReadCache {
     fn put(&self, key: Key, value: Value) {
         if let Some(entries) = &self.entries {
             entries.insert(key, value);
+            metrics::gauge!("portfolio_read_cache_bytes").set(entries.weight() as f64);
         }
     }
 
