@@ -175,6 +175,13 @@ pub struct BenchArgs {
     /// real servers' responses (captured first), and report real / ceiling ratios.
     #[arg(long, conflicts_with = "ceiling_only")]
     pub ceiling: bool,
+    /// With --ceiling or --ceiling-only: measure this no-op server instead of one inside this
+    /// process, e.g. a `loadgen noop` of the same day started beside the real servers. A
+    /// server in its own process pays what the real servers pay for being one (the operating
+    /// system's scheduling between processes on a busy machine), which an in-process one
+    /// does not; its responses are the synthetic ones of the day (the real size).
+    #[arg(long, value_name = "URL")]
+    pub ceiling_url: Option<String>,
     /// Measure only the no-op server, with synthetic responses of the real size; no real
     /// server is needed (nor a JWT secret: a throwaway one signs the tokens). For CI smoke
     /// tests.
@@ -574,13 +581,19 @@ pub async fn bench(
         )
     };
     let mut canned = synthetic;
-    if let (Some(target), true) = (&real_target, args.ceiling) {
+    if let (Some(target), true, None) = (&real_target, args.ceiling, &args.ceiling_url) {
         canned = workload::capture(target, &population, &args.mix, args.timeout, canned)
             .await
             .map_err(BenchError::Capture)?;
     }
     let sizes = canned.sizes();
-    let noop = if args.ceiling || args.ceiling_only {
+    let external = match (&args.ceiling_url, args.ceiling || args.ceiling_only) {
+        (Some(url), true) => Some(Target::connect(url, url, &args.mix, args.connections).await?),
+        _ => None,
+    };
+    let noop = if external.is_some() {
+        None
+    } else if args.ceiling || args.ceiling_only {
         let server = NoopServer::start((Ipv4Addr::LOCALHOST, 0).into(), canned)
             .await
             .map_err(BenchError::Noop)?;
@@ -597,17 +610,20 @@ pub async fn bench(
     };
     let targets = [
         real_target.as_ref(),
-        noop.as_ref().map(|(_, _, target)| target),
+        external
+            .as_ref()
+            .or(noop.as_ref().map(|(_, _, target)| target)),
     ];
     let measured = measure(&workload, rounds, &population, targets).await;
     drop(real_target);
+    drop(external);
     let url = match noop {
         Some((server, url, target)) => {
             drop(target);
             server.stop().await;
             url
         }
-        None => String::new(),
+        None => args.ceiling_url.clone().unwrap_or_default(),
     };
     let [real_run, ceiling_run] = measured?;
 
@@ -625,7 +641,9 @@ pub async fn bench(
     let mut ceiling = None;
     if let Some(run) = ceiling_run {
         let report = TargetReport::new(&run, &args.mix, Some(sizes.clone()))?;
-        let origin = if args.ceiling_only {
+        let origin = if args.ceiling_url.is_some() {
+            "synthetic, in its own process"
+        } else if args.ceiling_only {
             "synthetic"
         } else {
             "captured from the real servers"
@@ -831,6 +849,7 @@ fn config(args: &BenchArgs, population: &Population, rounds: u32) -> ConfigRepor
         timeout_s: args.timeout.as_secs_f64(),
         ceiling: args.ceiling,
         ceiling_only: args.ceiling_only,
+        ceiling_url: args.ceiling_url.clone(),
         rounds,
         json: args.json.as_ref().map(|p| p.display().to_string()),
     }

@@ -72,6 +72,8 @@ pub struct ConfigReport {
     pub ceiling: bool,
     /// `--ceiling-only`.
     pub ceiling_only: bool,
+    /// The no-op server measured as the ceiling when it ran in its own process.
+    pub ceiling_url: Option<String>,
     /// Measurement rounds alternating the targets (`--rounds`, at most one per operation of
     /// `--requests`).
     pub rounds: u32,
@@ -358,6 +360,7 @@ mod tests {
             timeout_s: 10.0,
             ceiling: true,
             ceiling_only: false,
+            ceiling_url: None,
             rounds: 1,
             json: None,
         }

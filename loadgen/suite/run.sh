@@ -16,7 +16,9 @@
 # Settings (environment): BENCH_SIZES ("50 10000 1000000"), BENCH_BACKENDS ("sqlite postgres"),
 # BENCH_DURATION (20s), BENCH_WARMUP (3s), BENCH_ROUNDS (3: real servers and ceiling
 # alternate, each measured for a third of the duration), BENCH_CONCURRENCY (32),
-# BENCH_CONNECTIONS (4), BENCH_POSTGRES (postgres://postgres@127.0.0.1:5432), BENCH_OUT (target/bench).
+# BENCH_CONNECTIONS (4), BENCH_SERVER_THREADS (1: tokio worker threads of each server process
+# and of the no-op ceiling, which runs in its own process), BENCH_SKEW (1.1),
+# BENCH_OVERLAY_DEPOSITS (10000), BENCH_FRESHNESS_COUNT (500), BENCH_POSTGRES (postgres://postgres@127.0.0.1:5432), BENCH_OUT (target/bench).
 set -euo pipefail
 
 suite=$(cd "$(dirname "$0")" && pwd)
@@ -40,6 +42,9 @@ else
   out=${BENCH_OUT:-$root/target/bench}
 fi
 rounds=${BENCH_ROUNDS:-3}
+# Worker threads of each server process (ours and the no-op ceiling alike): the client shares
+# the machine, and with two cores one each leaves it a core (see BENCHMARKS.md, Method).
+server_threads=${BENCH_SERVER_THREADS:-1}
 skew=${BENCH_SKEW:-1.1}
 if $smoke; then
   overlay_deposits=${BENCH_OVERLAY_DEPOSITS:-200}
@@ -119,13 +124,26 @@ start_servers() { # backend size → sets portfolio_pid deposit_pid portfolio_ur
   deposit_url="http://127.0.0.1:$deposit_port"
   portfolio_db=$pdb
   portfolio_metrics="127.0.0.1:$(free_port)"
-  "$bin/portfolio-svc" --listen "127.0.0.1:$portfolio_port" --metrics-listen "$portfolio_metrics" --database-url "$pdb" \
-    2>"$work/portfolio.log" &
+  TOKIO_WORKER_THREADS=$server_threads "$bin/portfolio-svc" --listen "127.0.0.1:$portfolio_port" \
+    --metrics-listen "$portfolio_metrics" --database-url "$pdb" 2>"$work/portfolio.log" &
   portfolio_pid=$!
-  "$bin/deposit-svc" --listen "127.0.0.1:$deposit_port" --metrics-listen 127.0.0.1:0 --database-url "$ddb" \
+  TOKIO_WORKER_THREADS=$server_threads "$bin/deposit-svc" --listen "127.0.0.1:$deposit_port" --metrics-listen 127.0.0.1:0 --database-url "$ddb" \
     --portfolio-url "$portfolio_url" 2>"$work/deposit.log" &
   deposit_pid=$!
-  pids=("$portfolio_pid" "$deposit_pid")
+  # The ceiling: a no-op server of the same day in its own process, run like ours.
+  local noop_port log="$work/noop.log"
+  noop_port=$(free_port)
+  noop_url="http://127.0.0.1:$noop_port"
+  TOKIO_WORKER_THREADS=$server_threads "$bin/loadgen" noop --listen "127.0.0.1:$noop_port" --accounts "$size" \
+    --seed 1 >"$log" 2>&1 &
+  pids=("$portfolio_pid" "$deposit_pid" "$!")
+  for _ in $(seq 600); do
+    grep -q "listening on" "$log" && return 0
+    sleep 0.1
+  done
+  echo "the no-op server did not start:" >&2
+  cat "$log" >&2
+  return 1
 }
 
 # A second portfolio-svc on the same database (extra flags after the name) → sets replica_url.
@@ -135,7 +153,7 @@ start_replica() { # name flags…
   port=$(free_port)
   replica_url="http://127.0.0.1:$port"
   local log="$work/replica-$name.log"
-  RUST_LOG=info "$bin/portfolio-svc" --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 \
+  RUST_LOG=info TOKIO_WORKER_THREADS=$server_threads "$bin/portfolio-svc" --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 \
     --database-url "$portfolio_db" "$@" 2>"$log" &
   pids+=("$!")
   for _ in $(seq 600); do
@@ -223,7 +241,7 @@ loadgen() { # name backend size extra-args…
   before=$(cache_counts)
   "$bin/loadgen" bench --portfolio-url "${target_url:-$portfolio_url}" --deposit-url "$deposit_url" \
     --accounts "$size" --seed 1 --concurrency "$concurrency" --connections "$connections" \
-    --duration "$duration" --warmup "$warmup" --ceiling --rounds "$rounds" --json "$out/rpc-$backend-$size-$name.json" "$@" \
+    --duration "$duration" --warmup "$warmup" --ceiling --ceiling-url "$noop_url" --rounds "$rounds" --json "$out/rpc-$backend-$size-$name.json" "$@" \
     >"$out/rpc-$backend-$size-$name.txt"
   after=$(cache_counts)
   python3 - "$before" "$after" "$out/cache-$backend-$size-$name.json" <<'PY'

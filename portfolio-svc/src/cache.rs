@@ -238,17 +238,6 @@ enum Freshness {
     },
 }
 
-/// Where a read of the cache stands.
-pub enum Lookup<T> {
-    /// Everything the read needs is in memory.
-    Hit(T),
-    /// Not (all) in memory: read the database pinned to this generation, then fill.
-    Miss(Arc<Generation>),
-    /// The cache cannot answer (disabled, no snapshot known yet, or not sure it is fresh):
-    /// read the database as if there were no cache.
-    Bypass,
-}
-
 /// A ticket taken before reading an overlay from the database (see the module docs).
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket {
