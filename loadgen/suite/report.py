@@ -62,6 +62,10 @@ def machine():
     }
 
 
+def fmt_bytes(n):
+    return f"{n / 1048576:.1f} MiB" if n >= 1048576 else f"{n / 1024:.0f} KiB"
+
+
 def fmt_us(us):
     return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} µs"
 
@@ -123,7 +127,7 @@ def read_cache(out, loads, problems):
             if cache.exists():
                 c = load(cache)
                 lines.append(f"| {r['backend']} | {r['accounts']:,} | {name} | {hit_rate(c)} | {c['misses']:,} | "
-                             f"{c['bytes'] / 1048576:.1f} MiB |")
+                             f"{fmt_bytes(c['bytes'])} |")
     lines += ["", "## Uniform and skewed readers", "",
               "GetAccount and ListHoldings, half each, over the sampled customers: uniformly, then with a "
               "Zipf skew (a few hot customers).", "",
