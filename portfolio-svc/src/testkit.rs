@@ -120,6 +120,27 @@ impl TestPortfolio {
 }
 
 impl TestPortfolio {
+    /// Loads `snapshot` through the ingest stream (batches of 10 accounts); panics if refused.
+    pub async fn load(&self, snapshot: &Snapshot) {
+        self.ingest()
+            .await
+            .load_snapshot(tokio_stream::iter(snapshot.parts(10)))
+            .await
+            .expect("the snapshot loads");
+    }
+
+    /// GetAccount of `account` as `customer`; panics on an error status.
+    pub async fn account(&self, customer: &str, account: &str) -> pb::AccountDetail {
+        self.screens(customer)
+            .await
+            .get_account(pb::GetAccountRequest {
+                account_number: account.into(),
+            })
+            .await
+            .expect("GetAccount answers")
+            .into_inner()
+    }
+
     /// A ledger client with deposit-svc's scope.
     pub async fn ledger(&self) -> PortfolioLedgerClient<Authed<ServiceToken>> {
         PortfolioLedgerClient::with_interceptor(

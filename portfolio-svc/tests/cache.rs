@@ -55,23 +55,8 @@ fn day(day: i64) -> Snapshot {
     }
 }
 
-async fn load(app: &TestPortfolio, snapshot: &Snapshot) {
-    app.ingest()
-        .await
-        .load_snapshot(tokio_stream::iter(snapshot.parts(10)))
-        .await
-        .unwrap();
-}
-
 async fn detail(app: &TestPortfolio, account: &str) -> pb::AccountDetail {
-    app.screens(OWNER)
-        .await
-        .get_account(pb::GetAccountRequest {
-            account_number: account.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    app.account(OWNER, account).await
 }
 
 async fn holdings_page(
@@ -106,7 +91,7 @@ async fn reads_never_mix_two_snapshots(backend: Backend) {
     let Some(app) = TestPortfolio::spawn(backend).await else {
         return;
     };
-    load(&app, &day(1)).await;
+    app.load(&day(1)).await;
     // Warm every kind of entry, and start a listing on day 1.
     let first = detail(&app, "111111111111").await;
     assert_eq!(first.principal, 1_001);
@@ -115,7 +100,7 @@ async fn reads_never_mix_two_snapshots(backend: Backend) {
     assert_eq!(page.holdings[0].isin, "CASH");
     assert!(!page.next_page_token.is_empty());
 
-    load(&app, &day(2)).await;
+    app.load(&day(2)).await;
     // Once the load has answered, every read is of day 2, entirely.
     let second = detail(&app, "111111111111").await;
     assert_eq!(
@@ -160,7 +145,7 @@ async fn deposits_in_any_order_give_the_exact_overlay(backend: Backend) {
     let Some(app) = TestPortfolio::spawn(backend).await else {
         return;
     };
-    load(&app, &day(0)).await;
+    app.load(&day(0)).await;
     let mut ledger = app.ledger().await;
     let mut random = Lcg(7);
     let mut after_snapshot = 0i64;

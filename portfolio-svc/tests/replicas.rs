@@ -45,23 +45,8 @@ fn day(day: i64) -> Snapshot {
     }
 }
 
-async fn load(app: &TestPortfolio, snapshot: &Snapshot) {
-    app.ingest()
-        .await
-        .load_snapshot(tokio_stream::iter(snapshot.parts(10)))
-        .await
-        .unwrap();
-}
-
 async fn detail(app: &TestPortfolio) -> pb::AccountDetail {
-    app.screens(OWNER)
-        .await
-        .get_account(pb::GetAccountRequest {
-            account_number: ACCOUNT.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    app.account(OWNER, ACCOUNT).await
 }
 
 async fn deposit(app: &TestPortfolio, n: u32, amount: i64) {
@@ -126,7 +111,7 @@ async fn a_replica_sees_the_changes_of_another_within_the_bound() {
         return;
     };
     let b = a.replica(|c| c.read_staleness = STALENESS).await;
-    load(&a, &day(1)).await;
+    a.load(&day(1)).await;
     let mut principal = 1_000;
 
     // A deposit through A, while B answers from memory.
@@ -164,7 +149,7 @@ async fn a_replica_sees_the_changes_of_another_within_the_bound() {
 
     // A new snapshot through A.
     until_served_from_memory(&b).await;
-    load(&a, &day(2)).await;
+    a.load(&day(2)).await;
     let as_of = Some(invest_proto::time::from_micros(AS_OF + 2 * DAY));
     seen_within_the_bound(&b, Instant::now(), |d| d.as_of == as_of).await;
 }
