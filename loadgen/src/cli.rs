@@ -372,56 +372,32 @@ impl BenchError {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Exit {
     match cli.command {
-        Command::Bench(args) => {
-            let mut stdout = std::io::stdout();
-            match bench(&args, &mut stdout).await {
-                Ok(report) if report.ok => {
-                    println!("RESULT: OK");
-                    Exit::Ok
-                }
-                Ok(report) => {
-                    println!(
-                        "RESULT: FAILED ({} unexpected errors)",
-                        report.unexpected_errors
-                    );
-                    Exit::Unexpected
-                }
-                Err(e) => {
-                    eprintln!("loadgen: {e}");
-                    if e.exit() == Exit::Unexpected {
-                        println!("RESULT: FAILED ({e})");
-                    }
-                    e.exit()
-                }
-            }
-        }
+        Command::Bench(args) => finish(
+            bench(&args, &mut std::io::stdout()).await.map(|report| {
+                (!report.ok).then(|| format!("{} unexpected errors", report.unexpected_errors))
+            }),
+            BenchError::exit,
+        ),
         Command::Noop(args) => noop(&args).await,
-        Command::Freshness(args) => {
-            let mut stdout = std::io::stdout();
-            match freshness(&args, &mut stdout).await {
-                Ok(report) if report.ok => {
-                    println!("RESULT: OK");
-                    Exit::Ok
-                }
-                Ok(report) => {
-                    println!(
-                        "RESULT: FAILED ({} of {} deposits not shown by the reading replica within {})",
-                        report.timeouts,
-                        report.applied,
-                        humantime::format_duration(args.give_up)
-                    );
-                    Exit::Unexpected
-                }
-                Err(e) => ledger_failure(&e),
-            }
-        }
-        Command::Credit(args) => match credit(&args, &mut std::io::stdout()).await {
-            Ok(()) => {
-                println!("RESULT: OK");
-                Exit::Ok
-            }
-            Err(e) => ledger_failure(&e),
-        },
+        Command::Freshness(args) => finish(
+            freshness(&args, &mut std::io::stdout())
+                .await
+                .map(|report| {
+                    (!report.ok).then(|| {
+                        format!(
+                            "{} of {} deposits not shown by the reading replica within {}",
+                            report.timeouts,
+                            report.applied,
+                            humantime::format_duration(args.give_up)
+                        )
+                    })
+                }),
+            LedgerError::exit,
+        ),
+        Command::Credit(args) => finish(
+            credit(&args, &mut std::io::stdout()).await.map(|()| None),
+            LedgerError::exit,
+        ),
         Command::Accounts(args) => {
             let options = day(args.accounts, args.seed, args.instruments);
             match invest_daygen::accounts(&options) {
@@ -440,13 +416,31 @@ pub async fn run(cli: Cli) -> Exit {
     }
 }
 
-/// Reports why `freshness` or `credit` stopped.
-fn ledger_failure(e: &LedgerError) -> Exit {
-    eprintln!("loadgen: {e}");
-    if e.exit() == Exit::Unexpected {
-        println!("RESULT: FAILED ({e})");
+/// The verdict line of a measuring subcommand and its exit code: `RESULT: OK`, or
+/// `RESULT: FAILED (why)` for a run that found a failure (`Ok(Some(why))`) or stopped on an
+/// unexpected error; an error of usage (exit 2) only goes to standard error.
+fn finish<E: std::fmt::Display>(
+    outcome: Result<Option<String>, E>,
+    exit: impl Fn(&E) -> Exit,
+) -> Exit {
+    match outcome {
+        Ok(None) => {
+            println!("RESULT: OK");
+            Exit::Ok
+        }
+        Ok(Some(why)) => {
+            println!("RESULT: FAILED ({why})");
+            Exit::Unexpected
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            let code = exit(&e);
+            if code == Exit::Unexpected {
+                println!("RESULT: FAILED ({e})");
+            }
+            code
+        }
     }
-    e.exit()
 }
 
 /// The day the options describe (as `loader gen` writes it).

@@ -130,11 +130,7 @@ impl PortfolioService for PortfolioApi {
         let cache = &self.state.cache;
         // From memory: the customer's account numbers, and the row and overlay of each
         // account on the page, all of one generation.
-        let generation = cache.generation().filter(|g| {
-            token
-                .as_ref()
-                .is_none_or(|t| t.snapshot_id == g.snapshot.id)
-        });
+        let generation = generation_for(cache, token.as_ref());
         if let Some(g) = &generation {
             if let Some(page) = accounts_from_memory(cache, g, &owner, &after, limit) {
                 count(true);
@@ -264,11 +260,7 @@ impl PortfolioService for PortfolioApi {
         let token = PageToken::decode(&self.state.tokens, listing, &request.page_token)?;
         let after = token.as_ref().map(|t| t.after.clone()).unwrap_or_default();
         let cache = &self.state.cache;
-        let generation = cache.generation().filter(|g| {
-            token
-                .as_ref()
-                .is_none_or(|t| t.snapshot_id == g.snapshot.id)
-        });
+        let generation = generation_for(cache, token.as_ref());
         if let Some(g) = &generation {
             let number = account_number.as_str();
             if let (Some(row), Some(all), Some(deposits)) = (
@@ -336,6 +328,15 @@ impl PortfolioService for PortfolioApi {
             limit,
         )))
     }
+}
+
+/// The generation a listing may be answered from: the cache's, if the listing starts now or
+/// continues on the snapshot the cache serves (a listing started on an older snapshot is read
+/// from the database).
+fn generation_for(cache: &ReadCache, token: Option<&PageToken>) -> Option<Arc<Generation>> {
+    cache
+        .generation()
+        .filter(|g| token.is_none_or(|t| t.snapshot_id == g.snapshot.id))
 }
 
 /// GetAccount's answer: the snapshot's figures with the deposits after it.
