@@ -75,6 +75,31 @@ fn expired_token() -> Error {
     Error::PageTokenExpired
 }
 
+/// How often a read is tried again when the snapshot it started on is pruned under it.
+const READ_ATTEMPTS: usize = 3;
+
+/// After a read of several statements from snapshot `id`: whether the snapshot still exists,
+/// and so whether what was read is whole. Pruning forgets a snapshot (deletes its row) before
+/// it removes any of its rows, so a snapshot found after the reads was whole during them. A
+/// listing continued by a page token whose snapshot went is PAGE_TOKEN_EXPIRED; any other read
+/// starts again on the current snapshot.
+fn still_kept(c: &mut DbConnection, id: i64, by_token: bool) -> Result<bool> {
+    let kept = read::readable_snapshot(c, id)?.is_some();
+    if !kept && by_token {
+        return Err(expired_token());
+    }
+    Ok(kept)
+}
+
+/// A read that found its snapshot pruned under it on every attempt (new snapshots in quick
+/// succession with none kept).
+fn changing() -> Error {
+    invest_runtime::error::Error::Unavailable(
+        "the current snapshot changed during the read, more than once; retry".into(),
+    )
+    .into()
+}
+
 fn summary(row: AccountRow) -> pb::AccountSummary {
     pb::AccountSummary {
         account_number: row.account_number,
@@ -159,29 +184,38 @@ impl PortfolioService for PortfolioApi {
                         .collect();
                     return Ok(Some((g.snapshot, page)));
                 }
-                let snapshot = match &token {
-                    Some(token) => {
-                        read::readable_snapshot(c, token.snapshot_id)?.ok_or_else(expired_token)?
+                // Pruning a snapshot forgets it before removing its rows: a page read while
+                // its snapshot still exists afterwards is complete (see `still_kept`).
+                for _ in 0..READ_ATTEMPTS {
+                    let snapshot = match &token {
+                        Some(token) => read::readable_snapshot(c, token.snapshot_id)?
+                            .ok_or_else(expired_token)?,
+                        None => match read::current_ref(c)? {
+                            Some(snapshot) => snapshot,
+                            None => return Ok(None),
+                        },
+                    };
+                    let rows =
+                        read::accounts_page(c, snapshot.id, &owner_for_db, &after, limit + 1)?;
+                    let numbers: Vec<&str> =
+                        rows.iter().map(|r| r.account_number.as_str()).collect();
+                    let deposits = ledger::overlay_each(c, &numbers, snapshot.as_of)?;
+                    if !still_kept(c, snapshot.id, token.is_some())? {
+                        continue;
                     }
-                    None => match read::current_ref(c)? {
-                        Some(snapshot) => snapshot,
-                        None => return Ok(None),
-                    },
-                };
-                let rows = read::accounts_page(c, snapshot.id, &owner_for_db, &after, limit + 1)?;
-                let numbers: Vec<&str> = rows.iter().map(|r| r.account_number.as_str()).collect();
-                let deposits = ledger::overlay_each(c, &numbers, snapshot.as_of)?;
-                let page = rows
-                    .into_iter()
-                    .map(|row| {
-                        let sum = deposits
-                            .get(&row.account_number)
-                            .copied()
-                            .unwrap_or(Some(0));
-                        (row, sum)
-                    })
-                    .collect();
-                Ok(Some((snapshot, page)))
+                    let page = rows
+                        .into_iter()
+                        .map(|row| {
+                            let sum = deposits
+                                .get(&row.account_number)
+                                .copied()
+                                .unwrap_or(Some(0));
+                            (row, sum)
+                        })
+                        .collect();
+                    return Ok(Some((snapshot, page)));
+                }
+                Err(changing())
             })
             .await?;
         let Some((snapshot, page)) = page else {
@@ -301,7 +335,7 @@ impl PortfolioService for PortfolioApi {
                         &account,
                         HOLDINGS_KEPT_MAX as i64 + 1,
                     )?;
-                    if all.len() <= HOLDINGS_KEPT_MAX {
+                    if all.len() <= HOLDINGS_KEPT_MAX && still_kept(c, g.snapshot.id, false)? {
                         let all = state.cache.keep_holdings(&g, account.as_str(), &all);
                         let deposits =
                             deposits.ok_or_else(|| overflow("sum of recent deposits"))?;
@@ -309,14 +343,21 @@ impl PortfolioService for PortfolioApi {
                         return Ok(Some((g.snapshot, rows)));
                     }
                 }
-                holdings_from_database(
-                    c,
-                    token.map(|t| t.snapshot_id),
-                    &account,
-                    &owner_for_db,
-                    &after,
-                    limit,
-                )
+                for _ in 0..READ_ATTEMPTS {
+                    let page = holdings_from_database(
+                        c,
+                        token.as_ref().map(|t| t.snapshot_id),
+                        &account,
+                        &owner_for_db,
+                        &after,
+                        limit,
+                    )?;
+                    match &page {
+                        Some((snapshot, _)) if !still_kept(c, snapshot.id, token.is_some())? => {}
+                        _ => return Ok(page),
+                    }
+                }
+                Err(changing())
             })
             .await?;
         let (snapshot, rows) = page.ok_or_else(|| not_found(account_number.as_str()))?;
@@ -377,8 +418,9 @@ fn accounts_from_memory(
 }
 
 /// Reads every account of `owner` in the generation's snapshot with its deposits, keeps them
-/// and the list, and returns them; `None` when the generation's snapshot is gone or the
-/// customer has too many accounts to keep (the caller reads the database page by page).
+/// and the list, and returns them; `None` when the generation's snapshot is gone (or going:
+/// nothing read then is kept) or the customer has too many accounts to keep (the caller reads
+/// the database page by page).
 fn fill_owner(
     c: &mut DbConnection,
     cache: &ReadCache,
@@ -387,9 +429,7 @@ fn fill_owner(
 ) -> Result<Option<AccountsWithDeposits>> {
     let snapshot = generation.snapshot;
     let rows = read::accounts_page(c, snapshot.id, owner, "", ACCOUNTS_KEPT_MAX as i64 + 1)?;
-    if rows.len() > ACCOUNTS_KEPT_MAX
-        || (rows.is_empty() && read::readable_snapshot(c, snapshot.id)?.is_none())
-    {
+    if rows.len() > ACCOUNTS_KEPT_MAX {
         return Ok(None);
     }
     let tickets: Vec<Ticket> = rows
@@ -398,6 +438,9 @@ fn fill_owner(
         .collect();
     let numbers: Vec<&str> = rows.iter().map(|r| r.account_number.as_str()).collect();
     let deposits = ledger::overlay_each(c, &numbers, snapshot.as_of)?;
+    if !still_kept(c, snapshot.id, false)? {
+        return Ok(None);
+    }
     let all: Vec<(AccountRow, Option<i64>)> = rows
         .into_iter()
         .zip(tickets)

@@ -218,7 +218,11 @@ impl Janitor {
             }
             _ => false,
         };
-        let mut tick = tokio::time::interval(Duration::from_secs(15));
+        // At least as often as a load may be declared abandoned.
+        let period = self
+            .stale_after
+            .clamp(Duration::from_millis(100), Duration::from_secs(15));
+        let mut tick = tokio::time::interval(period);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}

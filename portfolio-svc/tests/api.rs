@@ -586,7 +586,8 @@ async fn snapshots_are_listed(backend: Backend) {
     assert_eq!(status.code(), Code::PermissionDenied);
 }
 
-/// Rows of loads in progress, read from the database itself.
+/// Rows of loads in progress, read from the database itself (on PostgreSQL they are in
+/// partitions of `accounts_loading` until the stream ends).
 fn loading_accounts(backend: Backend, url: &str) -> i64 {
     use diesel::{Connection, RunQueryDsl, sql_types::BigInt};
     #[derive(diesel::QueryableByName)]
@@ -594,10 +595,14 @@ fn loading_accounts(backend: Backend, url: &str) -> i64 {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let query = diesel::sql_query(
-        "SELECT COUNT(*) AS n FROM accounts WHERE snapshot_id IN \
-         (SELECT id FROM snapshots WHERE state = 'loading')",
-    );
+    let table = match backend {
+        Backend::Sqlite => "accounts",
+        Backend::Postgres => "accounts_loading",
+    };
+    let query = diesel::sql_query(format!(
+        "SELECT COUNT(*) AS n FROM {table} WHERE snapshot_id IN \
+         (SELECT id FROM snapshots WHERE state = 'loading')"
+    ));
     match backend {
         Backend::Sqlite => {
             let mut c =

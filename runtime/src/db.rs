@@ -222,6 +222,9 @@ pub struct Migrations {
 #[derive(Clone)]
 pub struct Database {
     pool: r2d2::Pool<Manager>,
+    /// One connection of its own for background maintenance (pruning, cleaning up abandoned
+    /// loads), so that maintenance never takes a connection a request needs.
+    maintenance: r2d2::Pool<Manager>,
     work: Arc<WorkQueue>,
     acquire_timeout: Duration,
     url: Arc<DatabaseUrl>,
@@ -273,10 +276,19 @@ impl Database {
             .min_idle(Some(pool_size.min(2)))
             .connection_timeout(config.acquire_timeout)
             .test_on_check_out(false)
-            .build(manager)
+            .build(manager.clone())
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        // Connects when first used, and again after a failure. One task at a time uses it; one
+        // that cannot have it within the acquire timeout fails, and the janitor tries again on
+        // its next round.
+        let maintenance = r2d2::Pool::builder()
+            .max_size(1)
+            .min_idle(Some(0))
+            .connection_timeout(config.acquire_timeout)
+            .build_unchecked(manager);
         Ok(Self {
             pool,
+            maintenance,
             work: Arc::new(WorkQueue {
                 state: std::sync::Mutex::new(WorkState::default()),
                 max_drainers: pool_size as usize,
@@ -317,6 +329,29 @@ impl Database {
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
             // The job was dropped unrun: it waited past the acquire timeout.
             Err(_) => Err(DbError::Busy(self.acquire_timeout).into()),
+        }
+    }
+
+    /// Runs background `work` on the maintenance connection (one, apart from the pool that
+    /// requests use), on the blocking pool. Callers take turns for it.
+    pub async fn maintain<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let pool = self.maintenance.clone();
+        let outcome = tokio::task::spawn_blocking(move || match pool.get() {
+            Ok(mut conn) => work(&mut conn),
+            Err(e) => Err(E::from(DbError::Unavailable(e.to_string()))),
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(E::from(DbError::Unavailable(format!(
+                "maintenance task cancelled: {e}"
+            )))),
         }
     }
 
@@ -392,6 +427,15 @@ where
         }
         DbConnection::Pg(c) => AnsiTransactionManager::begin_transaction(c)?,
     }
+    finish_transaction(conn, work)
+}
+
+/// Runs `work` in the transaction just begun; commits if it succeeds, else rolls back.
+fn finish_transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
     match work(conn) {
         Ok(value) => match DbConnection::commit_transaction(conn) {
             Ok(()) => Ok(value),

@@ -21,15 +21,39 @@
 //! 5. A janitor prunes retired versions beyond the ones kept, and loading versions whose
 //!    heartbeat is older than the stale-load limit (their loader is gone).
 //!
-//! The statements are plain SQL over table names the service gives ([`StagedTables`]), the
-//! same text on both backends (`$n` parameters are positional on PostgreSQL and SQLite alike).
+//! Pruning is two steps, each safe to repeat after a crash: deleting the version's row (one
+//! short transaction; from then on no read finds the version, and a late batch or finish of
+//! its load fails), then collecting rows whose version row is gone. So a reader that finds a
+//! version still there after reading its rows (in statements of their own) has read them
+//! whole; one that does not, read them while they went, and reads again.
+//!
+//! **PostgreSQL: a partition per version.** Each row table is partitioned by version
+//! (`PARTITION BY LIST`). A load writes into `{table}_v{id}`, a partition of
+//! `{table}_loading` (a parent without indexes that no reader reads), so rows go in without
+//! index upkeep; at the end of the stream it moves to `{table}` by `ATTACH PARTITION`, which
+//! builds its indexes and takes only a `SHARE UPDATE EXCLUSIVE` lock on the parent (reads and
+//! writes go on). Collecting a version is `DETACH PARTITION … CONCURRENTLY` (readers are
+//! never blocked; a detach a crash interrupted is finished with `FINALIZE`) and `DROP TABLE`:
+//! constant time, no dead rows, no vacuum debt, no write-ahead log per row.
+//!
+//! **SQLite: batches with pauses.** One database file, one writer at a time: rows are deleted
+//! a bounded batch per short write transaction, with a pause after each that is longer than
+//! SQLite's busy handler sleeps, so that a deposit or a load waiting for the write lock gets
+//! it between two batches. The deletes free pages that the next day's load reuses, so the
+//! file stops growing after the first days.
+//!
+//! Maintenance runs on its own connection ([`Database::maintain`]), never on one a request
+//! needs. The statements are plain SQL over table names the service gives ([`StagedTables`]),
+//! the same text on both backends where they can be (`$n` parameters are positional on
+//! PostgreSQL and SQLite alike).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use diesel::{
     QueryableByName, RunQueryDsl,
-    sql_types::{BigInt, Text},
+    sql_types::{BigInt, Bool, Nullable, Text},
 };
 use tokio::task::JoinHandle;
 use tokio_stream::{Stream, StreamExt};
@@ -51,10 +75,74 @@ pub struct StagedTables {
     pub pointer: &'static str,
     /// Its column holding the current version's id.
     pub pointer_column: &'static str,
-    /// The tables of a version's rows and the column naming the version, deleted in this order.
-    pub rows: &'static [(&'static str, &'static str)],
+    /// The tables of a version's rows, collected in this order.
+    pub rows: &'static [RowTable],
     /// `ErrorInfo.reason` for a header older than the current version.
     pub outdated_reason: &'static str,
+}
+
+/// A table of a version's rows.
+#[derive(Debug)]
+pub struct RowTable {
+    /// Its name (on PostgreSQL the parent partitioned by version).
+    pub name: &'static str,
+    /// The column naming the version: the partition key, and the first column of the primary
+    /// key.
+    pub version_column: &'static str,
+    /// The next column of the primary key, which SQLite's batched delete walks in order.
+    pub key_column: &'static str,
+}
+
+impl RowTable {
+    /// PostgreSQL: the partition of version `id`.
+    fn partition(&self, id: i64) -> String {
+        format!("{}_v{id}", self.name)
+    }
+
+    /// PostgreSQL: the parent a loading version's partition belongs to until it is complete.
+    fn loading_parent(&self) -> String {
+        format!("{}_loading", self.name)
+    }
+}
+
+/// Key space of the advisory lock that lets one replica at a time collect (two-key form, apart
+/// from the one-key locks of migrations and flips): "coll".
+const COLLECT_LOCK_SPACE: i32 = 0x636f_6c6c;
+
+/// How SQLite's batched delete paces itself.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    /// Rows in the first batch.
+    pub first_batch: u32,
+    /// The time a batch should take (and so hold the write lock): batches grow or shrink
+    /// toward it.
+    pub batch_time: Duration,
+    /// The pause after each batch, at least; twice the batch's time if that is longer. Longer
+    /// than the longest sleep of SQLite's busy handler (100 ms), so that a writer waiting for
+    /// the lock gets it between two batches.
+    pub pause: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self {
+            first_batch: 1_000,
+            batch_time: Duration::from_millis(20),
+            pause: Duration::from_millis(120),
+        }
+    }
+}
+
+impl Pace {
+    fn next_batch(&self, batch: u32, took: Duration) -> u32 {
+        if took < self.batch_time / 2 {
+            batch.saturating_mul(2).min(100_000)
+        } else if took > self.batch_time {
+            (batch / 2).max(100)
+        } else {
+            batch
+        }
+    }
 }
 
 /// States of a version as stored.
@@ -85,12 +173,6 @@ pub struct Version {
 struct Id {
     #[diesel(sql_type = BigInt)]
     id: i64,
-}
-
-#[derive(QueryableByName)]
-struct State {
-    #[diesel(sql_type = Text)]
-    state: String,
 }
 
 /// What [`StagedTables::begin`] decided.
@@ -183,6 +265,19 @@ impl StagedTables {
                 .bind::<BigInt, _>(now)
                 .bind::<BigInt, _>(now)
                 .get_result(conn)?;
+            if let DbConnection::Pg(c) = conn {
+                // In the same transaction as the version's row: a partition is never seen
+                // without its version (which is what tells the collector it is not garbage).
+                for table in self.rows {
+                    diesel::sql_query(format!(
+                        "CREATE TABLE {} PARTITION OF {} FOR VALUES IN ({})",
+                        table.partition(id.id),
+                        table.loading_parent(),
+                        id.id
+                    ))
+                    .execute(c)?;
+                }
+            }
             Ok(Begin::Started(id.id))
         })
     }
@@ -218,6 +313,28 @@ impl StagedTables {
         now: i64,
         flip_lock_key: i64,
     ) -> Result<Finish> {
+        if matches!(conn, DbConnection::Pg(_)) {
+            // Readers never see a loading version, so its rows may join the parent before the
+            // flip; `ATTACH` builds the partition's indexes and does not block reads or
+            // writes of the parent.
+            write_transaction(conn, |conn| {
+                self.heartbeat(conn, id, now)?;
+                for table in self.rows {
+                    let partition = table.partition(id);
+                    diesel::sql_query(format!(
+                        "ALTER TABLE {} DETACH PARTITION {partition}",
+                        table.loading_parent()
+                    ))
+                    .execute(conn)?;
+                    diesel::sql_query(format!(
+                        "ALTER TABLE {} ATTACH PARTITION {partition} FOR VALUES IN ({id})",
+                        table.name
+                    ))
+                    .execute(conn)?;
+                }
+                Ok::<_, Error>(())
+            })?;
+        }
         write_transaction(conn, |conn| {
             if let DbConnection::Pg(c) = conn {
                 // SQLite's write lock already serialises flips.
@@ -262,35 +379,189 @@ impl StagedTables {
         })
     }
 
-    /// Deletes a version that is not current: retires it first if it is still loading, so
-    /// that a late batch or a late finish of an abandoned load fails instead of resurrecting
-    /// it; `retired` is terminal, so deleting its rows is then safe. Each table in its own
-    /// transaction, so that a large delete does not hold the write lock for the whole time.
-    pub fn discard(&self, conn: &mut DbConnection, id: i64) -> Result<()> {
-        diesel::sql_query(format!(
-            "UPDATE {} SET state = $1 WHERE id = $2 AND state = $3",
+    /// Forgets a version that is not current: deletes its row, the first step of pruning it
+    /// (its rows are then garbage for [`StagedTables::collect`]). From this commit on no read
+    /// finds the version, and a late batch or a late finish of its load fails (they check the
+    /// row) instead of resurrecting it. Returns whether there was such a version.
+    pub fn forget(&self, conn: &mut DbConnection, id: i64) -> Result<bool> {
+        let deleted = diesel::sql_query(format!(
+            "DELETE FROM {} WHERE id = $1 AND state <> $2",
             self.versions
         ))
-        .bind::<Text, _>(state::RETIRED)
         .bind::<BigInt, _>(id)
-        .bind::<Text, _>(state::LOADING)
+        .bind::<Text, _>(state::CURRENT)
         .execute(conn)?;
-        let states: Vec<State> =
-            diesel::sql_query(format!("SELECT state FROM {} WHERE id = $1", self.versions))
-                .bind::<BigInt, _>(id)
-                .load(conn)?;
-        if states.first().map(|s| s.state.as_str()) != Some(state::RETIRED) {
-            return Ok(());
+        Ok(deleted > 0)
+    }
+
+    /// Removes the rows of versions that no longer exist (forgotten ones, and whatever a
+    /// crash left half-removed), without holding a lock a request waits for for long (see the
+    /// module documentation). Safe to run on several replicas at once, and again after a crash
+    /// at any point. Returns the number of versions whose rows it removed.
+    pub fn collect(&self, conn: &mut DbConnection, pace: &Pace) -> Result<usize> {
+        match conn {
+            DbConnection::Pg(_) => self.collect_partitions(conn),
+            DbConnection::Sqlite(_) => self.collect_batches(conn, pace),
         }
-        for (table, column) in self.rows {
-            diesel::sql_query(format!("DELETE FROM {table} WHERE {column} = $1"))
-                .bind::<BigInt, _>(id)
-                .execute(conn)?;
+    }
+
+    /// The ids of the versions that exist.
+    fn version_ids(&self, conn: &mut DbConnection) -> Result<std::collections::HashSet<i64>> {
+        let ids: Vec<Id> =
+            diesel::sql_query(format!("SELECT id FROM {}", self.versions)).load(conn)?;
+        Ok(ids.into_iter().map(|row| row.id).collect())
+    }
+
+    fn collect_partitions(&self, conn: &mut DbConnection) -> Result<usize> {
+        #[derive(QueryableByName)]
+        struct Got {
+            #[diesel(sql_type = Bool)]
+            got: bool,
         }
-        diesel::sql_query(format!("DELETE FROM {} WHERE id = $1", self.versions))
-            .bind::<BigInt, _>(id)
-            .execute(conn)?;
-        Ok(())
+        // One collector at a time across replicas (a session lock: it dies with a crash).
+        let got: Got = diesel::sql_query(format!(
+            "SELECT pg_try_advisory_lock({COLLECT_LOCK_SPACE}, hashtext('{}')) AS got",
+            self.versions
+        ))
+        .get_result(conn)?;
+        if !got.got {
+            return Ok(0);
+        }
+        let result = self.collect_partitions_locked(conn);
+        let unlocked = diesel::sql_query(format!(
+            "SELECT pg_advisory_unlock({COLLECT_LOCK_SPACE}, hashtext('{}'))",
+            self.versions
+        ))
+        .execute(conn);
+        let collected = result?;
+        unlocked?;
+        Ok(collected)
+    }
+
+    fn collect_partitions_locked(&self, conn: &mut DbConnection) -> Result<usize> {
+        #[derive(QueryableByName)]
+        struct Partition {
+            #[diesel(sql_type = Text)]
+            name: String,
+            #[diesel(sql_type = Nullable<Text>)]
+            parent: Option<String>,
+            #[diesel(sql_type = Bool)]
+            pending: bool,
+        }
+        let mut collected = std::collections::BTreeSet::new();
+        for table in self.rows {
+            // The catalog first, then the versions: a partition is committed with its
+            // version's row, so one seen in the first read is not missed by the second.
+            let partitions: Vec<Partition> = diesel::sql_query(
+                "SELECT c.relname::text AS name, p.relname::text AS parent, \
+                        COALESCE(i.inhdetachpending, false) AS pending \
+                 FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema() \
+                 LEFT JOIN pg_inherits i ON i.inhrelid = c.oid \
+                 LEFT JOIN pg_class p ON p.oid = i.inhparent \
+                 WHERE c.relkind = 'r' AND c.relname ~ ('^' || $1 || '_v[0-9]+$')",
+            )
+            .bind::<Text, _>(table.name)
+            .load(conn)?;
+            let live = self.version_ids(conn)?;
+            for partition in partitions {
+                let Some(id) = partition
+                    .name
+                    .rsplit_once("_v")
+                    .and_then(|(_, id)| id.parse::<i64>().ok())
+                else {
+                    continue;
+                };
+                if live.contains(&id) {
+                    continue;
+                }
+                let name = &partition.name;
+                match partition.parent.as_deref() {
+                    // Readers read this parent: a concurrent detach never blocks them; it
+                    // waits for the transactions that may still read the partition. One a
+                    // crash interrupted is finished instead.
+                    Some(parent) if parent == table.name => {
+                        let how = if partition.pending {
+                            "FINALIZE"
+                        } else {
+                            "CONCURRENTLY"
+                        };
+                        diesel::sql_query(format!(
+                            "ALTER TABLE {parent} DETACH PARTITION {name} {how}"
+                        ))
+                        .execute(conn)?;
+                    }
+                    // A loading parent (only loads use it) or none: dropping is enough.
+                    _ => {}
+                }
+                diesel::sql_query(format!("DROP TABLE IF EXISTS {name}")).execute(conn)?;
+                collected.insert(id);
+            }
+        }
+        Ok(collected.len())
+    }
+
+    fn collect_batches(&self, conn: &mut DbConnection, pace: &Pace) -> Result<usize> {
+        #[derive(QueryableByName)]
+        struct Next {
+            #[diesel(sql_type = Nullable<BigInt>)]
+            next: Option<i64>,
+        }
+        #[derive(QueryableByName)]
+        struct Key {
+            #[diesel(sql_type = Text)]
+            key: String,
+        }
+        let mut collected = std::collections::BTreeSet::new();
+        for table in self.rows {
+            let (t, v, k) = (table.name, table.version_column, table.key_column);
+            // The versions present, one index search each; the live ones read afterwards, so
+            // that rows of a version begun in between are never taken for garbage.
+            let mut present = Vec::new();
+            let mut after = i64::MIN;
+            loop {
+                let next: Next =
+                    diesel::sql_query(format!("SELECT MIN({v}) AS next FROM {t} WHERE {v} > $1"))
+                        .bind::<BigInt, _>(after)
+                        .get_result(conn)?;
+                let Some(id) = next.next else { break };
+                present.push(id);
+                after = id;
+            }
+            let live = self.version_ids(conn)?;
+            for id in present.into_iter().filter(|id| !live.contains(id)) {
+                let mut batch = pace.first_batch;
+                loop {
+                    // The key that ends a batch of about `batch` rows, in primary-key order.
+                    let last: Vec<Key> = diesel::sql_query(format!(
+                        "SELECT {k} AS key FROM {t} WHERE {v} = $1 ORDER BY {k} LIMIT 1 OFFSET $2"
+                    ))
+                    .bind::<BigInt, _>(id)
+                    .bind::<BigInt, _>(i64::from(batch.saturating_sub(1)))
+                    .load(conn)?;
+                    let started = Instant::now();
+                    write_transaction(conn, |conn| match last.first() {
+                        Some(last) => diesel::sql_query(format!(
+                            "DELETE FROM {t} WHERE {v} = $1 AND {k} <= $2"
+                        ))
+                        .bind::<BigInt, _>(id)
+                        .bind::<Text, _>(&last.key)
+                        .execute(conn),
+                        None => diesel::sql_query(format!("DELETE FROM {t} WHERE {v} = $1"))
+                            .bind::<BigInt, _>(id)
+                            .execute(conn),
+                    })?;
+                    let took = started.elapsed();
+                    if last.is_empty() {
+                        break;
+                    }
+                    batch = pace.next_batch(batch, took);
+                    std::thread::sleep(pace.pause.max(took * 2));
+                }
+                collected.insert(id);
+            }
+        }
+        Ok(collected.len())
     }
 
     /// Versions to delete: retired ones beyond the newest `keep`, and loading ones whose last
@@ -464,30 +735,44 @@ where
     }
 }
 
-/// Deletes the versions the janitor may delete (see [`StagedTables::prunable`]).
+/// Prunes what the janitor may prune (see [`StagedTables::prunable`]): forgets each version,
+/// then collects the rows of every forgotten one, on the maintenance connection.
 pub async fn prune(db: &Database, tables: &'static StagedTables, keep: u32, stale_before: i64) {
-    let ids = match db
-        .run(move |c| tables.prunable(c, keep, stale_before))
-        .await
-    {
-        Ok(ids) => ids,
-        Err(e) => {
-            tracing::warn!(what = tables.what, error = %e, "cannot list versions to prune");
-            return;
+    let outcome = db
+        .maintain(move |c| -> Result<(Vec<i64>, usize)> {
+            let mut forgotten = Vec::new();
+            for id in tables.prunable(c, keep, stale_before)? {
+                if tables.forget(c, id)? {
+                    forgotten.push(id);
+                }
+            }
+            let collected = tables.collect(c, &Pace::default())?;
+            Ok((forgotten, collected))
+        })
+        .await;
+    match outcome {
+        Ok((forgotten, collected)) => {
+            if !forgotten.is_empty() || collected > 0 {
+                tracing::info!(what = tables.what, ?forgotten, collected, "pruned");
+            }
         }
-    };
-    for id in ids {
-        match db.run(move |c| tables.discard(c, id)).await {
-            Ok(()) => tracing::info!(what = tables.what, id, "pruned"),
-            Err(e) => tracing::warn!(what = tables.what, id, error = %e, "cannot prune"),
+        Err(e) => {
+            tracing::warn!(what = tables.what, error = %e, "cannot prune; the janitor tries again")
         }
     }
 }
 
-/// A guard that deletes the rows of a load that did not finish.
+/// A guard that forgets a load that did not finish and removes its rows.
 fn discard_unless_finished(db: Database, tables: &'static StagedTables, id: i64) -> CleanupGuard {
     CleanupGuard::new(async move {
-        match db.run(move |c| tables.discard(c, id)).await {
+        let outcome = db
+            .maintain(move |c| -> Result<()> {
+                tables.forget(c, id)?;
+                tables.collect(c, &Pace::default())?;
+                Ok(())
+            })
+            .await;
+        match outcome {
             Ok(()) => tracing::info!(what = tables.what, id, "discarded unfinished load"),
             Err(e) => {
                 tracing::warn!(what = tables.what, id, error = %e, "could not discard unfinished load; the janitor will")

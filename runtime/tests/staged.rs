@@ -5,7 +5,7 @@ use invest_runtime::{
     backend_tests,
     db::DbConnection,
     error::Error,
-    staged::{Begin, Finish, StagedTables},
+    staged::{Begin, Finish, Pace, RowTable, StagedTables},
     testkit::{Backend, TestDatabase},
 };
 
@@ -14,7 +14,11 @@ static VERSIONS: StagedTables = StagedTables {
     versions: "days",
     pointer: "current_day",
     pointer_column: "day_id",
-    rows: &[("day_rows", "day_id")],
+    rows: &[RowTable {
+        name: "day_rows",
+        version_column: "day_id",
+        key_column: "name",
+    }],
     outdated_reason: "DAY_OUTDATED",
 };
 
@@ -22,15 +26,15 @@ fn connect(db: &TestDatabase) -> DbConnection {
     let columns = "as_of BIGINT NOT NULL, digest TEXT NOT NULL, state TEXT NOT NULL, \
         started_at BIGINT NOT NULL, heartbeat_at BIGINT NOT NULL, finished_at BIGINT, \
         row_count BIGINT NOT NULL DEFAULT 0";
-    let rest =
-        "CREATE TABLE current_day (singleton INTEGER NOT NULL PRIMARY KEY, day_id BIGINT NOT NULL);
-         CREATE TABLE day_rows (day_id BIGINT NOT NULL, name TEXT NOT NULL);";
+    let rest = "CREATE TABLE current_day (singleton INTEGER NOT NULL PRIMARY KEY, day_id BIGINT NOT NULL);";
     match db.backend() {
         Backend::Sqlite => {
             let mut c =
                 SqliteConnection::establish(db.url().trim_start_matches("sqlite://")).unwrap();
             c.batch_execute(&format!(
-                "CREATE TABLE days (id INTEGER PRIMARY KEY AUTOINCREMENT, {columns}); {rest}"
+                "CREATE TABLE days (id INTEGER PRIMARY KEY AUTOINCREMENT, {columns}); {rest}
+                 CREATE TABLE day_rows (day_id BIGINT NOT NULL, name TEXT NOT NULL,
+                     PRIMARY KEY (day_id, name)) WITHOUT ROWID;"
             ))
             .unwrap();
             DbConnection::Sqlite(c)
@@ -38,11 +42,45 @@ fn connect(db: &TestDatabase) -> DbConnection {
         Backend::Postgres => {
             let mut c = PgConnection::establish(db.url()).unwrap();
             c.batch_execute(&format!(
-                "CREATE TABLE days (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {columns}); {rest}"
+                "CREATE TABLE days (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {columns}); {rest}
+                 CREATE TABLE day_rows (day_id BIGINT NOT NULL, name TEXT NOT NULL,
+                     PRIMARY KEY (day_id, name)) PARTITION BY LIST (day_id);
+                 CREATE TABLE day_rows_loading (LIKE day_rows) PARTITION BY LIST (day_id);"
             ))
             .unwrap();
             DbConnection::Pg(c)
         }
+    }
+}
+
+/// Writes rows of a loading day where a service writes them: the loading parent on
+/// PostgreSQL, the table itself on SQLite.
+fn write(conn: &mut DbConnection, day: i64, names: &[&str]) {
+    let table = match conn {
+        DbConnection::Pg(_) => "day_rows_loading",
+        DbConnection::Sqlite(_) => "day_rows",
+    };
+    for name in names {
+        conn.batch_execute(&format!(
+            "INSERT INTO {table} (day_id, name) VALUES ({day}, '{name}')"
+        ))
+        .unwrap();
+    }
+}
+
+/// Forgets a day and collects its rows, as the janitor does.
+fn prune(t: &StagedTables, conn: &mut DbConnection, id: i64) -> bool {
+    let forgotten = t.forget(conn, id).unwrap();
+    t.collect(conn, &fast()).unwrap();
+    forgotten
+}
+
+/// A pace for tests: small batches, short pauses.
+fn fast() -> Pace {
+    Pace {
+        first_batch: 2,
+        batch_time: std::time::Duration::from_millis(20),
+        pause: std::time::Duration::from_millis(1),
     }
 }
 
@@ -75,10 +113,7 @@ async fn the_protocol_on_its_own_tables(backend: Backend) {
 
     // A first day: loading, written, made current.
     let first = started(t.begin(&mut c, 10, "a", 100).unwrap());
-    c.batch_execute(&format!(
-        "INSERT INTO day_rows (day_id, name) VALUES ({first}, 'x')"
-    ))
-    .unwrap();
+    write(&mut c, first, &["x"]);
     t.heartbeat(&mut c, first, 110).unwrap();
     assert!(
         t.current(&mut c).unwrap().is_none(),
@@ -115,11 +150,8 @@ async fn the_protocol_on_its_own_tables(backend: Backend) {
 
     // A load that is discarded is gone with its rows, and cannot come back.
     let third = started(t.begin(&mut c, 30, "c", 300).unwrap());
-    c.batch_execute(&format!(
-        "INSERT INTO day_rows (day_id, name) VALUES ({third}, 'y')"
-    ))
-    .unwrap();
-    t.discard(&mut c, third).unwrap();
+    write(&mut c, third, &["y"]);
+    assert!(prune(t, &mut c, third));
     assert!(matches!(
         t.heartbeat(&mut c, third, 310),
         Err(Error::Unavailable(_))
@@ -129,8 +161,8 @@ async fn the_protocol_on_its_own_tables(backend: Backend) {
         Err(Error::Unavailable(_))
     ));
     assert_eq!(rows(&mut c), 1, "only the first day's row is left");
-    // Discarding the current version does nothing.
-    t.discard(&mut c, second).unwrap();
+    // Forgetting the current version does nothing.
+    assert!(!prune(t, &mut c, second));
     assert_eq!(t.current(&mut c).unwrap().unwrap().id, second);
 
     // A loading day whose loader went away is pruned once its heartbeat is stale.
@@ -138,10 +170,129 @@ async fn the_protocol_on_its_own_tables(backend: Backend) {
     assert_eq!(t.prunable(&mut c, 1, 400).unwrap(), Vec::<i64>::new());
     assert_eq!(t.prunable(&mut c, 1, 401).unwrap(), vec![stale]);
     for id in t.prunable(&mut c, 0, 401).unwrap() {
-        t.discard(&mut c, id).unwrap();
+        prune(t, &mut c, id);
     }
     assert_eq!(rows(&mut c), 0);
     assert_eq!(t.current(&mut c).unwrap().unwrap().id, second);
 }
 
-backend_tests!(the_protocol_on_its_own_tables);
+/// The states a crash can leave a prune in, each finished by the next collection, which
+/// touches nothing of the current day.
+async fn a_prune_interrupted_anywhere_is_finished(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend, "staged_crash") else {
+        return;
+    };
+    let mut c = connect(&db);
+    let t = &VERSIONS;
+    let names: Vec<String> = (0..25).map(|i| format!("n{i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let day = |c: &mut DbConnection, as_of: i64| {
+        let id = started(t.begin(c, as_of, &format!("d{as_of}"), as_of).unwrap());
+        write(c, id, &names);
+        t.finish(c, id, as_of, &format!("d{as_of}"), &[], as_of, 1)
+            .unwrap();
+        id
+    };
+    let old = [day(&mut c, 10), day(&mut c, 20), day(&mut c, 30)];
+    let current = day(&mut c, 40);
+    let count = |c: &mut DbConnection, id: i64| -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let n: N = diesel::RunQueryDsl::get_result(
+            diesel::sql_query(format!(
+                "SELECT COUNT(*) AS n FROM day_rows WHERE day_id = {id}"
+            )),
+            c,
+        )
+        .unwrap();
+        n.n
+    };
+
+    // Forgotten, nothing removed yet (a crash right after the first step); on PostgreSQL,
+    // detached but not dropped (a crash between the two).
+    assert!(t.forget(&mut c, old[0]).unwrap());
+    // Forgotten and half removed.
+    assert!(t.forget(&mut c, old[1]).unwrap());
+    match &mut c {
+        DbConnection::Pg(_) => {
+            c.batch_execute(&format!(
+                "ALTER TABLE day_rows DETACH PARTITION day_rows_v{}",
+                old[0]
+            ))
+            .unwrap();
+            // A concurrent detach cut off in its second transaction (which waits for every
+            // transaction that may still read the partition, here a reader that stays open)
+            // leaves the partition pending, as a crash there does.
+            let mut reader = PgConnection::establish(db.url()).unwrap();
+            reader
+                .batch_execute("BEGIN; SELECT COUNT(*) FROM day_rows;")
+                .unwrap();
+            c.batch_execute("SET statement_timeout = '300ms'").unwrap();
+            let cut = c.batch_execute(&format!(
+                "ALTER TABLE day_rows DETACH PARTITION day_rows_v{} CONCURRENTLY",
+                old[1]
+            ));
+            assert!(cut.is_err(), "the detach waits for the open reader");
+            reader.batch_execute("COMMIT").unwrap();
+            c.batch_execute("SET statement_timeout = 0").unwrap();
+            #[derive(diesel::QueryableByName)]
+            struct Pending {
+                #[diesel(sql_type = diesel::sql_types::Bool)]
+                pending: bool,
+            }
+            let pending: Pending = diesel::RunQueryDsl::get_result(
+                diesel::sql_query(format!(
+                    "SELECT inhdetachpending AS pending FROM pg_inherits \
+                     WHERE inhrelid = 'day_rows_v{}'::regclass",
+                    old[1]
+                )),
+                &mut c,
+            )
+            .unwrap();
+            assert!(pending.pending, "the partition is left pending");
+        }
+        DbConnection::Sqlite(_) => {
+            c.batch_execute(&format!(
+                "DELETE FROM day_rows WHERE day_id = {} AND name < 'n10'",
+                old[1]
+            ))
+            .unwrap();
+        }
+    }
+    if backend == Backend::Sqlite {
+        assert_eq!(count(&mut c, old[1]), 15);
+    }
+
+    assert_eq!(t.collect(&mut c, &fast()).unwrap(), 2);
+    assert_eq!(count(&mut c, old[0]), 0);
+    assert_eq!(count(&mut c, old[1]), 0);
+    assert_eq!(count(&mut c, old[2]), 25, "a day not pruned keeps its rows");
+    assert_eq!(count(&mut c, current), 25, "the current day keeps its rows");
+    assert_eq!(t.current(&mut c).unwrap().unwrap().id, current);
+    // Again: nothing left to do.
+    assert_eq!(t.collect(&mut c, &fast()).unwrap(), 0);
+    if let DbConnection::Pg(_) = c {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let n: N = diesel::RunQueryDsl::get_result(
+            diesel::sql_query(
+                "SELECT COUNT(*) AS n FROM pg_class \
+                 WHERE relkind = 'r' AND relname ~ '^day_rows_v' AND relnamespace = current_schema()::regnamespace",
+            ),
+            &mut c,
+        )
+        .unwrap();
+        assert_eq!(n.n, 2, "one partition for each day kept, none left over");
+    }
+}
+
+backend_tests!(
+    the_protocol_on_its_own_tables,
+    a_prune_interrupted_anywhere_is_finished
+);

@@ -11,7 +11,7 @@ use invest_proto::ids::AccountNumber;
 
 use super::{
     DIRECTORIES,
-    schema::{current_directory, directories, directory_entries},
+    schema::{current_directory, directories, directory_entries, loading},
 };
 // Written under the staged-load protocol, whose errors are the runtime's.
 use invest_runtime::error::Result;
@@ -32,6 +32,15 @@ pub struct DirectoryRow {
 #[derive(Insertable)]
 #[diesel(table_name = directory_entries, treat_none_as_default_value = false)]
 struct NewEntry<'a> {
+    directory_id: i64,
+    account_number: &'a str,
+    customer_name: &'a str,
+}
+
+/// PostgreSQL: the same row, into the loading parent.
+#[derive(Insertable)]
+#[diesel(table_name = loading::directory_entries, treat_none_as_default_value = false)]
+struct LoadingEntry<'a> {
     directory_id: i64,
     account_number: &'a str,
     customer_name: &'a str,
@@ -104,9 +113,20 @@ pub fn insert_entries(
         })
         .collect();
     write_transaction(conn, |conn| {
+        // First: a load declared abandoned fails here with that reason (and the row lock
+        // keeps the janitor from forgetting the load while the batch is written).
+        DIRECTORIES.heartbeat(conn, directory_id, now)?;
         match conn {
             DbConnection::Pg(c) => {
-                diesel::copy_from(directory_entries::table)
+                let rows: Vec<LoadingEntry<'_>> = rows
+                    .iter()
+                    .map(|r| LoadingEntry {
+                        directory_id: r.directory_id,
+                        account_number: r.account_number,
+                        customer_name: r.customer_name,
+                    })
+                    .collect();
+                diesel::copy_from(loading::directory_entries::table)
                     .from_insertable(&rows)
                     .execute(c)?;
             }
@@ -119,6 +139,6 @@ pub fn insert_entries(
                 }
             }
         }
-        DIRECTORIES.heartbeat(conn, directory_id, now)
+        Ok(())
     })
 }

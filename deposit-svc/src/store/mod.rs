@@ -7,7 +7,10 @@ pub mod outbox;
 pub mod schema;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use invest_runtime::{db::Migrations, staged::StagedTables};
+use invest_runtime::{
+    db::Migrations,
+    staged::{RowTable, StagedTables},
+};
 
 const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -27,6 +30,10 @@ pub static DIRECTORIES: StagedTables = StagedTables {
     versions: "directories",
     pointer: "current_directory",
     pointer_column: "directory_id",
-    rows: &[("directory_entries", "directory_id")],
+    rows: &[RowTable {
+        name: "directory_entries",
+        version_column: "directory_id",
+        key_column: "account_number",
+    }],
     outdated_reason: "DIRECTORY_OUTDATED",
 };

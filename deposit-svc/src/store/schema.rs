@@ -66,3 +66,16 @@ diesel::table! {
         directory_id -> BigInt,
     }
 }
+
+/// PostgreSQL only: the parent a loading directory's partition belongs to until the stream is
+/// complete (the same columns, no indexes; see `invest_runtime::staged`).
+pub mod loading {
+    diesel::table! {
+        #[sql_name = "directory_entries_loading"]
+        directory_entries (directory_id, account_number) {
+            directory_id -> BigInt,
+            account_number -> Text,
+            customer_name -> Text,
+        }
+    }
+}

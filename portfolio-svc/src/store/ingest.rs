@@ -6,7 +6,7 @@ use invest_runtime::db::{DbConnection, write_transaction};
 
 use super::{
     SNAPSHOTS,
-    schema::{accounts, holdings, instruments},
+    schema::{accounts, holdings, instruments, loading},
 };
 // Written under the staged-load protocol, whose errors are the runtime's.
 use invest_runtime::error::Result;
@@ -22,6 +22,27 @@ struct NewInstrument<'a> {
     asset_group: &'a str,
 }
 
+/// PostgreSQL: the same row, into the loading parent.
+#[derive(Insertable)]
+#[diesel(table_name = loading::instruments, treat_none_as_default_value = false)]
+struct LoadingNewInstrument<'a> {
+    snapshot_id: i64,
+    isin: &'a str,
+    name: &'a str,
+    asset_group: &'a str,
+}
+
+impl<'a> From<&NewInstrument<'a>> for LoadingNewInstrument<'a> {
+    fn from(row: &NewInstrument<'a>) -> Self {
+        Self {
+            snapshot_id: row.snapshot_id,
+            isin: row.isin,
+            name: row.name,
+            asset_group: row.asset_group,
+        }
+    }
+}
+
 #[derive(Insertable)]
 #[diesel(table_name = accounts, treat_none_as_default_value = false)]
 struct NewAccount<'a> {
@@ -34,6 +55,33 @@ struct NewAccount<'a> {
     total_assets: i64,
 }
 
+/// PostgreSQL: the same row, into the loading parent.
+#[derive(Insertable)]
+#[diesel(table_name = loading::accounts, treat_none_as_default_value = false)]
+struct LoadingNewAccount<'a> {
+    snapshot_id: i64,
+    account_number: &'a str,
+    customer_name: &'a str,
+    brokerage: &'a str,
+    account_name: &'a str,
+    principal: i64,
+    total_assets: i64,
+}
+
+impl<'a> From<&NewAccount<'a>> for LoadingNewAccount<'a> {
+    fn from(row: &NewAccount<'a>) -> Self {
+        Self {
+            snapshot_id: row.snapshot_id,
+            account_number: row.account_number,
+            customer_name: row.customer_name,
+            brokerage: row.brokerage,
+            account_name: row.account_name,
+            principal: row.principal,
+            total_assets: row.total_assets,
+        }
+    }
+}
+
 #[derive(Insertable)]
 #[diesel(table_name = holdings, treat_none_as_default_value = false)]
 struct NewHolding<'a> {
@@ -43,6 +91,31 @@ struct NewHolding<'a> {
     quantity: i64,
     current_price: i64,
     valuation: i64,
+}
+
+/// PostgreSQL: the same row, into the loading parent.
+#[derive(Insertable)]
+#[diesel(table_name = loading::holdings, treat_none_as_default_value = false)]
+struct LoadingNewHolding<'a> {
+    snapshot_id: i64,
+    account_number: &'a str,
+    isin: &'a str,
+    quantity: i64,
+    current_price: i64,
+    valuation: i64,
+}
+
+impl<'a> From<&NewHolding<'a>> for LoadingNewHolding<'a> {
+    fn from(row: &NewHolding<'a>) -> Self {
+        Self {
+            snapshot_id: row.snapshot_id,
+            account_number: row.account_number,
+            isin: row.isin,
+            quantity: row.quantity,
+            current_price: row.current_price,
+            valuation: row.valuation,
+        }
+    }
 }
 
 /// SQLite allows 32766 bound parameters per statement; stay well below.
@@ -65,9 +138,13 @@ pub fn insert_instruments(
         })
         .collect();
     write_transaction(conn, |conn| {
+        // First: a load declared abandoned fails here with that reason (and the row lock
+        // keeps the janitor from forgetting the load while the batch is written).
+        SNAPSHOTS.heartbeat(conn, snapshot_id, now)?;
         match conn {
             DbConnection::Pg(c) => {
-                diesel::copy_from(instruments::table)
+                let rows: Vec<LoadingNewInstrument<'_>> = rows.iter().map(Into::into).collect();
+                diesel::copy_from(loading::instruments::table)
                     .from_insertable(&rows)
                     .execute(c)?;
             }
@@ -79,7 +156,7 @@ pub fn insert_instruments(
                 }
             }
         }
-        SNAPSHOTS.heartbeat(conn, snapshot_id, now)
+        Ok(())
     })
 }
 
@@ -116,12 +193,19 @@ pub fn insert_accounts(
         })
         .collect();
     write_transaction(conn, |conn| {
+        // First: a load declared abandoned fails here with that reason (and the row lock
+        // keeps the janitor from forgetting the load while the batch is written).
+        SNAPSHOTS.heartbeat(conn, snapshot_id, now)?;
         match conn {
             DbConnection::Pg(c) => {
-                diesel::copy_from(accounts::table)
+                let account_rows: Vec<LoadingNewAccount<'_>> =
+                    account_rows.iter().map(Into::into).collect();
+                diesel::copy_from(loading::accounts::table)
                     .from_insertable(&account_rows)
                     .execute(c)?;
-                diesel::copy_from(holdings::table)
+                let holding_rows: Vec<LoadingNewHolding<'_>> =
+                    holding_rows.iter().map(Into::into).collect();
+                diesel::copy_from(loading::holdings::table)
                     .from_insertable(&holding_rows)
                     .execute(c)?;
             }
@@ -138,6 +222,6 @@ pub fn insert_accounts(
                 }
             }
         }
-        SNAPSHOTS.heartbeat(conn, snapshot_id, now)
+        Ok(())
     })
 }

@@ -7,7 +7,10 @@ pub mod read;
 pub mod schema;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use invest_runtime::{db::Migrations, staged::StagedTables};
+use invest_runtime::{
+    db::Migrations,
+    staged::{RowTable, StagedTables},
+};
 
 const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -32,9 +35,21 @@ pub static SNAPSHOTS: StagedTables = StagedTables {
     pointer: "current_snapshot",
     pointer_column: "snapshot_id",
     rows: &[
-        ("holdings", "snapshot_id"),
-        ("accounts", "snapshot_id"),
-        ("instruments", "snapshot_id"),
+        RowTable {
+            name: "holdings",
+            version_column: "snapshot_id",
+            key_column: "account_number",
+        },
+        RowTable {
+            name: "accounts",
+            version_column: "snapshot_id",
+            key_column: "account_number",
+        },
+        RowTable {
+            name: "instruments",
+            version_column: "snapshot_id",
+            key_column: "isin",
+        },
     ],
     outdated_reason: "SNAPSHOT_OUTDATED",
 };

@@ -85,3 +85,42 @@ diesel::table! {
         deposits_until -> BigInt,
     }
 }
+
+/// PostgreSQL only: the parents a loading snapshot's partitions belong to until the stream is
+/// complete (the same columns, no indexes; see `invest_runtime::staged`).
+pub mod loading {
+    diesel::table! {
+        #[sql_name = "instruments_loading"]
+        instruments (snapshot_id, isin) {
+            snapshot_id -> BigInt,
+            isin -> Text,
+            name -> Text,
+            asset_group -> Text,
+        }
+    }
+
+    diesel::table! {
+        #[sql_name = "accounts_loading"]
+        accounts (snapshot_id, account_number) {
+            snapshot_id -> BigInt,
+            account_number -> Text,
+            customer_name -> Text,
+            brokerage -> Text,
+            account_name -> Text,
+            principal -> BigInt,
+            total_assets -> BigInt,
+        }
+    }
+
+    diesel::table! {
+        #[sql_name = "holdings_loading"]
+        holdings (snapshot_id, account_number, isin) {
+            snapshot_id -> BigInt,
+            account_number -> Text,
+            isin -> Text,
+            quantity -> BigInt,
+            current_price -> BigInt,
+            valuation -> BigInt,
+        }
+    }
+}
