@@ -225,6 +225,8 @@ pub struct Database {
     /// One connection of its own for background maintenance (pruning, cleaning up abandoned
     /// loads), so that maintenance never takes a connection a request needs.
     maintenance: r2d2::Pool<Manager>,
+    /// SQLite: the queue of this process's writers (see [`WriteQueue`]).
+    writes: Option<Arc<WriteQueue>>,
     work: Arc<WorkQueue>,
     acquire_timeout: Duration,
     url: Arc<DatabaseUrl>,
@@ -286,9 +288,11 @@ impl Database {
             .min_idle(Some(0))
             .connection_timeout(config.acquire_timeout)
             .build_unchecked(manager);
+        let writes = matches!(config.url, DatabaseUrl::Sqlite(_)).then(Arc::default);
         Ok(Self {
             pool,
             maintenance,
+            writes,
             work: Arc::new(WorkQueue {
                 state: std::sync::Mutex::new(WorkState::default()),
                 max_drainers: pool_size as usize,
@@ -340,10 +344,13 @@ impl Database {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let pool = self.maintenance.clone();
-        let outcome = tokio::task::spawn_blocking(move || match pool.get() {
-            Ok(mut conn) => work(&mut conn),
-            Err(e) => Err(E::from(DbError::Unavailable(e.to_string()))),
+        let (pool, writes) = (self.maintenance.clone(), self.writes.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _queue = WriteScope::enter(writes);
+            match pool.get() {
+                Ok(mut conn) => work(&mut conn),
+                Err(e) => Err(E::from(DbError::Unavailable(e.to_string()))),
+            }
         })
         .await;
         match outcome {
@@ -366,8 +373,11 @@ impl Database {
             spawn
         };
         if spawn {
-            let (pool, work) = (self.pool.clone(), self.work.clone());
-            tokio::task::spawn_blocking(move || drain(&pool, &work));
+            let (pool, work, writes) = (self.pool.clone(), self.work.clone(), self.writes.clone());
+            tokio::task::spawn_blocking(move || {
+                let _queue = WriteScope::enter(writes);
+                drain(&pool, &work)
+            });
         }
     }
 }
@@ -413,16 +423,105 @@ fn drain(pool: &r2d2::Pool<Manager>, work: &WorkQueue) {
     }
 }
 
-/// Runs `work` in a write transaction. On SQLite the transaction starts with
-/// `BEGIN IMMEDIATE`, so it takes the write lock up front (waiting for it under the busy
-/// timeout) instead of failing when a read turns into a write.
+/// SQLite lets one writer in at a time and makes the others poll under the busy timeout,
+/// sleeping longer between tries the longer they wait (up to 100 ms): a write could wait far
+/// longer than the transaction ahead of it takes, or lose the lock again and again to a writer
+/// that comes straight back (a load's next batch, a prune's next batch). The writers of one
+/// process queue here instead, first come, first served, so a write waits for the
+/// transactions queued before it and no longer. (Another process's writers still meet the
+/// busy timeout; one process per database file is the supported setup.)
+#[derive(Debug, Default)]
+struct WriteQueue {
+    /// (next ticket to hand out, ticket whose turn it is).
+    tickets: std::sync::Mutex<(u64, u64)>,
+    turn: std::sync::Condvar,
+}
+
+impl WriteQueue {
+    fn wait_turn(&self) {
+        let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = tickets.0;
+        tickets.0 += 1;
+        while tickets.1 != mine {
+            tickets = self.turn.wait(tickets).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn done(&self) {
+        let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        tickets.1 += 1;
+        self.turn.notify_all();
+    }
+}
+
+thread_local! {
+    /// The write queue of the database whose work this thread runs, and whether this thread
+    /// holds its turn now (a write transaction inside another does not queue again).
+    static WRITES: std::cell::RefCell<(Option<Arc<WriteQueue>>, bool)> =
+        const { std::cell::RefCell::new((None, false)) };
+}
+
+/// Sets the write queue of this thread while database work runs on it.
+struct WriteScope;
+
+impl WriteScope {
+    fn enter(queue: Option<Arc<WriteQueue>>) -> Self {
+        WRITES.with(|w| *w.borrow_mut() = (queue, false));
+        Self
+    }
+}
+
+impl Drop for WriteScope {
+    fn drop(&mut self) {
+        WRITES.with(|w| *w.borrow_mut() = (None, false));
+    }
+}
+
+/// This thread's turn to write, released when dropped (also when the work panics).
+struct WriteTurn(Option<Arc<WriteQueue>>);
+
+impl WriteTurn {
+    fn take() -> Self {
+        let queue = WRITES.with(|w| {
+            let mut w = w.borrow_mut();
+            match &w.0 {
+                Some(queue) if !w.1 => {
+                    let queue = queue.clone();
+                    w.1 = true;
+                    Some(queue)
+                }
+                _ => None,
+            }
+        });
+        if let Some(queue) = &queue {
+            queue.wait_turn();
+        }
+        Self(queue)
+    }
+}
+
+impl Drop for WriteTurn {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0.take() {
+            WRITES.with(|w| w.borrow_mut().1 = false);
+            queue.done();
+        }
+    }
+}
+
+/// Runs `work` in a write transaction. On SQLite the writers of this process take turns
+/// first ([`WriteQueue`]), and the transaction starts with `BEGIN IMMEDIATE`, so it takes the
+/// write lock up front (waiting for it under the busy timeout) instead of failing when a read
+/// turns into a write.
 pub fn write_transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
 where
     F: FnOnce(&mut DbConnection) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
+    let _turn;
     match conn {
         DbConnection::Sqlite(c) => {
+            _turn = WriteTurn::take();
             AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
         }
         DbConnection::Pg(c) => AnsiTransactionManager::begin_transaction(c)?,
@@ -590,6 +689,50 @@ macro_rules! with_backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writers are served in the order they asked: each waiter below queues only once the
+    /// previous one has its ticket, and the order they get their turn is recorded.
+    #[test]
+    fn writers_take_turns_first_come_first_served() {
+        let queue = Arc::new(WriteQueue::default());
+        queue.wait_turn(); // the writer now writing
+        let served = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for n in 1..=5u64 {
+            let (mine, served) = (queue.clone(), served.clone());
+            waiters.push(std::thread::spawn(move || {
+                mine.wait_turn();
+                served.lock().unwrap().push(n);
+                mine.done();
+            }));
+            // Until this waiter holds ticket n, start no other.
+            while queue.tickets.lock().unwrap().0 <= n {
+                std::thread::yield_now();
+            }
+        }
+        assert!(
+            served.lock().unwrap().is_empty(),
+            "nobody writes out of turn"
+        );
+        queue.done();
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+        assert_eq!(*served.lock().unwrap(), [1, 2, 3, 4, 5]);
+    }
+
+    /// A write transaction inside another on the same thread does not queue behind itself.
+    #[test]
+    fn a_nested_write_keeps_its_turn() {
+        let queue = Arc::new(WriteQueue::default());
+        let _scope = WriteScope::enter(Some(queue.clone()));
+        let outer = WriteTurn::take();
+        let inner = WriteTurn::take();
+        assert!(inner.0.is_none());
+        drop(inner);
+        drop(outer);
+        assert_eq!(*queue.tickets.lock().unwrap(), (1, 1));
+    }
 
     #[test]
     fn urls() {

@@ -37,10 +37,11 @@
 //! constant time, no dead rows, no vacuum debt, no write-ahead log per row.
 //!
 //! **SQLite: batches with pauses.** One database file, one writer at a time: rows are deleted
-//! a bounded batch per short write transaction, with a pause after each that is longer than
-//! SQLite's busy handler sleeps, so that a deposit or a load waiting for the write lock gets
-//! it between two batches. The deletes free pages that the next day's load reuses, so the
-//! file stops growing after the first days.
+//! a batch of about 10 ms per write transaction, with a pause after each at least as long.
+//! The process's writers take turns first come, first served (`db::write_transaction`), so a
+//! deposit or a load waiting for the write lock waits for one batch at most. The deletes
+//! free pages that the next day's load reuses, so the file stops growing after the first
+//! days.
 //!
 //! Maintenance runs on its own connection ([`Database::maintain`]), never on one a request
 //! needs. The statements are plain SQL over table names the service gives ([`StagedTables`]),
@@ -115,11 +116,11 @@ pub struct Pace {
     /// Rows in the first batch.
     pub first_batch: u32,
     /// The time a batch should take (and so hold the write lock): batches grow or shrink
-    /// toward it.
+    /// toward it. The writers of a process take turns first come, first served
+    /// (`db::write_transaction`), so a deposit waits for one batch at most.
     pub batch_time: Duration,
-    /// The pause after each batch, at least; twice the batch's time if that is longer. Longer
-    /// than the longest sleep of SQLite's busy handler (100 ms), so that a writer waiting for
-    /// the lock gets it between two batches.
+    /// The pause after each batch, at least; as long as the batch took if that is longer, so
+    /// that requests have the disk and the processor at least half of the time.
     pub pause: Duration,
 }
 
@@ -127,8 +128,8 @@ impl Default for Pace {
     fn default() -> Self {
         Self {
             first_batch: 1_000,
-            batch_time: Duration::from_millis(20),
-            pause: Duration::from_millis(120),
+            batch_time: Duration::from_millis(10),
+            pause: Duration::from_millis(10),
         }
     }
 }
@@ -384,13 +385,15 @@ impl StagedTables {
     /// finds the version, and a late batch or a late finish of its load fails (they check the
     /// row) instead of resurrecting it. Returns whether there was such a version.
     pub fn forget(&self, conn: &mut DbConnection, id: i64) -> Result<bool> {
-        let deleted = diesel::sql_query(format!(
-            "DELETE FROM {} WHERE id = $1 AND state <> $2",
-            self.versions
-        ))
-        .bind::<BigInt, _>(id)
-        .bind::<Text, _>(state::CURRENT)
-        .execute(conn)?;
+        let deleted = write_transaction(conn, |conn| {
+            diesel::sql_query(format!(
+                "DELETE FROM {} WHERE id = $1 AND state <> $2",
+                self.versions
+            ))
+            .bind::<BigInt, _>(id)
+            .bind::<Text, _>(state::CURRENT)
+            .execute(conn)
+        })?;
         Ok(deleted > 0)
     }
 
@@ -556,7 +559,7 @@ impl StagedTables {
                         break;
                     }
                     batch = pace.next_batch(batch, took);
-                    std::thread::sleep(pace.pause.max(took * 2));
+                    std::thread::sleep(pace.pause.max(took));
                 }
                 collected.insert(id);
             }

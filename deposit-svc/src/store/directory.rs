@@ -97,8 +97,29 @@ pub fn owner_of(
     Ok(owners.into_iter().next())
 }
 
-/// Writes a batch of entries of a loading directory.
+/// Writes a batch of entries of a loading directory: on PostgreSQL in one transaction, on
+/// SQLite in transactions of [`SQLITE_ENTRIES_PER_TRANSACTION`], so that a deposit waiting for
+/// the write lock waits for a short one (a loading directory is unused, and a load that fails
+/// is discarded whole).
 pub fn insert_entries(
+    conn: &mut DbConnection,
+    directory_id: i64,
+    batch: &[Entry],
+    now: i64,
+) -> Result<()> {
+    if matches!(conn, DbConnection::Sqlite(_)) {
+        for chunk in batch.chunks(SQLITE_ENTRIES_PER_TRANSACTION) {
+            insert_entries_in_one(conn, directory_id, chunk, now)?;
+        }
+        return Ok(());
+    }
+    insert_entries_in_one(conn, directory_id, batch, now)
+}
+
+/// Entries per write transaction of a load on SQLite: a few milliseconds.
+const SQLITE_ENTRIES_PER_TRANSACTION: usize = 5_000;
+
+fn insert_entries_in_one(
     conn: &mut DbConnection,
     directory_id: i64,
     batch: &[Entry],
@@ -132,7 +153,7 @@ pub fn insert_entries(
             }
             DbConnection::Sqlite(c) => {
                 // 3 parameters per row, well below SQLite's 32766.
-                for chunk in rows.chunks(10_000) {
+                for chunk in rows.chunks(SQLITE_ENTRIES_PER_TRANSACTION) {
                     diesel::insert_into(directory_entries::table)
                         .values(chunk)
                         .execute(c)?;

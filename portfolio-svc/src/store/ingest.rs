@@ -160,8 +160,38 @@ pub fn insert_instruments(
     })
 }
 
-/// Writes a batch of accounts with their holdings, in one transaction.
+/// Writes a batch of accounts with their holdings: on PostgreSQL in one transaction, on
+/// SQLite in transactions of about [`SQLITE_ROWS_PER_TRANSACTION`] rows, so that a deposit
+/// waiting for the write lock waits for a short one (the rows of a loading snapshot are
+/// invisible, and a load that fails is discarded whole, so nothing needs the batch to be one
+/// transaction).
 pub fn insert_accounts(
+    conn: &mut DbConnection,
+    snapshot_id: i64,
+    batch: &[ValidAccount],
+    now: i64,
+) -> Result<()> {
+    if matches!(conn, DbConnection::Sqlite(_)) {
+        let mut from = 0;
+        while from < batch.len() {
+            let mut rows = 0;
+            let mut to = from;
+            while to < batch.len() && (to == from || rows < SQLITE_ROWS_PER_TRANSACTION) {
+                rows += 1 + batch[to].holdings.len();
+                to += 1;
+            }
+            insert_accounts_in_one(conn, snapshot_id, &batch[from..to], now)?;
+            from = to;
+        }
+        return Ok(());
+    }
+    insert_accounts_in_one(conn, snapshot_id, batch, now)
+}
+
+/// Rows (accounts and holdings) per write transaction of a load on SQLite: a few milliseconds.
+const SQLITE_ROWS_PER_TRANSACTION: usize = 2_000;
+
+fn insert_accounts_in_one(
     conn: &mut DbConnection,
     snapshot_id: i64,
     batch: &[ValidAccount],
