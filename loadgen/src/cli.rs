@@ -85,6 +85,70 @@ pub enum Command {
     /// Print the account numbers of a generated day as the servers hold it once loaded, one
     /// per line, in account-number order (for scripts: which account to credit or to watch).
     Accounts(AccountsArgs),
+    /// Send operations at a fixed rate (open loop) until Ctrl-C, SIGTERM or --duration, and
+    /// write every request's start, latency and status as a CSV line: to watch a daily load,
+    /// its switch and the prune after it from a customer's side.
+    Steady(Box<SteadyArgs>),
+}
+
+/// `loadgen steady`.
+#[derive(Debug, Args)]
+pub struct SteadyArgs {
+    /// portfolio-svc.
+    #[arg(
+        long,
+        env = "LOADER_PORTFOLIO_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub portfolio_url: String,
+    /// deposit-svc.
+    #[arg(
+        long,
+        env = "LOADER_DEPOSIT_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub deposit_url: String,
+    /// Accounts of the generated day that was loaded (`loader gen --accounts`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub accounts: u64,
+    /// Seed of that day (`loader gen --seed`); also seeds the choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Instruments of that day (`loader gen --instruments`).
+    #[arg(long, default_value_t = 14)]
+    pub instruments: usize,
+    /// Most accounts to act on, taken at an even stride over the day.
+    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = at_least_one)]
+    pub sample: usize,
+    /// Weights of the operations (as `loadgen bench --mix`).
+    #[arg(long, default_value = "get_account=2,list_holdings=2,deposit=1")]
+    pub mix: Mix,
+    /// Operations started per second, whatever the answers take.
+    #[arg(long, default_value_t = 20.0, value_parser = rate)]
+    pub rate: f64,
+    /// Stop after this long (default: at Ctrl-C or SIGTERM).
+    #[arg(long, value_parser = positive_duration)]
+    pub duration: Option<Duration>,
+    /// Client-side deadline of one RPC; beyond, it counts as DEADLINE_EXCEEDED.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub timeout: Duration,
+    /// Channels (TCP connections) per service.
+    #[arg(long, default_value_t = 2, value_parser = at_least_one)]
+    pub connections: usize,
+    /// Where the CSV goes (`started_unix_ms,operation,latency_us,code`).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The shared JWT secret (tokens of the sampled customers are minted with it).
+    #[command(flatten)]
+    pub jwt: JwtSecretArgs,
+}
+
+fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 100_000.0 => Ok(r),
+        Ok(_) => Err("must be more than 0 and at most 100000 per second".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// `loadgen accounts`.
@@ -369,9 +433,61 @@ impl BenchError {
     }
 }
 
+/// `loadgen steady`: runs until the duration ends or a termination signal, and says how many
+/// requests failed.
+pub async fn steady(args: &SteadyArgs) -> Result<Option<String>, BenchError> {
+    let keys = args.jwt.load()?;
+    let options = day(args.accounts, args.seed, args.instruments);
+    let (population, _) = populate(options, args.sample, None, keys).await?;
+    let target = Target::connect(
+        &args.portfolio_url,
+        &args.deposit_url,
+        &args.mix,
+        args.connections,
+    )
+    .await?;
+    let out = std::fs::File::create(&args.out).map_err(|e| BenchError::Write {
+        path: args.out.clone(),
+        reason: e.to_string(),
+    })?;
+    let config = crate::steady::SteadyConfig {
+        mix: args.mix,
+        rate: args.rate,
+        timeout: args.timeout,
+        seed: args.seed,
+    };
+    let duration = args.duration;
+    let stop = async move {
+        match duration {
+            Some(length) => tokio::select! {
+                () = tokio::time::sleep(length) => {}
+                () = termination() => {}
+            },
+            None => termination().await,
+        }
+    };
+    let summary = crate::steady::run(
+        &config,
+        Arc::new(population),
+        &target,
+        stop,
+        std::io::BufWriter::new(out),
+    )
+    .await?;
+    println!(
+        "loadgen steady: {} requests, {} failed; each one in {}",
+        summary.sent,
+        summary.errors,
+        args.out.display()
+    );
+    Ok((summary.errors > 0)
+        .then(|| format!("{} of {} requests failed", summary.errors, summary.sent)))
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Exit {
     match cli.command {
+        Command::Steady(args) => finish(steady(&args).await, BenchError::exit),
         Command::Bench(args) => finish(
             bench(&args, &mut std::io::stdout()).await.map(|report| {
                 (!report.ok).then(|| format!("{} unexpected errors", report.unexpected_errors))

@@ -29,6 +29,8 @@
 //! - [`report`]: the JSON document and the tables.
 //! - [`ledger`]: deposits sent straight to portfolio-svc's ledger, and `credit`.
 //! - [`freshness`]: the delay until another replica shows a deposit.
+//! - [`steady`]: an open-loop workload at a fixed rate, every request written down (to watch
+//!   the daily switch).
 
 pub mod cli;
 pub mod freshness;
@@ -38,4 +40,5 @@ pub mod noop;
 pub mod population;
 pub mod report;
 pub mod stats;
+pub mod steady;
 pub mod workload;

@@ -95,7 +95,7 @@ impl Target {
     }
 
     /// The clients of worker `id`: its channels round-robin.
-    fn clients(&self, id: usize) -> Clients {
+    pub(crate) fn clients(&self, id: usize) -> Clients {
         Clients {
             portfolio: pick(&self.portfolio, id).map(PortfolioServiceClient::new),
             deposit: pick(&self.deposit, id).map(DepositServiceClient::new),
@@ -113,7 +113,7 @@ async fn connect(url: &str) -> Result<Channel, ConnectError> {
 }
 
 #[derive(Debug, Clone)]
-struct Clients {
+pub(crate) struct Clients {
     portfolio: Option<PortfolioServiceClient<Channel>>,
     deposit: Option<DepositServiceClient<Channel>>,
 }
@@ -177,16 +177,20 @@ fn not_connected(method: &'static str) -> Failure {
 }
 
 /// What one operation sends.
-struct Call<'a> {
-    operation: Operation,
-    account: &'a SampledAccount,
-    customer: &'a Customer,
-    amount: i64,
-    signature: String,
+pub(crate) struct Call<'a> {
+    pub(crate) operation: Operation,
+    pub(crate) account: &'a SampledAccount,
+    pub(crate) customer: &'a Customer,
+    pub(crate) amount: i64,
+    pub(crate) signature: String,
 }
 
 /// Sends one operation; for a deposit, both phases.
-async fn send(clients: &mut Clients, call: &Call<'_>, timeout: Duration) -> Result<(), Failure> {
+pub(crate) async fn send(
+    clients: &mut Clients,
+    call: &Call<'_>,
+    timeout: Duration,
+) -> Result<(), Failure> {
     let number = || call.account.account_number.clone();
     match call.operation {
         Operation::GetAccount => {

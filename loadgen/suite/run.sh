@@ -18,7 +18,8 @@
 # alternate, each measured for a third of the duration), BENCH_CONCURRENCY (32),
 # BENCH_CONNECTIONS (4), BENCH_SERVER_THREADS (1: tokio worker threads of each server process
 # and of the no-op ceiling, which runs in its own process), BENCH_SKEW (1.1),
-# BENCH_OVERLAY_DEPOSITS (10000), BENCH_FRESHNESS_COUNT (500), BENCH_POSTGRES (postgres://postgres@127.0.0.1:5432), BENCH_OUT (target/bench).
+# BENCH_OVERLAY_DEPOSITS (10000), BENCH_FRESHNESS_COUNT (500), BENCH_POSTGRES (postgres://postgres@127.0.0.1:5432), BENCH_OUT (target/bench),
+# BENCH_SWITCH (0; 1 also runs switch.sh, the daily switch at a million accounts, ~80 minutes).
 set -euo pipefail
 
 suite=$(cd "$(dirname "$0")" && pwd)
@@ -331,6 +332,15 @@ if $with_pgbench; then
   select_tps=$(pgbench_tps -S -M prepared)
   echo "{\"clients\": $concurrency, \"tps\": $tps, \"select_only_tps\": $select_tps}" >"$out/pgbench.json"
   psql "$pg/postgres" -qc "DROP DATABASE bench_pgbench WITH (FORCE)" >/dev/null
+fi
+
+# The daily switch under a customer's load (its own script: at a million accounts it takes
+# longer than the rest of the suite): always in the smoke run, so that it keeps working; in
+# the full run with BENCH_SWITCH=1.
+if $smoke; then
+  BENCH_OUT="$out" bash "$suite/switch.sh" --smoke
+elif [ "${BENCH_SWITCH:-0}" = 1 ]; then
+  BENCH_OUT="$out" bash "$suite/switch.sh"
 fi
 
 say "results in $out"
