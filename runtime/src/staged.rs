@@ -50,6 +50,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 use std::time::{Duration, Instant};
 
 use diesel::{
@@ -122,6 +126,9 @@ pub struct Pace {
     /// The pause after each batch, at least; as long as the batch took if that is longer, so
     /// that requests have the disk and the processor at least half of the time.
     pub pause: Duration,
+    /// Set when the work is no longer wanted (the server stops): the delete ends after the
+    /// batch in progress, and the next round goes on from there.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Default for Pace {
@@ -130,7 +137,18 @@ impl Default for Pace {
             first_batch: 1_000,
             batch_time: Duration::from_millis(10),
             pause: Duration::from_millis(10),
+            stop: Arc::default(),
         }
+    }
+}
+
+/// Sets [`Pace::stop`] when dropped: with the future that awaits the work (a janitor's round,
+/// dropped when the server stops), so that the blocking work does not keep the process alive.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -535,6 +553,9 @@ impl StagedTables {
             for id in present.into_iter().filter(|id| !live.contains(id)) {
                 let mut batch = pace.first_batch;
                 loop {
+                    if pace.stop.load(Ordering::Relaxed) {
+                        return Ok(collected.len());
+                    }
                     // The key that ends a batch of about `batch` rows, in primary-key order.
                     let last: Vec<Key> = diesel::sql_query(format!(
                         "SELECT {k} AS key FROM {t} WHERE {v} = $1 ORDER BY {k} LIMIT 1 OFFSET $2"
@@ -741,6 +762,8 @@ where
 /// Prunes what the janitor may prune (see [`StagedTables::prunable`]): forgets each version,
 /// then collects the rows of every forgotten one, on the maintenance connection.
 pub async fn prune(db: &Database, tables: &'static StagedTables, keep: u32, stale_before: i64) {
+    let pace = Pace::default();
+    let _stop = StopOnDrop(pace.stop.clone());
     let outcome = db
         .maintain(move |c| -> Result<(Vec<i64>, usize)> {
             let mut forgotten = Vec::new();
@@ -749,7 +772,7 @@ pub async fn prune(db: &Database, tables: &'static StagedTables, keep: u32, stal
                     forgotten.push(id);
                 }
             }
-            let collected = tables.collect(c, &Pace::default())?;
+            let collected = tables.collect(c, &pace)?;
             Ok((forgotten, collected))
         })
         .await;
@@ -768,10 +791,12 @@ pub async fn prune(db: &Database, tables: &'static StagedTables, keep: u32, stal
 /// A guard that forgets a load that did not finish and removes its rows.
 fn discard_unless_finished(db: Database, tables: &'static StagedTables, id: i64) -> CleanupGuard {
     CleanupGuard::new(async move {
+        let pace = Pace::default();
+        let _stop = StopOnDrop(pace.stop.clone());
         let outcome = db
             .maintain(move |c| -> Result<()> {
                 tables.forget(c, id)?;
-                tables.collect(c, &Pace::default())?;
+                tables.collect(c, &pace)?;
                 Ok(())
             })
             .await;

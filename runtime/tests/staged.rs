@@ -81,6 +81,7 @@ fn fast() -> Pace {
         first_batch: 2,
         batch_time: std::time::Duration::from_millis(20),
         pause: std::time::Duration::from_millis(1),
+        ..Pace::default()
     }
 }
 
@@ -292,7 +293,56 @@ async fn a_prune_interrupted_anywhere_is_finished(backend: Backend) {
     }
 }
 
+/// A collection asked to stop (the server is stopping) ends between two batches, and the next
+/// one finishes the work.
+async fn a_stopped_collection_is_finished_by_the_next(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend, "staged_stop") else {
+        return;
+    };
+    let mut c = connect(&db);
+    let t = &VERSIONS;
+    let names: Vec<String> = (0..40).map(|i| format!("n{i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let old = started(t.begin(&mut c, 10, "a", 10).unwrap());
+    write(&mut c, old, &names);
+    t.finish(&mut c, old, 10, "a", &[], 10, 1).unwrap();
+    let new = started(t.begin(&mut c, 20, "b", 20).unwrap());
+    write(&mut c, new, &names);
+    t.finish(&mut c, new, 20, "b", &[], 20, 1).unwrap();
+    assert!(t.forget(&mut c, old).unwrap());
+
+    let left = |c: &mut DbConnection| -> usize {
+        #[derive(diesel::QueryableByName)]
+        struct Name {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            #[allow(dead_code)]
+            name: String,
+        }
+        let sql = match c {
+            // On PostgreSQL the unit is a partition, removed whole or not at all.
+            DbConnection::Pg(_) => format!(
+                "SELECT relname::text AS name FROM pg_class \
+                 WHERE relkind = 'r' AND relname = 'day_rows_v{old}'"
+            ),
+            DbConnection::Sqlite(_) => format!("SELECT name FROM day_rows WHERE day_id = {old}"),
+        };
+        diesel::RunQueryDsl::load::<Name>(diesel::sql_query(sql), c)
+            .unwrap()
+            .len()
+    };
+    if backend == Backend::Sqlite {
+        let stopped = fast();
+        stopped.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        t.collect(&mut c, &stopped).unwrap();
+        assert_eq!(left(&mut c), 40, "stopped before its first batch");
+    }
+    assert_eq!(t.collect(&mut c, &fast()).unwrap(), 1);
+    assert_eq!(left(&mut c), 0);
+    assert_eq!(rows(&mut c), 40, "the current day's rows");
+}
+
 backend_tests!(
     the_protocol_on_its_own_tables,
-    a_prune_interrupted_anywhere_is_finished
+    a_prune_interrupted_anywhere_is_finished,
+    a_stopped_collection_is_finished_by_the_next,
 );
