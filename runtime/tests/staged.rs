@@ -332,7 +332,9 @@ async fn a_stopped_collection_is_finished_by_the_next(backend: Backend) {
     };
     if backend == Backend::Sqlite {
         let stopped = fast();
-        stopped.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        stopped
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         t.collect(&mut c, &stopped).unwrap();
         assert_eq!(left(&mut c), 40, "stopped before its first batch");
     }
