@@ -110,6 +110,63 @@ pub async fn connect(url: &str, attempts: u32) -> Result<Channel, PushError> {
 /// Progress of a push, in accounts sent.
 pub type PushProgress = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// Keeps the directory's stream in step with the snapshot's when both are pushed together.
+/// The directory is a small fraction of the day: sent freely, it would have sent every part
+/// long before the snapshot and then wait, silent, for the snapshot to end, and a server
+/// closes a stream that sends nothing for a minute (`SECURITY.md`). So the directory sends the
+/// entries of accounts that the snapshot has already sent, and no more.
+#[derive(Debug, Default)]
+struct Lockstep {
+    /// (accounts the snapshot has sent, whether it has stopped sending).
+    sent: std::sync::Mutex<(u64, bool)>,
+    moved: std::sync::Condvar,
+}
+
+impl Lockstep {
+    /// The snapshot has sent `accounts` accounts.
+    fn advance(&self, accounts: u64) {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        sent.0 = accounts;
+        self.moved.notify_all();
+    }
+
+    /// The snapshot sends no more (every part sent, or its call ended): nothing to wait for.
+    fn stop(&self) {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        sent.1 = true;
+        self.moved.notify_all();
+    }
+
+    /// Blocks until the snapshot has sent `accounts` accounts or stopped.
+    fn wait_for(&self, accounts: u64) {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        while sent.0 < accounts && !sent.1 {
+            sent = self.moved.wait(sent).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Stops a [`Lockstep`] when the snapshot's producer ends, however it ends.
+struct StopOnExit(Option<Arc<Lockstep>>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        if let Some(lockstep) = &self.0 {
+            lockstep.stop();
+        }
+    }
+}
+
+/// A producer's side of a [`Lockstep`].
+enum Step {
+    /// Sends freely.
+    Free,
+    /// The snapshot: says how far it has got.
+    Lead(Arc<Lockstep>),
+    /// The directory: waits for the snapshot.
+    Follow(Arc<Lockstep>),
+}
+
 /// What the stream of a push carries from the producer.
 enum Produced<P> {
     Part(P),
@@ -339,6 +396,7 @@ where
 /// account's rows) and at most about [`MAX_BATCH_BYTES`] encoded, then `End`. When the call
 /// ends early (the server answered, or failed), the receiver is dropped and the producer
 /// stops at its next send.
+#[allow(clippy::too_many_arguments)] // the parts of one stream, each its own
 fn produce<P: Send + 'static>(
     day: Arc<CleanedDay>,
     head: Vec<P>,
@@ -347,9 +405,14 @@ fn produce<P: Send + 'static>(
     bytes_of: fn(&SnapshotAccount) -> usize,
     part_of: fn(Vec<SnapshotAccount>) -> P,
     progress: Option<PushProgress>,
+    step: Step,
 ) -> (mpsc::Receiver<Produced<P>>, JoinHandle<std::io::Result<()>>) {
     let (tx, rx) = mpsc::channel::<Produced<P>>(4);
     let producer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let _stop = StopOnExit(match &step {
+            Step::Lead(lockstep) => Some(lockstep.clone()),
+            _ => None,
+        });
         for part in head {
             if tx.blocking_send(Produced::Part(part)).is_err() {
                 return Ok(());
@@ -365,6 +428,9 @@ fn produce<P: Send + 'static>(
             batch.push(account);
             if rows >= batch_rows.max(1) || bytes >= MAX_BATCH_BYTES || accounts.peek().is_none() {
                 sent += batch.len() as u64;
+                if let Step::Follow(lockstep) = &step {
+                    lockstep.wait_for(sent);
+                }
                 if tx
                     .blocking_send(Produced::Part(part_of(std::mem::take(&mut batch))))
                     .is_err()
@@ -373,6 +439,9 @@ fn produce<P: Send + 'static>(
                 }
                 if let Some(progress) = &progress {
                     progress(sent);
+                }
+                if let Step::Lead(lockstep) = &step {
+                    lockstep.advance(sent);
                 }
                 (rows, bytes) = (0, 0);
             }
@@ -422,10 +491,12 @@ pub async fn push_snapshot(
         batch_holdings,
         progress,
         open_gate(),
+        Step::Free,
     )
     .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn load_snapshot(
     channel: Channel,
     keys: Arc<JwtKeys>,
@@ -434,6 +505,7 @@ async fn load_snapshot(
     batch_holdings: usize,
     progress: Option<PushProgress>,
     gate: Gate,
+    step: Step,
 ) -> Result<pb::LoadSnapshotResponse, PushError> {
     let head = vec![
         pb::SnapshotPart {
@@ -461,6 +533,7 @@ async fn load_snapshot(
             part: Some(Part::Accounts(pb::AccountBatch { accounts })),
         },
         progress,
+        step,
     );
     let result = call_gated(
         channel,
@@ -483,7 +556,16 @@ pub async fn push_directory(
     as_of: Timestamp,
     batch_entries: usize,
 ) -> Result<dpb::LoadDirectoryResponse, PushError> {
-    load_directory(channel, keys, day, as_of, batch_entries, open_gate()).await
+    load_directory(
+        channel,
+        keys,
+        day,
+        as_of,
+        batch_entries,
+        open_gate(),
+        Step::Free,
+    )
+    .await
 }
 
 async fn load_directory(
@@ -493,6 +575,7 @@ async fn load_directory(
     as_of: Timestamp,
     batch_entries: usize,
     gate: Gate,
+    step: Step,
 ) -> Result<dpb::LoadDirectoryResponse, PushError> {
     let head = vec![dpb::DirectoryPart {
         part: Some(dpb::directory_part::Part::Header(dpb::DirectoryHeader {
@@ -513,6 +596,7 @@ async fn load_directory(
             })),
         },
         None,
+        step,
     );
     let result = call_gated(
         channel,
@@ -641,16 +725,34 @@ pub async fn push_day(
 ) -> DayOutcome {
     let (portfolio_gate, mut portfolio_control) = gate();
     let (deposit_gate, mut deposit_control) = gate();
+    let lockstep = Arc::new(Lockstep::default());
     let portfolio = {
-        let (keys, day) = (keys.clone(), day.clone());
+        let (keys, day, lead) = (keys.clone(), day.clone(), Step::Lead(lockstep.clone()));
+        // However the snapshot's side ends (even before its producer starts, or dropped),
+        // the directory stops waiting for it.
+        let stop = StopOnExit(Some(lockstep.clone()));
         async move {
+            let _stop = stop;
             let channel = connect(&targets.portfolio_url, 3).await?;
-            load_snapshot(channel, keys, day, as_of, batch, progress, portfolio_gate).await
+            load_snapshot(
+                channel,
+                keys,
+                day,
+                as_of,
+                batch,
+                progress,
+                portfolio_gate,
+                lead,
+            )
+            .await
         }
     };
-    let deposit = async move {
-        let channel = connect(&targets.deposit_url, 3).await?;
-        load_directory(channel, keys, day, as_of, batch, deposit_gate).await
+    let deposit = {
+        let follow = Step::Follow(lockstep.clone());
+        async move {
+            let channel = connect(&targets.deposit_url, 3).await?;
+            load_directory(channel, keys, day, as_of, batch, deposit_gate, follow).await
+        }
     };
     tokio::pin!(portfolio, deposit);
     let mut portfolio_sent = portfolio_control.sent_all.take();
@@ -764,5 +866,37 @@ fn refused(service: &'static str, status: Status) -> PushError {
         service,
         code: status.code(),
         message: status.message().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The directory sends what the snapshot has sent, and stops waiting once the snapshot
+    /// stops, however far it got.
+    #[test]
+    fn the_directory_follows_the_snapshot_and_never_waits_for_a_stopped_one() {
+        let lockstep = Arc::new(Lockstep::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let follower = {
+            let lockstep = lockstep.clone();
+            std::thread::spawn(move || {
+                for accounts in [10, 20, 30] {
+                    lockstep.wait_for(accounts);
+                    tx.send(accounts).unwrap();
+                }
+            })
+        };
+        assert!(rx.try_recv().is_err(), "nothing before the snapshot sends");
+        lockstep.advance(15);
+        assert_eq!(rx.recv().unwrap(), 10);
+        assert!(rx.try_recv().is_err(), "not beyond the snapshot");
+        {
+            let _stopped = StopOnExit(Some(lockstep.clone()));
+        }
+        assert_eq!(rx.recv().unwrap(), 20);
+        assert_eq!(rx.recv().unwrap(), 30);
+        follower.join().unwrap();
     }
 }

@@ -222,9 +222,9 @@ pub struct Migrations {
 #[derive(Clone)]
 pub struct Database {
     pool: r2d2::Pool<Manager>,
-    /// One connection of its own for background maintenance (pruning, cleaning up abandoned
-    /// loads), so that maintenance never takes a connection a request needs.
-    maintenance: r2d2::Pool<Manager>,
+    /// Background maintenance (pruning, cleaning up abandoned loads): a thread and a
+    /// connection of its own, so that it never takes a connection or a worker a request needs.
+    maintenance: Arc<Maintenance>,
     /// SQLite: the queue of this process's writers (see [`WriteQueue`]).
     writes: Option<Arc<WriteQueue>>,
     work: Arc<WorkQueue>,
@@ -291,7 +291,7 @@ impl Database {
         let writes = matches!(config.url, DatabaseUrl::Sqlite(_)).then(Arc::default);
         Ok(Self {
             pool,
-            maintenance,
+            maintenance: Arc::new(Maintenance::new(maintenance, writes.clone())),
             writes,
             work: Arc::new(WorkQueue {
                 state: std::sync::Mutex::new(WorkState::default()),
@@ -336,29 +336,36 @@ impl Database {
         }
     }
 
-    /// Runs background `work` on the maintenance connection (one, apart from the pool that
-    /// requests use), on the blocking pool. Callers take turns for it.
+    /// Runs background `work` on the maintenance thread with the maintenance connection (both
+    /// apart from what requests use). Callers take turns.
     pub async fn maintain<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let (pool, writes) = (self.maintenance.clone(), self.writes.clone());
-        let outcome = tokio::task::spawn_blocking(move || {
-            let _queue = WriteScope::enter(writes);
-            match pool.get() {
-                Ok(mut conn) => work(&mut conn),
-                Err(e) => Err(E::from(DbError::Unavailable(e.to_string()))),
-            }
-        })
-        .await;
-        match outcome {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(E::from(DbError::Unavailable(format!(
-                "maintenance task cancelled: {e}"
-            )))),
+        type Outcome<T, E> = std::thread::Result<Result<T, E>>;
+        let (tx, rx) = tokio::sync::oneshot::channel::<Outcome<T, E>>();
+        let pool = self.maintenance.pool.clone();
+        let job: MaintenanceJob = Box::new(move || {
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool.get() {
+                    Ok(mut conn) => work(&mut conn),
+                    Err(e) => Err(E::from(DbError::Unavailable(e.to_string()))),
+                }));
+            let _ = tx.send(outcome);
+        });
+        if self.maintenance.send(job).is_err() {
+            return Err(E::from(DbError::Unavailable(
+                "the maintenance thread has stopped".into(),
+            )));
+        }
+        match rx.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(E::from(DbError::Unavailable(
+                "the maintenance thread has stopped".into(),
+            ))),
         }
     }
 
@@ -381,6 +388,76 @@ impl Database {
         }
     }
 }
+
+/// The maintenance thread: one job at a time, with the maintenance connection, at a lower CPU
+/// priority than the threads that answer requests (nice 10 on Linux), so that on a busy
+/// machine a prune yields the processor to reads and deposits instead of sharing it evenly.
+/// It is a thread of its own because a thread cannot get its priority back without
+/// privileges, so no thread that serves requests may ever be lowered.
+struct Maintenance {
+    pool: r2d2::Pool<Manager>,
+    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<MaintenanceJob>>>,
+    writes: Option<Arc<WriteQueue>>,
+}
+
+impl Maintenance {
+    fn new(pool: r2d2::Pool<Manager>, writes: Option<Arc<WriteQueue>>) -> Self {
+        Self {
+            pool,
+            jobs: std::sync::Mutex::new(None),
+            writes,
+        }
+    }
+
+    /// Queues a job, starting the thread on first use.
+    fn send(&self, job: MaintenanceJob) -> Result<(), ()> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if jobs.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<MaintenanceJob>();
+            let writes = self.writes.clone();
+            std::thread::Builder::new()
+                .name("db-maintenance".into())
+                .spawn(move || {
+                    lower_priority();
+                    let _queue = WriteScope::enter(writes);
+                    while let Ok(job) = rx.recv() {
+                        job();
+                    }
+                })
+                .map_err(|e| tracing::error!(error = %e, "cannot start the maintenance thread"))?;
+            *jobs = Some(tx);
+        }
+        match jobs.as_ref() {
+            Some(tx) => tx.send(job).map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+}
+
+/// A job of the maintenance thread.
+type MaintenanceJob = Box<dyn FnOnce() + Send>;
+
+/// Lowers the calling thread's CPU priority (Linux: the nice value is per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread, no memory is shared with them.
+        let result = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, MAINTENANCE_NICE)
+        };
+        if result != 0 {
+            tracing::debug!(
+                "cannot lower the maintenance thread's priority; it runs at the default"
+            );
+        }
+    }
+}
+
+/// The maintenance thread's nice value: under contention it gets about a tenth of what a
+/// request thread gets; on an idle machine, all of it.
+#[cfg(target_os = "linux")]
+const MAINTENANCE_NICE: libc::c_int = 10;
 
 /// Runs queued work on one connection until the queue is empty. Taking the next job and
 /// retiring the drainer happen under the queue's lock, so no job is ever left without one.
@@ -719,6 +796,44 @@ mod tests {
             waiter.join().unwrap();
         }
         assert_eq!(*served.lock().unwrap(), [1, 2, 3, 4, 5]);
+    }
+
+    /// Maintenance runs on its own thread, at a lower CPU priority than the rest.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn maintenance_runs_on_a_thread_of_its_own_at_a_lower_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = Manager {
+            url: DatabaseUrl::Sqlite(dir.path().join("maintenance.db")),
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(1)
+            .min_idle(Some(0))
+            .build_unchecked(manager);
+        let maintenance = Maintenance::new(pool, None);
+        let nice = || {
+            // SAFETY: reads the calling thread's nice value.
+            unsafe {
+                libc::getpriority(
+                    libc::PRIO_PROCESS,
+                    libc::syscall(libc::SYS_gettid) as libc::id_t,
+                )
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        maintenance
+            .send(Box::new(move || {
+                let name = std::thread::current().name().map(str::to_owned);
+                tx.send((nice(), name)).unwrap();
+            }))
+            .unwrap();
+        let (theirs, name) = rx.recv().unwrap();
+        assert_eq!(name.as_deref(), Some("db-maintenance"));
+        assert!(theirs >= MAINTENANCE_NICE, "nice {theirs}");
+        assert!(
+            nice() < MAINTENANCE_NICE,
+            "the caller's thread is not lowered"
+        );
     }
 
     /// A write transaction inside another on the same thread does not queue behind itself.
