@@ -14,7 +14,6 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use invest_proto::signature::Signature;
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 
@@ -108,18 +107,7 @@ pub async fn run(
         in_flight.spawn(async move {
             let account = &population.accounts[index];
             let customer = population.owner(account);
-            let signature = if operation == Operation::Deposit {
-                Signature::of(&account.account_number, &customer.name, amount).to_hex()
-            } else {
-                String::new()
-            };
-            let call = Call {
-                operation,
-                account,
-                customer,
-                amount,
-                signature,
-            };
+            let call = Call::new(operation, account, customer, amount);
             let started_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()

@@ -185,6 +185,30 @@ pub(crate) struct Call<'a> {
     pub(crate) signature: String,
 }
 
+impl<'a> Call<'a> {
+    /// An operation as `customer`; a deposit gets its signature now, before phase 1 (the
+    /// client knows it before it starts).
+    pub(crate) fn new(
+        operation: Operation,
+        account: &'a SampledAccount,
+        customer: &'a Customer,
+        amount: i64,
+    ) -> Self {
+        let signature = if operation == Operation::Deposit {
+            Signature::of(&account.account_number, &customer.name, amount).to_hex()
+        } else {
+            String::new()
+        };
+        Self {
+            operation,
+            account,
+            customer,
+            amount,
+            signature,
+        }
+    }
+}
+
 /// Sends one operation; for a deposit, both phases.
 pub(crate) async fn send(
     clients: &mut Clients,
@@ -419,18 +443,7 @@ async fn worker(id: usize, plan: Arc<Plan>, mut clients: Clients) -> Recorder {
         let customer = population.owner(account);
         let amount = rng.random_range(1..=MAX_DEPOSIT_WON);
         // The client knows the signature before phase 1: not part of the measured time.
-        let signature = if operation == Operation::Deposit {
-            Signature::of(&account.account_number, &customer.name, amount).to_hex()
-        } else {
-            String::new()
-        };
-        let call = Call {
-            operation,
-            account,
-            customer,
-            amount,
-            signature,
-        };
+        let call = Call::new(operation, account, customer, amount);
 
         let issued = Instant::now();
         let ticketed = match &plan.window {

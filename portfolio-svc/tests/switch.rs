@@ -174,6 +174,35 @@ async fn until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A continued listing's answer: the page it answered before, whole (1), or
+/// PAGE_TOKEN_EXPIRED (0, and the listing is marked expired); once expired, always expired.
+fn whole_or_expired<T: PartialEq + std::fmt::Debug>(
+    answer: Result<tonic::Response<T>, tonic::Status>,
+    expected: &T,
+    expired: &mut bool,
+) -> usize {
+    match answer {
+        Ok(page) => {
+            assert!(!*expired, "a listing came back after it expired");
+            assert_eq!(
+                &page.into_inner(),
+                expected,
+                "a whole page of the first day"
+            );
+            1
+        }
+        Err(status) => {
+            assert_eq!(
+                (status.code(), reason(&status).as_deref()),
+                (Code::InvalidArgument, Some("PAGE_TOKEN_EXPIRED")),
+                "{status:?}"
+            );
+            *expired = true;
+            0
+        }
+    }
+}
+
 /// A listing continued on a snapshot that is being pruned answers either the page it would
 /// have answered before, whole, or PAGE_TOKEN_EXPIRED; never an empty or partial page. Reads
 /// that start fresh meanwhile answer from one day or the other, never NOT_FOUND.
@@ -244,47 +273,12 @@ async fn a_prune_racing_page_tokens_answers_whole_pages_or_expired(backend: Back
     while expired.iter().any(|e| !e) {
         assert!(Instant::now() < deadline, "the first day was never pruned");
         for (k, (client, request, expected)) in listings.iter_mut().enumerate() {
-            match client.list_accounts(request.clone()).await {
-                Ok(page) => {
-                    assert!(!expired[k], "a listing came back after it expired");
-                    assert_eq!(
-                        &page.into_inner(),
-                        expected,
-                        "a whole page of the first day"
-                    );
-                    whole += 1;
-                }
-                Err(status) => {
-                    assert_eq!(
-                        (status.code(), reason(&status).as_deref()),
-                        (Code::InvalidArgument, Some("PAGE_TOKEN_EXPIRED")),
-                        "{status:?}"
-                    );
-                    expired[k] = true;
-                }
-            }
+            let answer = client.list_accounts(request.clone()).await;
+            whole += whole_or_expired(answer, expected, &mut expired[k]);
         }
         for (k, (client, request, expected)) in holdings.iter_mut().enumerate() {
-            let k = k + listings.len();
-            match client.list_holdings(request.clone()).await {
-                Ok(page) => {
-                    assert!(!expired[k], "a listing came back after it expired");
-                    assert_eq!(
-                        &page.into_inner(),
-                        expected,
-                        "a whole page of the first day"
-                    );
-                    whole += 1;
-                }
-                Err(status) => {
-                    assert_eq!(
-                        (status.code(), reason(&status).as_deref()),
-                        (Code::InvalidArgument, Some("PAGE_TOKEN_EXPIRED")),
-                        "{status:?}"
-                    );
-                    expired[k] = true;
-                }
-            }
+            let answer = client.list_holdings(request.clone()).await;
+            whole += whole_or_expired(answer, expected, &mut expired[k + listings.len()]);
         }
         let detail = fresh
             .get_account(pb::GetAccountRequest {
