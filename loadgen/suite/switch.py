@@ -62,11 +62,12 @@ def main():
         switch_from = max(load["started"], load["ended"] - SWITCH_MS)
         switch_to = load["ended"] + SWITCH_MS
         settled = max(switch_to, load["pruned"])
+        # Days are counted from 1 (the first day loaded), as in the table of sizes.
         phases += [
-            (f"day {day}: load", load["started"], switch_from),
-            (f"day {day}: switch", switch_from, switch_to),
-            (f"day {day}: prune", switch_to, settled),
-            (f"day {day}: after", settled, max(settled, following)),
+            (f"day {day + 1}: load", load["started"], switch_from),
+            (f"day {day + 1}: switch", switch_from, switch_to),
+            (f"day {day + 1}: prune", switch_to, settled),
+            (f"day {day + 1}: after", settled, max(settled, following)),
         ]
     report = {"backend": marks["backend"], "accounts": marks["accounts"], "rate": marks["rate"], "phases": []}
     for name, start, stop in phases:
