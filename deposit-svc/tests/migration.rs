@@ -3,19 +3,9 @@
 //! migration changes nothing.)
 
 use deposit_svc::store::MIGRATIONS;
-use diesel::{Connection, PgConnection, RunQueryDsl, connection::SimpleConnection};
+use diesel::{Connection, PgConnection, connection::SimpleConnection};
 use diesel_migrations::MigrationHarness;
-use invest_runtime::testkit::{Backend, TestDatabase};
-
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
-}
-
-fn count(c: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<Count>(c).unwrap().n
-}
+use invest_runtime::testkit::{Backend, TestDatabase, pg_count, pg_migrate_to_before};
 
 #[test]
 fn kept_directories_move_into_their_partitions() {
@@ -23,23 +13,7 @@ fn kept_directories_move_into_their_partitions() {
         return;
     };
     let mut c = PgConnection::establish(db.url()).unwrap();
-    let applied = c
-        .run_pending_migrations((MIGRATIONS.postgres)())
-        .unwrap()
-        .len();
-    let partitioned = |c: &mut PgConnection| {
-        count(
-            c,
-            "SELECT COUNT(*) AS n FROM pg_class WHERE relname = 'directory_entries_loading'",
-        ) > 0
-    };
-    for _ in 0..applied {
-        if !partitioned(&mut c) {
-            break;
-        }
-        c.revert_last_migration((MIGRATIONS.postgres)()).unwrap();
-    }
-    assert!(!partitioned(&mut c), "reverted to before the partitions");
+    pg_migrate_to_before(&mut c, MIGRATIONS.postgres, "directory_entries_loading");
     c.batch_execute(
         "INSERT INTO directories (as_of, digest, state, started_at, heartbeat_at)
              VALUES (10, 'a', 'current', 1, 1), (20, 'b', 'loading', 2, 2);
@@ -52,14 +26,14 @@ fn kept_directories_move_into_their_partitions() {
     c.run_pending_migrations((MIGRATIONS.postgres)()).unwrap();
 
     assert_eq!(
-        count(
+        pg_count(
             &mut c,
             "SELECT COUNT(*) AS n FROM ONLY directory_entries_v1"
         ),
         2
     );
     assert_eq!(
-        count(
+        pg_count(
             &mut c,
             "SELECT COUNT(*) AS n FROM directory_entries WHERE directory_id = 1 AND customer_name = '류영길'"
         ),
@@ -67,12 +41,12 @@ fn kept_directories_move_into_their_partitions() {
         "readable through the parent"
     );
     assert_eq!(
-        count(
+        pg_count(
             &mut c,
             "SELECT COUNT(*) AS n FROM pg_class WHERE relkind = 'r' AND relname = 'directory_entries_v2'"
         ),
         0,
         "the load in progress is dropped"
     );
-    assert_eq!(count(&mut c, "SELECT COUNT(*) AS n FROM directories"), 1);
+    assert_eq!(pg_count(&mut c, "SELECT COUNT(*) AS n FROM directories"), 1);
 }

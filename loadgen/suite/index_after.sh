@@ -13,7 +13,8 @@
 # Settings (environment): BENCH_POSTGRES (postgres://postgres@127.0.0.1:5432).
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
+suite=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$suite/../.." && pwd)
 accounts=${1:-1000000}
 pg=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 work=$(mktemp -d)
@@ -26,16 +27,7 @@ trap cleanup EXIT
 
 (cd "$root" && cargo build --release --quiet -p loader --bin loader)
 "$root/target/release/loader" gen "$work/day" --accounts "$accounts" --seed 1 --format plain >/dev/null
-python3 - "$work/day/account_asset_info_set.csv" "$work/holdings.csv" <<'PY'
-import csv, sys
-with open(sys.argv[1], encoding="utf-8-sig", newline="") as f, open(sys.argv[2], "w") as out:
-    rows = csv.reader(f)
-    next(rows)
-    for row in rows:
-        if len(row) == 7:
-            q, p = int(row[6]), int(row[5])
-            out.write(f"1,{row[2].strip()},{row[4].strip()},{q},{p},{q * p}\n")
-PY
+python3 "$suite/holdings_csv.py" "$work/day/account_asset_info_set.csv" "$work/holdings.csv"
 rows=$(wc -l <"$work/holdings.csv")
 psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
 columns="snapshot_id BIGINT NOT NULL, account_number TEXT NOT NULL, isin TEXT NOT NULL,

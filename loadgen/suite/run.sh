@@ -192,16 +192,7 @@ stop_servers() {
 # The database's own bulk path on the same holdings rows, into a table shaped like ours.
 bulk_baseline() { # backend size day → seconds
   local backend=$1 size=$2 day=$3 csv="$work/holdings-$size.csv"
-  python3 - "$day/account_asset_info_set.csv" "$csv" <<'PY'
-import csv, sys
-with open(sys.argv[1], encoding="utf-8-sig", newline="") as f, open(sys.argv[2], "w") as out:
-    rows = csv.reader(f)
-    next(rows)
-    for row in rows:
-        if len(row) == 7:
-            q, p = int(row[6]), int(row[5])
-            out.write(f"1,{row[2].strip()},{row[4].strip()},{q},{p},{q * p}\n")
-PY
+  python3 "$suite/holdings_csv.py" "$day/account_asset_info_set.csv" "$csv"
   case $backend in
     postgres)
       local db="bench_copy_$size"

@@ -3,20 +3,10 @@
 //! with every row, a load in progress is dropped, and the screens read the same figures
 //! after it. (On SQLite that migration changes nothing.)
 
-use diesel::{Connection, PgConnection, RunQueryDsl, connection::SimpleConnection};
+use diesel::{Connection, PgConnection, connection::SimpleConnection};
 use diesel_migrations::MigrationHarness;
-use invest_runtime::testkit::{Backend, TestDatabase};
+use invest_runtime::testkit::{Backend, TestDatabase, pg_count, pg_migrate_to_before};
 use portfolio_svc::{store::MIGRATIONS, testkit::TestPortfolio};
-
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
-}
-
-fn count(c: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<Count>(c).unwrap().n
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kept_days_move_into_their_partitions() {
@@ -24,22 +14,8 @@ async fn kept_days_move_into_their_partitions() {
         return;
     };
     let mut c = PgConnection::establish(db.url()).unwrap();
-    let source = (MIGRATIONS.postgres)();
     // The schema as the previous version left it: every migration before the partitions.
-    let applied = c.run_pending_migrations(source).unwrap().len();
-    let partitioned = |c: &mut PgConnection| {
-        count(
-            c,
-            "SELECT COUNT(*) AS n FROM pg_class WHERE relname = 'holdings_loading'",
-        ) > 0
-    };
-    for _ in 0..applied {
-        if !partitioned(&mut c) {
-            break;
-        }
-        c.revert_last_migration((MIGRATIONS.postgres)()).unwrap();
-    }
-    assert!(!partitioned(&mut c), "reverted to before the partitions");
+    pg_migrate_to_before(&mut c, MIGRATIONS.postgres, "holdings_loading");
     // Two kept days (1 retired, 2 current) and a load in progress (3).
     c.batch_execute(
         "INSERT INTO snapshots (as_of, digest, state, started_at, heartbeat_at)
@@ -67,7 +43,7 @@ async fn kept_days_move_into_their_partitions() {
         ("instruments", 2, 1),
     ] {
         assert_eq!(
-            count(
+            pg_count(
                 &mut c,
                 &format!("SELECT COUNT(*) AS n FROM ONLY {table}_v{day}")
             ),
@@ -76,7 +52,7 @@ async fn kept_days_move_into_their_partitions() {
         );
     }
     assert_eq!(
-        count(
+        pg_count(
             &mut c,
             "SELECT COUNT(*) AS n FROM pg_class WHERE relkind = 'r' AND relname ~ '_v3$'"
         ),
@@ -84,12 +60,12 @@ async fn kept_days_move_into_their_partitions() {
         "the load in progress is dropped"
     );
     assert_eq!(
-        count(&mut c, "SELECT COUNT(*) AS n FROM snapshots"),
+        pg_count(&mut c, "SELECT COUNT(*) AS n FROM snapshots"),
         2,
         "the kept days stay"
     );
     assert_eq!(
-        count(
+        pg_count(
             &mut c,
             "SELECT COUNT(*) AS n FROM pg_class WHERE relname LIKE '%unpartitioned%'"
         ),

@@ -15,6 +15,48 @@ pub const POSTGRES_URL_VAR: &str = "INVEST_TEST_POSTGRES_URL";
 /// Set to `1` to make a missing PostgreSQL a test failure rather than a skip.
 pub const REQUIRE_POSTGRES_VAR: &str = "INVEST_TEST_REQUIRE_POSTGRES";
 
+/// PostgreSQL: the `n` column of a one-row query such as `SELECT COUNT(*) AS n …`.
+pub fn pg_count(conn: &mut PgConnection, sql: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(sql)
+        .get_result::<Count>(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .n
+}
+
+/// PostgreSQL: applies every migration of `migrations`, then reverts the newest ones until
+/// the relation `relation` no longer exists: the schema as it stood before the migration that
+/// made it (to test that migration on data of the previous version).
+pub fn pg_migrate_to_before(
+    conn: &mut PgConnection,
+    migrations: fn() -> diesel_migrations::EmbeddedMigrations,
+    relation: &str,
+) {
+    use diesel_migrations::MigrationHarness as _;
+    let applied = conn
+        .run_pending_migrations(migrations())
+        .expect("the migrations apply")
+        .len();
+    let exists = |conn: &mut PgConnection| {
+        pg_count(
+            conn,
+            &format!("SELECT COUNT(*) AS n FROM pg_class WHERE relname = '{relation}'"),
+        ) > 0
+    };
+    for _ in 0..applied {
+        if !exists(conn) {
+            return;
+        }
+        conn.revert_last_migration(migrations())
+            .expect("the migration reverts");
+    }
+    assert!(!exists(conn), "no migration made {relation}");
+}
+
 /// Which backend a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
