@@ -352,8 +352,15 @@ impl PortfolioService for PortfolioApi {
                         &after,
                         limit,
                     )?;
-                    match &page {
-                        Some((snapshot, _)) if !still_kept(c, snapshot.id, token.is_some())? => {}
+                    match (&page, &token) {
+                        (Some((snapshot, _)), _)
+                            if !still_kept(c, snapshot.id, token.is_some())? => {}
+                        // Nothing found on a token's snapshot: the account is not the caller's,
+                        // or the snapshot's rows went under the read (PAGE_TOKEN_EXPIRED).
+                        (None, Some(token)) => {
+                            still_kept(c, token.snapshot_id, true)?;
+                            return Ok(None);
+                        }
                         _ => return Ok(page),
                     }
                 }
