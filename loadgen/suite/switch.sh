@@ -150,7 +150,9 @@ for backend in $backends; do
   load_day() { # n → appends the day's marks
     local n=$1 started ended pruned_at
     started=$(now_ms)
-    "$bin/loader" load "$day" --as-of "$(as_of "$n")" --portfolio-url "$purl" --deposit-url "$durl" \
+    # At nice 10: the batch job gives way to the servers, as a loader pod's small CPU request
+    # (deploy/k8s/base/loader.yaml) does on a node it shares with them.
+    nice -n 10 "$bin/loader" load "$day" --as-of "$(as_of "$n")" --portfolio-url "$purl" --deposit-url "$durl" \
       --attempts 20 >"$work/load-$n.txt"
     ended=$(now_ms)
     until pruned "$backend" 0; do sleep 0.5; done

@@ -224,7 +224,10 @@ pub struct Database {
     pool: r2d2::Pool<Manager>,
     /// Background maintenance (pruning, cleaning up abandoned loads): a thread and a
     /// connection of its own, so that it never takes a connection or a worker a request needs.
-    maintenance: Arc<Maintenance>,
+    maintenance: Arc<Lane>,
+    /// The writes of daily loads: likewise, on a lane of their own (so that a long prune does
+    /// not hold up a load, nor a load a prune).
+    bulk: Arc<Lane>,
     /// SQLite: the queue of this process's writers (see [`WriteQueue`]).
     writes: Option<Arc<WriteQueue>>,
     work: Arc<WorkQueue>,
@@ -283,15 +286,18 @@ impl Database {
         // Connects when first used, and again after a failure. One task at a time uses it; one
         // that cannot have it within the acquire timeout fails, and the janitor tries again on
         // its next round.
-        let maintenance = r2d2::Pool::builder()
-            .max_size(1)
-            .min_idle(Some(0))
-            .connection_timeout(config.acquire_timeout)
-            .build_unchecked(manager);
+        let lane_pool = || {
+            r2d2::Pool::builder()
+                .max_size(1)
+                .min_idle(Some(0))
+                .connection_timeout(config.acquire_timeout)
+                .build_unchecked(manager.clone())
+        };
         let writes = matches!(config.url, DatabaseUrl::Sqlite(_)).then(Arc::default);
         Ok(Self {
             pool,
-            maintenance: Arc::new(Maintenance::new(maintenance, writes.clone())),
+            maintenance: Arc::new(Lane::new("db-maintenance", lane_pool(), writes.clone())),
+            bulk: Arc::new(Lane::new("db-bulk", lane_pool(), writes.clone())),
             writes,
             work: Arc::new(WorkQueue {
                 state: std::sync::Mutex::new(WorkState::default()),
@@ -344,29 +350,19 @@ impl Database {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        type Outcome<T, E> = std::thread::Result<Result<T, E>>;
-        let (tx, rx) = tokio::sync::oneshot::channel::<Outcome<T, E>>();
-        let pool = self.maintenance.pool.clone();
-        let job: MaintenanceJob = Box::new(move || {
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool.get() {
-                    Ok(mut conn) => work(&mut conn),
-                    Err(e) => Err(E::from(DbError::Unavailable(e.to_string()))),
-                }));
-            let _ = tx.send(outcome);
-        });
-        if self.maintenance.send(job).is_err() {
-            return Err(E::from(DbError::Unavailable(
-                "the maintenance thread has stopped".into(),
-            )));
-        }
-        match rx.await {
-            Ok(Ok(result)) => result,
-            Ok(Err(panic)) => std::panic::resume_unwind(panic),
-            Err(_) => Err(E::from(DbError::Unavailable(
-                "the maintenance thread has stopped".into(),
-            ))),
-        }
+        self.maintenance.run(work).await
+    }
+
+    /// Runs a daily load's `work` (a batch of rows) on the bulk thread with its connection
+    /// (both apart from what requests and maintenance use), at the same lower priority as
+    /// maintenance. Callers take turns.
+    pub async fn bulk<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        self.bulk.run(work).await
     }
 
     fn enqueue(&self, queued: Queued) {
@@ -389,34 +385,71 @@ impl Database {
     }
 }
 
-/// The maintenance thread: one job at a time, with the maintenance connection, at a lower CPU
-/// priority than the threads that answer requests (nice 10 on Linux), so that on a busy
-/// machine a prune yields the processor to reads and deposits instead of sharing it evenly.
-/// It is a thread of its own because a thread cannot get its priority back without
-/// privileges, so no thread that serves requests may ever be lowered.
-struct Maintenance {
+/// A background lane (maintenance, bulk loads): one thread running one job at a time with
+/// the lane's connection, at a lower CPU priority than the threads that answer requests (nice
+/// 10 on Linux), so that on a busy machine a prune or a load yields the processor to reads and
+/// deposits instead of sharing it evenly. It is a thread of its own because a thread cannot
+/// get its priority back without privileges, so no thread that serves requests may ever be
+/// lowered.
+struct Lane {
+    name: &'static str,
     pool: r2d2::Pool<Manager>,
-    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<MaintenanceJob>>>,
+    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<LaneJob>>>,
     writes: Option<Arc<WriteQueue>>,
 }
 
-impl Maintenance {
-    fn new(pool: r2d2::Pool<Manager>, writes: Option<Arc<WriteQueue>>) -> Self {
+impl Lane {
+    fn new(name: &'static str, pool: r2d2::Pool<Manager>, writes: Option<Arc<WriteQueue>>) -> Self {
         Self {
+            name,
             pool,
             jobs: std::sync::Mutex::new(None),
             writes,
         }
     }
 
+    /// Runs `work` on the lane with its connection; a panic in `work` is re-raised here.
+    async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        type Outcome<T, E> = std::thread::Result<Result<T, E>>;
+        let (tx, rx) = tokio::sync::oneshot::channel::<Outcome<T, E>>();
+        let pool = self.pool.clone();
+        let job: LaneJob = Box::new(move || {
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool.get() {
+                    Ok(mut conn) => work(&mut conn),
+                    Err(e) => Err(E::from(DbError::Unavailable(e.to_string()))),
+                }));
+            let _ = tx.send(outcome);
+        });
+        let stopped = || {
+            E::from(DbError::Unavailable(format!(
+                "the {} thread has stopped",
+                self.name
+            )))
+        };
+        if self.send(job).is_err() {
+            return Err(stopped());
+        }
+        match rx.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(stopped()),
+        }
+    }
+
     /// Queues a job, starting the thread on first use.
-    fn send(&self, job: MaintenanceJob) -> Result<(), ()> {
+    fn send(&self, job: LaneJob) -> Result<(), ()> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         if jobs.is_none() {
-            let (tx, rx) = std::sync::mpsc::channel::<MaintenanceJob>();
+            let (tx, rx) = std::sync::mpsc::channel::<LaneJob>();
             let writes = self.writes.clone();
             std::thread::Builder::new()
-                .name("db-maintenance".into())
+                .name(self.name.into())
                 .spawn(move || {
                     lower_priority();
                     let _queue = WriteScope::enter(writes);
@@ -424,7 +457,7 @@ impl Maintenance {
                         job();
                     }
                 })
-                .map_err(|e| tracing::error!(error = %e, "cannot start the maintenance thread"))?;
+                .map_err(|e| tracing::error!(error = %e, lane = self.name, "cannot start a database thread"))?;
             *jobs = Some(tx);
         }
         match jobs.as_ref() {
@@ -434,8 +467,8 @@ impl Maintenance {
     }
 }
 
-/// A job of the maintenance thread.
-type MaintenanceJob = Box<dyn FnOnce() + Send>;
+/// A job of a lane's thread.
+type LaneJob = Box<dyn FnOnce() + Send>;
 
 /// Lowers the calling thread's CPU priority (Linux: the nice value is per thread).
 fn lower_priority() {
@@ -444,20 +477,18 @@ fn lower_priority() {
         // SAFETY: plain system calls on the calling thread, no memory is shared with them.
         let result = unsafe {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, MAINTENANCE_NICE)
+            libc::setpriority(libc::PRIO_PROCESS, tid, LANE_NICE)
         };
         if result != 0 {
-            tracing::debug!(
-                "cannot lower the maintenance thread's priority; it runs at the default"
-            );
+            tracing::debug!("cannot lower a database thread's priority; it runs at the default");
         }
     }
 }
 
-/// The maintenance thread's nice value: under contention it gets about a tenth of what a
+/// The lanes' nice value: under contention a lane's thread gets about a tenth of what a
 /// request thread gets; on an idle machine, all of it.
 #[cfg(target_os = "linux")]
-const MAINTENANCE_NICE: libc::c_int = 10;
+const LANE_NICE: libc::c_int = 10;
 
 /// Runs queued work on one connection until the queue is empty. Taking the next job and
 /// retiring the drainer happen under the queue's lock, so no job is ever left without one.
@@ -810,7 +841,7 @@ mod tests {
             .max_size(1)
             .min_idle(Some(0))
             .build_unchecked(manager);
-        let maintenance = Maintenance::new(pool, None);
+        let maintenance = Lane::new("db-maintenance", pool, None);
         let nice = || {
             // SAFETY: reads the calling thread's nice value.
             unsafe {
@@ -829,11 +860,8 @@ mod tests {
             .unwrap();
         let (theirs, name) = rx.recv().unwrap();
         assert_eq!(name.as_deref(), Some("db-maintenance"));
-        assert!(theirs >= MAINTENANCE_NICE, "nice {theirs}");
-        assert!(
-            nice() < MAINTENANCE_NICE,
-            "the caller's thread is not lowered"
-        );
+        assert!(theirs >= LANE_NICE, "nice {theirs}");
+        assert!(nice() < LANE_NICE, "the caller's thread is not lowered");
     }
 
     /// A write transaction inside another on the same thread does not queue behind itself.

@@ -117,7 +117,7 @@ pub fn insert_entries(
 }
 
 /// Entries per write transaction of a load on SQLite: a few milliseconds.
-const SQLITE_ENTRIES_PER_TRANSACTION: usize = 5_000;
+const SQLITE_ENTRIES_PER_TRANSACTION: usize = 1_000;
 
 fn insert_entries_in_one(
     conn: &mut DbConnection,

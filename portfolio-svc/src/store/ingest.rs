@@ -189,7 +189,7 @@ pub fn insert_accounts(
 }
 
 /// Rows (accounts and holdings) per write transaction of a load on SQLite: a few milliseconds.
-const SQLITE_ROWS_PER_TRANSACTION: usize = 2_000;
+const SQLITE_ROWS_PER_TRANSACTION: usize = 500;
 
 fn insert_accounts_in_one(
     conn: &mut DbConnection,
