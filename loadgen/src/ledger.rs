@@ -325,6 +325,28 @@ pub(crate) mod fake {
                 already_applied: !fresh,
             }))
         }
+
+        // The ledger check sends no withdrawals.
+        async fn hold_cash(
+            &self,
+            _: Request<invest_proto::portfolio::v1::HoldCashRequest>,
+        ) -> Result<Response<invest_proto::portfolio::v1::HoldCashResponse>, Status> {
+            Err(Status::unimplemented("no withdrawals in the ledger check"))
+        }
+
+        async fn take_hold(
+            &self,
+            _: Request<invest_proto::portfolio::v1::TakeHoldRequest>,
+        ) -> Result<Response<invest_proto::portfolio::v1::TakeHoldResponse>, Status> {
+            Err(Status::unimplemented("no withdrawals in the ledger check"))
+        }
+
+        async fn release_hold(
+            &self,
+            _: Request<invest_proto::portfolio::v1::ReleaseHoldRequest>,
+        ) -> Result<Response<invest_proto::portfolio::v1::ReleaseHoldResponse>, Status> {
+            Err(Status::unimplemented("no withdrawals in the ledger check"))
+        }
     }
 
     #[tonic::async_trait]

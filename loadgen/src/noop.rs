@@ -74,6 +74,11 @@ impl CannedResponses {
             total_profit,
             profit_rate: invest_proto::figures::profit_rate(total_profit, account.principal),
             as_of: Some(at(now)),
+            available_cash: holdings
+                .iter()
+                .filter(|h| h.isin == invest_proto::ids::CASH_ISIN)
+                .map(|h| h.valuation)
+                .sum(),
         };
         let transfer_id = blake3::hash(account.account_number.as_bytes()).to_hex()[..32].to_owned();
         let expires_at = Some(at(now + 600_000_000));

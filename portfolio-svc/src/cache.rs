@@ -89,6 +89,7 @@ enum Key {
     Holdings(u64, Box<str>),
     Owner(u64, Box<str>),
     Overlay(u64, Box<str>),
+    Cash(u64, Box<str>),
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +98,17 @@ enum Value {
     Holdings(Arc<[CachedHolding]>),
     Owner(Arc<[Box<str>]>),
     Overlay(i64),
+    Cash(CashHeld),
+}
+
+/// An account's `CASH` valuation in the generation's snapshot and what its pending
+/// withdrawals hold: with the overlay, its available cash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CashHeld {
+    /// The `CASH` valuation in the snapshot (0 without a `CASH` holding).
+    pub valuation: i64,
+    /// Held by pending withdrawals.
+    pub held: i64,
 }
 
 /// Weighs entries in bytes: what they hold on the heap plus a fixed cost per entry for the
@@ -109,9 +121,11 @@ const ENTRY_OVERHEAD: u64 = 96;
 impl quick_cache::Weighter<Key, Value> for Bytes {
     fn weight(&self, key: &Key, value: &Value) -> u64 {
         let key = match key {
-            Key::Account(_, k) | Key::Holdings(_, k) | Key::Owner(_, k) | Key::Overlay(_, k) => {
-                k.len()
-            }
+            Key::Account(_, k)
+            | Key::Holdings(_, k)
+            | Key::Owner(_, k)
+            | Key::Overlay(_, k)
+            | Key::Cash(_, k) => k.len(),
         };
         let value = match value {
             Value::Account(row) => {
@@ -125,6 +139,7 @@ impl quick_cache::Weighter<Key, Value> for Bytes {
             Value::Holdings(rows) => rows.len() * std::mem::size_of::<CachedHolding>(),
             Value::Owner(numbers) => numbers.iter().map(|n| 16 + n.len()).sum(),
             Value::Overlay(_) => 8,
+            Value::Cash(_) => 16,
         };
         ENTRY_OVERHEAD + key as u64 + value as u64
     }
@@ -346,6 +361,14 @@ impl ReadCache {
         }
     }
 
+    /// An account's `CASH` valuation and held cash in `generation`.
+    pub fn cash(&self, generation: &Generation, number: &str) -> Option<CashHeld> {
+        match self.get(&Key::Cash(generation.number, number.into()))? {
+            Value::Cash(cash) => Some(cash),
+            _ => None,
+        }
+    }
+
     /// Keeps an account's row.
     pub fn keep_account(&self, generation: &Generation, row: AccountRow) {
         let key = Key::Account(generation.number, row.account_number.as_str().into());
@@ -402,6 +425,18 @@ impl ReadCache {
     /// Keeps an overlay read from the database after `ticket` was taken, unless a deposit to
     /// an account of the same stripe was applied meanwhile.
     pub fn keep_overlay(&self, generation: &Generation, number: &str, ticket: Ticket, sum: i64) {
+        let key = Key::Overlay(generation.number, number.into());
+        self.keep_ticketed(key, Value::Overlay(sum), ticket);
+    }
+
+    /// Keeps an account's `CASH` valuation and held cash read after `ticket` was taken,
+    /// unless its cash changed meanwhile (as [`ReadCache::keep_overlay`]).
+    pub fn keep_cash(&self, generation: &Generation, number: &str, ticket: Ticket, cash: CashHeld) {
+        let key = Key::Cash(generation.number, number.into());
+        self.keep_ticketed(key, Value::Cash(cash), ticket);
+    }
+
+    fn keep_ticketed(&self, key: Key, value: Value, ticket: Ticket) {
         let Some(entries) = &self.entries else {
             return;
         };
@@ -409,15 +444,14 @@ impl ReadCache {
         if epoch.load(Ordering::SeqCst) != ticket.epoch {
             return;
         }
-        let key = Key::Overlay(generation.number, number.into());
-        entries.insert(key.clone(), Value::Overlay(sum));
+        entries.insert(key.clone(), value);
         if epoch.load(Ordering::SeqCst) != ticket.epoch {
             entries.remove(&key);
         }
     }
 
-    /// A deposit to `number` was applied (here or, on PostgreSQL, anywhere): forget its
-    /// overlay.
+    /// The cash of `number` changed (a deposit applied, a withdrawal held, taken or
+    /// released; here or, on PostgreSQL, anywhere): forget its overlay and held cash.
     pub fn deposit_applied(&self, number: &str) {
         let Some(entries) = &self.entries else {
             return;
@@ -430,6 +464,7 @@ impl ReadCache {
             .as_ref()
         {
             entries.remove(&Key::Overlay(generation.number, number.into()));
+            entries.remove(&Key::Cash(generation.number, number.into()));
         }
     }
 

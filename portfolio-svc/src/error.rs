@@ -23,9 +23,32 @@ pub enum Error {
     PageTokenExpired,
     /// A transfer id credited before with other fields.
     #[error(
-        "transfer {0} was already credited with other fields; a transfer id credits one deposit only"
+        "transfer {0} was already recorded with other fields; a transfer id is one deposit or one withdrawal only"
     )]
     TransferIdReused(String),
+    /// A withdrawal asks for more than the account's available cash.
+    #[error("account {account} has {available} won of available cash; {amount} won cannot be held")]
+    InsufficientFunds {
+        /// The account.
+        account: String,
+        /// Its available cash.
+        available: i64,
+        /// What was asked.
+        amount: i64,
+    },
+    /// A hold that is closed (taken or released) cannot change any more.
+    #[error("the hold of transfer {id} is {state}: {what}")]
+    HoldClosed {
+        /// The transfer.
+        id: String,
+        /// `taken` or `released`.
+        state: &'static str,
+        /// What the call would have done.
+        what: &'static str,
+    },
+    /// No hold of this transfer.
+    #[error("no hold of transfer {0}")]
+    HoldNotFound(String),
     /// A rule of the runtime: an invalid argument, the database, not ready yet.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -48,6 +71,15 @@ impl From<Error> for RuntimeError {
                     "the snapshot of this listing is no longer kept".into(),
                 )],
             },
+            Error::InsufficientFunds { .. } => Self::FailedPrecondition {
+                reason: "INSUFFICIENT_FUNDS",
+                message,
+            },
+            Error::HoldClosed { .. } => Self::FailedPrecondition {
+                reason: "HOLD_CLOSED",
+                message,
+            },
+            Error::HoldNotFound(_) => Self::NotFound(message),
             Error::TransferIdReused(_) => Self::AlreadyExists {
                 reason: "TRANSFER_ID_REUSED",
                 message,

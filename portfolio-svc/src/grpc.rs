@@ -19,7 +19,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     cache::{
-        ACCOUNTS_KEPT_MAX, CachedHolding, Generation, HOLDINGS_KEPT_MAX, ReadCache, Ticket, count,
+        ACCOUNTS_KEPT_MAX, CachedHolding, CashHeld, Generation, HOLDINGS_KEPT_MAX, ReadCache,
+        Ticket, count,
     },
     domain::{
         Listing, PageToken, PageTokens, SnapshotsToken, overflow, page_size, profit_rate,
@@ -28,6 +29,7 @@ use crate::{
     error::{Error, Result},
     ingest::{self, IngestConfig},
     store::{
+        holds::{self, Hold, Outcome},
         ledger::{self, Applied, Credit},
         read::{self, AccountRow, HoldingRow, Pin, SnapshotRef},
     },
@@ -109,9 +111,14 @@ fn summary(row: AccountRow) -> pb::AccountSummary {
     }
 }
 
-fn detail(snapshot: SnapshotRef, row: AccountRow) -> Result<pb::AccountDetail> {
+fn detail(
+    snapshot: SnapshotRef,
+    row: AccountRow,
+    available_cash: i64,
+) -> Result<pb::AccountDetail> {
     let profit = total_profit(row.total_assets, row.principal)?;
     Ok(pb::AccountDetail {
+        available_cash,
         profit_rate: profit_rate(profit, row.principal),
         account_number: row.account_number,
         account_name: row.account_name,
@@ -239,18 +246,24 @@ impl PortfolioService for PortfolioApi {
         let cache = &self.state.cache;
         let generation = cache.generation();
         if let Some(g) = &generation {
-            if let (Some(row), Some(deposits)) = (
+            if let (Some(row), Some(deposits), Some(cash)) = (
                 cache.account(g, account_number.as_str()),
                 cache.overlay(g, account_number.as_str()),
+                cache.cash(g, account_number.as_str()),
             ) {
                 count(true);
                 if row.customer_name != owner {
                     return Err(not_found(account_number.as_str()).into());
                 }
+                let cash = holds::Cash {
+                    valuation: cash.valuation,
+                    movements: deposits,
+                    held: cash.held,
+                };
                 return Ok(Response::new(account_detail(
                     g.snapshot,
                     (*row).clone(),
-                    Some(deposits),
+                    cash,
                 )?));
             }
             count(false);
@@ -260,22 +273,43 @@ impl PortfolioService for PortfolioApi {
         let found = db
             .run(move |c| -> Result<_> {
                 if let Some(g) = generation
-                    && let Some((row, deposits)) =
-                        fill_account(c, &state.cache, &g, &account_number)?
+                    && let Some((row, _)) = fill_account(c, &state.cache, &g, &account_number)?
                 {
-                    return Ok((row.customer_name == owner).then_some((g.snapshot, row, deposits)));
+                    if row.customer_name != owner {
+                        return Ok(None);
+                    }
+                    let ticket = state.cache.ticket(account_number.as_str());
+                    let Some(cash) = holds::cash(c, g.snapshot, account_number.as_str())? else {
+                        return Ok(None);
+                    };
+                    state
+                        .cache
+                        .keep_overlay(&g, account_number.as_str(), ticket, cash.movements);
+                    let held = CashHeld {
+                        valuation: cash.valuation,
+                        held: cash.held,
+                    };
+                    state
+                        .cache
+                        .keep_cash(&g, account_number.as_str(), ticket, held);
+                    return Ok(Some((g.snapshot, row, cash)));
                 }
-                Ok(read::owned_account(
-                    c,
-                    Pin::Current,
-                    &account_number,
-                    &owner,
-                )?)
+                let Some((snapshot, row, _)) =
+                    read::owned_account(c, Pin::Current, &account_number, &owner)?
+                else {
+                    return Ok(None);
+                };
+                // Gone between the two statements (a switch): not found on this snapshot,
+                // which is what a read a moment later would say too.
+                let Some(cash) = holds::cash(c, snapshot, account_number.as_str())? else {
+                    return Ok(None);
+                };
+                Ok(Some((snapshot, row, cash)))
             })
             .await?;
-        let (snapshot, row, deposits) =
+        let (snapshot, row, cash) =
             found.ok_or_else(|| not_found(&request.get_ref().account_number))?;
-        Ok(Response::new(account_detail(snapshot, row, deposits)?))
+        Ok(Response::new(account_detail(snapshot, row, cash)?))
     }
 
     async fn list_holdings(
@@ -387,17 +421,17 @@ fn generation_for(cache: &ReadCache, token: Option<&PageToken>) -> Option<Arc<Ge
         .filter(|g| token.is_none_or(|t| t.snapshot_id == g.snapshot.id))
 }
 
-/// GetAccount's answer: the snapshot's figures with the deposits after it.
+/// GetAccount's answer: the snapshot's figures with the movements after it (deposits, and
+/// taken withdrawals), and the cash available.
 fn account_detail(
     snapshot: SnapshotRef,
     mut row: AccountRow,
-    deposits: Option<i64>,
+    cash: holds::Cash,
 ) -> Result<pb::AccountDetail> {
-    let deposits = deposits.ok_or_else(|| overflow("sum of recent deposits"))?;
-    if deposits > 0 {
-        credit(&mut row, deposits)?;
+    if cash.movements != 0 {
+        credit(&mut row, cash.movements)?;
     }
-    detail(snapshot, row)
+    detail(snapshot, row, cash.available()?)
 }
 
 /// Accounts with the deposits after their snapshot (`None`: the stored sums are inconsistent).
@@ -542,7 +576,7 @@ fn holdings_from(
         .take(usize::try_from(limit + 1).unwrap_or(usize::MAX))
         .map(CachedHolding::to_row)
         .collect();
-    if deposits > 0 {
+    if deposits != 0 {
         let held = all.iter().any(|h| &*h.instrument.isin == CASH_ISIN);
         credit_cash(&mut rows, deposits, held, cash, after)?;
     }
@@ -594,7 +628,7 @@ fn holdings_from_database(
                 (snapshot, Vec::new(), deposits)
             }
         };
-    if deposits > 0 {
+    if deposits != 0 {
         let (held, instrument) = ledger::cash_line(c, snapshot.id, account)?;
         credit_cash(&mut rows, deposits, held, instrument, after)?;
     }
@@ -841,6 +875,41 @@ fn parse_transfer_id(text: &str) -> Result<TransferId> {
     TransferId::parse(text).map_err(|e| Error::invalid("INVALID_TRANSFER_ID", "transfer_id", e.0))
 }
 
+/// A positive amount of won.
+fn parse_amount(amount: i64) -> Result<Won> {
+    Won::new(amount).filter(|a| a.get() > 0).ok_or_else(|| {
+        Error::invalid(
+            "AMOUNT_OUT_OF_RANGE",
+            "amount",
+            format!("must be positive, got {amount}"),
+        )
+    })
+}
+
+/// The hold a HoldCash, TakeHold or ReleaseHold names.
+fn parse_hold(transfer_id: &str, account_number: &str, amount: i64) -> Result<Hold> {
+    Ok(Hold {
+        transfer_id: parse_transfer_id(transfer_id)?,
+        account_number: parse_account_number(account_number)?,
+        amount: parse_amount(amount)?,
+    })
+}
+
+impl LedgerApi {
+    /// Runs a change of an account's cash and makes this replica's readers see it before
+    /// the call answers (other replicas learn it from the notification the change sent).
+    async fn change_cash<T: Send + 'static>(
+        &self,
+        account: AccountNumber,
+        change: impl FnOnce(&mut DbConnection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.state.db()?;
+        let outcome = db.run(change).await;
+        self.state.cache.deposit_applied(account.as_str());
+        outcome
+    }
+}
+
 #[tonic::async_trait]
 impl PortfolioLedger for LedgerApi {
     async fn apply_deposit(
@@ -888,6 +957,81 @@ impl PortfolioLedger for LedgerApi {
         }
         Ok(Response::new(pb::ApplyDepositResponse {
             already_applied: applied == Applied::Already,
+        }))
+    }
+
+    async fn hold_cash(
+        &self,
+        request: Request<pb::HoldCashRequest>,
+    ) -> Result<Response<pb::HoldCashResponse>, Status> {
+        let r = request.into_inner();
+        let hold = parse_hold(&r.transfer_id, &r.account_number, r.amount)?;
+        let flip_lock_key = self.state.ingest.flip_lock_key;
+        let (outcome, available) = self
+            .change_cash(hold.account_number.clone(), move |c| {
+                holds::hold(c, &hold, time::now_micros(), flip_lock_key)
+            })
+            .await
+            .inspect_err(|e| {
+                if matches!(e, Error::InsufficientFunds { .. }) {
+                    metrics::counter!("portfolio_holds_refused_total").increment(1);
+                }
+            })?;
+        if outcome == Outcome::New {
+            metrics::counter!("portfolio_holds_total").increment(1);
+        }
+        Ok(Response::new(pb::HoldCashResponse {
+            already_held: outcome == Outcome::Already,
+            available_cash: available,
+        }))
+    }
+
+    async fn take_hold(
+        &self,
+        request: Request<pb::TakeHoldRequest>,
+    ) -> Result<Response<pb::TakeHoldResponse>, Status> {
+        let r = request.into_inner();
+        let hold = parse_hold(&r.transfer_id, &r.account_number, r.amount)?;
+        let confirmed_at = r
+            .confirmed_at
+            .as_ref()
+            .and_then(time::to_micros)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "INVALID_CONFIRMED_AT",
+                    "confirmed_at",
+                    "required, a valid timestamp",
+                )
+            })?;
+        let outcome = self
+            .change_cash(hold.account_number.clone(), move |c| {
+                holds::take(c, &hold, confirmed_at, time::now_micros())
+            })
+            .await?;
+        if outcome == Outcome::New {
+            metrics::counter!("portfolio_holds_taken_total").increment(1);
+        }
+        Ok(Response::new(pb::TakeHoldResponse {
+            already_taken: outcome == Outcome::Already,
+        }))
+    }
+
+    async fn release_hold(
+        &self,
+        request: Request<pb::ReleaseHoldRequest>,
+    ) -> Result<Response<pb::ReleaseHoldResponse>, Status> {
+        let r = request.into_inner();
+        let hold = parse_hold(&r.transfer_id, &r.account_number, r.amount)?;
+        let outcome = self
+            .change_cash(hold.account_number.clone(), move |c| {
+                holds::release(c, &hold, time::now_micros())
+            })
+            .await?;
+        if outcome == Outcome::New {
+            metrics::counter!("portfolio_holds_released_total").increment(1);
+        }
+        Ok(Response::new(pb::ReleaseHoldResponse {
+            already_released: outcome == Outcome::Already,
         }))
     }
 }

@@ -1,4 +1,5 @@
-//! Deposits credited by deposit-svc, and the overlay they put on top of a snapshot.
+//! Deposits credited by deposit-svc, and the overlay they (and taken withdrawals, see
+//! `holds`) put on top of a snapshot.
 
 use std::collections::HashMap;
 
@@ -146,8 +147,8 @@ pub fn apply(conn: &mut DbConnection, credit: &Credit) -> Result<Applied> {
     }
 }
 
-/// The sum of the deposits to `account_number` confirmed after `after` (a snapshot's
-/// as_of), from the running sums: the latest running sum minus the running sum of the last
+/// The sum of the movements of `account_number` confirmed after `after` (a snapshot's
+/// as_of): deposits, and taken withdrawals as negative amounts; from the running sums: the latest running sum minus the running sum of the last
 /// deposit confirmed at or before `after`, two index searches in one statement (one
 /// snapshot of the table), whatever the number of deposits. `None` only if the stored sums
 /// are inconsistent (a corrupt database).
@@ -174,10 +175,7 @@ pub fn overlay_since(
             .single_value(),
     ))
     .get_result(c))?;
-    Ok(latest
-        .unwrap_or(0)
-        .checked_sub(base.unwrap_or(0))
-        .filter(|sum| *sum >= 0))
+    Ok(latest.unwrap_or(0).checked_sub(base.unwrap_or(0)))
 }
 
 /// [`overlay_since`] for each of `accounts` that may have deposits after `after` (one
@@ -204,7 +202,10 @@ pub fn overlay_each(
 }
 
 /// The latest running sum of the account's deposits (0 without any).
-fn running_total(conn: &mut DbConnection, account_number: &AccountNumber) -> QueryResult<i64> {
+pub(crate) fn running_total(
+    conn: &mut DbConnection,
+    account_number: &AccountNumber,
+) -> QueryResult<i64> {
     Ok(ledger_deposits::table
         .filter(ledger_deposits::account_number.eq(account_number.as_str()))
         .order((

@@ -1,6 +1,7 @@
 //! Storage: the only place that knows SQL. Every function takes a connection of either
 //! backend and is meant to run inside `Database::run`.
 
+pub mod holds;
 pub mod ingest;
 pub mod ledger;
 pub mod read;

@@ -54,6 +54,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     holdings,
     ledger_deposits,
     ledger_accounts,
+    ledger_holds,
     current_snapshot
 );
 
@@ -83,6 +84,23 @@ diesel::table! {
     ledger_accounts (account_number) {
         account_number -> Text,
         deposits_until -> BigInt,
+        /// Cash held by the account's pending withdrawals (`ledger_holds` in state `held`),
+        /// kept in the transaction that holds, takes or releases.
+        held -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Withdrawals portfolio-svc has heard of: `held`, then `taken` (recorded in
+    /// `ledger_deposits` with a negative amount) or `released`; `released` without `held_at`
+    /// when ReleaseHold came before any HoldCash.
+    ledger_holds (transfer_id) {
+        transfer_id -> Text,
+        account_number -> Text,
+        amount -> BigInt,
+        state -> Text,
+        held_at -> Nullable<BigInt>,
+        closed_at -> Nullable<BigInt>,
     }
 }
 
