@@ -11,14 +11,17 @@ use std::{sync::Arc, time::Duration};
 
 use invest_proto::{
     auth::ServiceToken,
-    portfolio::v1::{ApplyDepositRequest, portfolio_ledger_client::PortfolioLedgerClient},
+    portfolio::v1::{
+        ApplyDepositRequest, HoldCashRequest, ReleaseHoldRequest, TakeHoldRequest,
+        portfolio_ledger_client::PortfolioLedgerClient,
+    },
     time,
 };
 use invest_runtime::db::Database;
 use rand::Rng as _;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
-use crate::store::outbox::{self, Lease, OutboxRow};
+use crate::store::outbox::{self, Lease, OutboxRow, kind};
 
 /// Rows claimed per round of the background loop.
 const CLAIM_BATCH: i64 = 64;
@@ -36,7 +39,8 @@ pub struct DeliveryConfig {
     pub poll: Duration,
 }
 
-/// Delivers outbox rows to `PortfolioLedger.ApplyDeposit`.
+/// Delivers outbox rows to `PortfolioLedger` (ApplyDeposit, TakeHold, ReleaseHold), and asks
+/// it for withdrawals' holds.
 #[derive(Debug)]
 pub struct Delivery {
     db: Database,
@@ -76,17 +80,43 @@ impl Delivery {
     /// Delivers one row this process holds the lease of. True when portfolio-svc has the
     /// credit and it is recorded here.
     pub async fn deliver(&self, row: &OutboxRow) -> bool {
-        let request = ApplyDepositRequest {
-            transfer_id: row.transfer_id.clone(),
-            account_number: row.account_number.clone(),
-            amount: row.amount,
-            confirmed_at: Some(time::from_micros(row.confirmed_at)),
-        };
         let mut ledger = self.ledger.clone();
-        let outcome =
-            tokio::time::timeout(self.config.timeout, ledger.apply_deposit(request)).await;
+        let confirmed_at = Some(time::from_micros(row.confirmed_at));
+        let (transfer_id, account_number) = (row.transfer_id.clone(), row.account_number.clone());
+        let call = async move {
+            // `Ok(true)`: it had been done before.
+            match row.kind.as_str() {
+                kind::TAKE => ledger
+                    .take_hold(TakeHoldRequest {
+                        transfer_id,
+                        account_number,
+                        amount: row.amount,
+                        confirmed_at,
+                    })
+                    .await
+                    .map(|r| r.into_inner().already_taken),
+                kind::RELEASE => ledger
+                    .release_hold(ReleaseHoldRequest {
+                        transfer_id,
+                        account_number,
+                        amount: row.amount,
+                    })
+                    .await
+                    .map(|r| r.into_inner().already_released),
+                _ => ledger
+                    .apply_deposit(ApplyDepositRequest {
+                        transfer_id,
+                        account_number,
+                        amount: row.amount,
+                        confirmed_at,
+                    })
+                    .await
+                    .map(|r| r.into_inner().already_applied),
+            }
+        };
+        let outcome = tokio::time::timeout(self.config.timeout, call).await;
         let error = match outcome {
-            Ok(Ok(response)) => {
+            Ok(Ok(already)) => {
                 let transfer_id = row.transfer_id.clone();
                 let now = time::now_micros();
                 match self
@@ -95,14 +125,14 @@ impl Delivery {
                     .await
                 {
                     Ok(()) => {
-                        let result = if response.into_inner().already_applied {
+                        let result = if already {
                             "already_applied"
                         } else {
                             "applied"
                         };
-                        metrics::counter!("deposit_deliveries_total", "result" => result)
+                        metrics::counter!("deposit_deliveries_total", "kind" => row.kind.clone(), "result" => result)
                             .increment(1);
-                        tracing::info!(transfer_id = %row.transfer_id, result, "deposit credited in portfolio-svc");
+                        tracing::info!(transfer_id = %row.transfer_id, kind = %row.kind, result, "delivered to portfolio-svc");
                         return true;
                     }
                     // Credited, but not recorded: the lease lapses and a later attempt finds it
@@ -113,9 +143,9 @@ impl Delivery {
             Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
             Err(_) => format!("no answer within {:?}", self.config.timeout),
         };
-        metrics::counter!("deposit_deliveries_total", "result" => "failed").increment(1);
+        metrics::counter!("deposit_deliveries_total", "kind" => row.kind.clone(), "result" => "failed").increment(1);
         let next = time::now_micros() + self.backoff(row.attempts);
-        tracing::warn!(transfer_id = %row.transfer_id, attempts = row.attempts + 1, error = %error, retry_at = %time::rfc3339(next), "deposit not credited yet; will retry");
+        tracing::warn!(transfer_id = %row.transfer_id, kind = %row.kind, attempts = row.attempts + 1, error = %error, retry_at = %time::rfc3339(next), "not delivered to portfolio-svc yet; will retry");
         let (transfer_id, lease) = (row.transfer_id.clone(), self.lease.clone());
         if let Err(e) = self
             .db
@@ -125,6 +155,29 @@ impl Delivery {
             tracing::warn!(error = %e, "cannot record the failed delivery; the lease will lapse and it will be retried");
         }
         false
+    }
+
+    /// Phase 1 of a withdrawal: asks portfolio-svc to hold the amount (HoldCash), within the
+    /// delivery timeout. Its status as portfolio-svc answered it, or DEADLINE_EXCEEDED.
+    pub async fn hold(
+        &self,
+        transfer_id: &str,
+        account_number: &str,
+        amount: i64,
+    ) -> Result<(), tonic::Status> {
+        let mut ledger = self.ledger.clone();
+        let request = HoldCashRequest {
+            transfer_id: transfer_id.to_owned(),
+            account_number: account_number.to_owned(),
+            amount,
+        };
+        match tokio::time::timeout(self.config.timeout, ledger.hold_cash(request)).await {
+            Ok(answer) => answer.map(|_| ()),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {:?}",
+                self.config.timeout
+            ))),
+        }
     }
 
     /// Exponential backoff from one second to `max_backoff`, with full jitter over its

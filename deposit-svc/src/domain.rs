@@ -8,7 +8,10 @@ use diesel::{
     serialize::{self, Output, ToSql},
     sql_types::Text,
 };
-use invest_proto::{deposit::v1::DepositStatus, ids::Won};
+use invest_proto::{
+    deposit::v1::{DepositStatus, WithdrawalStatus},
+    ids::Won,
+};
 use invest_runtime::error::Error as RuntimeError;
 
 use crate::error::{Error, Result};
@@ -26,6 +29,8 @@ pub enum Status {
     Expired,
     /// Too many wrong signatures.
     Rejected,
+    /// Cancelled by the customer (withdrawals only).
+    Cancelled,
 }
 
 impl Status {
@@ -36,6 +41,7 @@ impl Status {
             Self::Confirmed => "confirmed",
             Self::Expired => "expired",
             Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -46,17 +52,46 @@ impl Status {
             "confirmed" => Some(Self::Confirmed),
             "expired" => Some(Self::Expired),
             "rejected" => Some(Self::Rejected),
+            "cancelled" => Some(Self::Cancelled),
             _ => None,
         }
     }
 
-    /// On the wire.
+    /// On the wire, for a deposit (which is never cancelled).
     pub fn to_wire(self) -> DepositStatus {
         match self {
             Self::Pending => DepositStatus::Pending,
             Self::Confirmed => DepositStatus::Confirmed,
-            Self::Expired => DepositStatus::Expired,
+            Self::Expired | Self::Cancelled => DepositStatus::Expired,
             Self::Rejected => DepositStatus::Rejected,
+        }
+    }
+
+    /// On the wire, for a withdrawal.
+    pub fn to_withdrawal_wire(self) -> WithdrawalStatus {
+        match self {
+            Self::Pending => WithdrawalStatus::Pending,
+            Self::Confirmed => WithdrawalStatus::Confirmed,
+            Self::Expired => WithdrawalStatus::Expired,
+            Self::Rejected => WithdrawalStatus::Rejected,
+            Self::Cancelled => WithdrawalStatus::Cancelled,
+        }
+    }
+
+    /// From a withdrawals list filter; UNSPECIFIED is "any".
+    pub fn from_withdrawal_filter(value: i32) -> Result<Option<Self>> {
+        match WithdrawalStatus::try_from(value) {
+            Ok(WithdrawalStatus::Unspecified) => Ok(None),
+            Ok(WithdrawalStatus::Pending) => Ok(Some(Self::Pending)),
+            Ok(WithdrawalStatus::Confirmed) => Ok(Some(Self::Confirmed)),
+            Ok(WithdrawalStatus::Expired) => Ok(Some(Self::Expired)),
+            Ok(WithdrawalStatus::Rejected) => Ok(Some(Self::Rejected)),
+            Ok(WithdrawalStatus::Cancelled) => Ok(Some(Self::Cancelled)),
+            Err(_) => Err(Error::invalid(
+                "INVALID_STATUS",
+                "status",
+                format!("unknown status {value}"),
+            )),
         }
     }
 

@@ -19,17 +19,17 @@ pub enum Error {
     CustomerNameMismatch(AccountNumber),
     /// Phase 2 carried a signature that does not match phase 1's fields.
     #[error(
-        "signature: does not match BLAKE3(account_number + customer_name + amount) of the registered deposit; {what_next}"
+        "signature: does not match BLAKE3(account_number + customer_name + amount) of the registered transfer; {what_next}"
     )]
     SignatureMismatch {
         /// What happens now (attempts left, or rejected).
         what_next: String,
     },
     /// Too many wrong signatures: the transfer can no longer be confirmed.
-    #[error("transfer {0} was rejected after too many wrong signatures; register a new deposit")]
+    #[error("transfer {0} was rejected after too many wrong signatures; register a new one")]
     TransferRejected(TransferId),
     /// Phase 2 came after the deadline.
-    #[error("transfer {id} expired at {at} before it was confirmed; register a new deposit")]
+    #[error("transfer {id} expired at {at} before it was confirmed; register a new one")]
     TransferExpired {
         /// The transfer.
         id: TransferId,
@@ -38,9 +38,28 @@ pub enum Error {
     },
     /// The AIP-155 request id was used before with other fields.
     #[error(
-        "request_id {0:?} was already used for a deposit with other fields; use a new request_id for a new deposit"
+        "request_id {0:?} was already used for a transfer with other fields; use a new request_id for a new transfer"
     )]
     RequestIdReused(String),
+    /// A withdrawal cancelled by the customer cannot be confirmed.
+    #[error("withdrawal {0} was cancelled; register a new one")]
+    TransferCancelled(TransferId),
+    /// Only a pending withdrawal can be cancelled.
+    #[error("withdrawal {id} is {status} and can no longer be cancelled")]
+    NotCancellable {
+        /// The withdrawal.
+        id: TransferId,
+        /// Where it stands.
+        status: &'static str,
+    },
+    /// portfolio-svc refused to hold the amount: not enough available cash.
+    #[error("{0}")]
+    InsufficientFunds(String),
+    /// The withdrawal's hold was never confirmed by portfolio-svc (phase 1 failed).
+    #[error(
+        "withdrawal {0} holds no cash (its phase 1 did not complete); register it again with the same request_id"
+    )]
+    NotHeld(TransferId),
     /// A rule of the runtime: an invalid argument, the database, not ready yet.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -73,6 +92,22 @@ impl From<Error> for RuntimeError {
             },
             Error::TransferExpired { .. } => Self::FailedPrecondition {
                 reason: "TRANSFER_EXPIRED",
+                message,
+            },
+            Error::TransferCancelled(_) => Self::FailedPrecondition {
+                reason: "TRANSFER_CANCELLED",
+                message,
+            },
+            Error::NotCancellable { .. } => Self::FailedPrecondition {
+                reason: "NOT_CANCELLABLE",
+                message,
+            },
+            Error::InsufficientFunds(_) => Self::FailedPrecondition {
+                reason: "INSUFFICIENT_FUNDS",
+                message,
+            },
+            Error::NotHeld(_) => Self::FailedPrecondition {
+                reason: "NOT_HELD",
                 message,
             },
             Error::RequestIdReused(_) => Self::AlreadyExists {

@@ -55,7 +55,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    fn db(&self) -> Result<Database> {
+    pub(crate) fn db(&self) -> Result<Database> {
         self.db.get().cloned().ok_or_else(|| {
             RuntimeError::Unavailable(
                 "deposit-svc is starting: the database is not ready yet; retry shortly".into(),
@@ -64,7 +64,7 @@ impl AppState {
         })
     }
 
-    fn delivery(&self) -> Result<Arc<Delivery>> {
+    pub(crate) fn delivery(&self) -> Result<Arc<Delivery>> {
         self.delivery.get().cloned().ok_or_else(|| {
             RuntimeError::Unavailable("deposit-svc is starting; retry shortly".into()).into()
         })
@@ -252,11 +252,26 @@ impl DepositService for DepositApi {
 }
 
 fn list_filter(request: &pb::ListDepositsRequest) -> Result<ListFilter> {
-    let account_number = if request.account_number.is_empty() {
+    history_filter(
+        &request.account_number,
+        DepositState::from_filter(request.status)?,
+        &request.start_time,
+        &request.end_time,
+    )
+}
+
+/// The filters of a history listing (deposits or withdrawals), checked.
+pub(crate) fn history_filter(
+    account_number: &str,
+    status: Option<DepositState>,
+    start_time: &Option<prost_types::Timestamp>,
+    end_time: &Option<prost_types::Timestamp>,
+) -> Result<ListFilter> {
+    let account_number = if account_number.is_empty() {
         None
     } else {
         Some(
-            AccountNumber::parse(&request.account_number)
+            AccountNumber::parse(account_number)
                 .map_err(|e| Error::invalid("INVALID_ACCOUNT_NUMBER", "account_number", e.0))?,
         )
     };
@@ -269,8 +284,8 @@ fn list_filter(request: &pb::ListDepositsRequest) -> Result<ListFilter> {
             })
             .transpose()
     };
-    let start = instant("start_time", &request.start_time)?;
-    let end = instant("end_time", &request.end_time)?;
+    let start = instant("start_time", start_time)?;
+    let end = instant("end_time", end_time)?;
     if let (Some(s), Some(e)) = (start, end)
         && s >= e
     {
@@ -282,7 +297,7 @@ fn list_filter(request: &pb::ListDepositsRequest) -> Result<ListFilter> {
     }
     Ok(ListFilter {
         account_number,
-        status: DepositState::from_filter(request.status)?,
+        status,
         start,
         end,
     })
@@ -292,7 +307,7 @@ fn list_filter(request: &pb::ListDepositsRequest) -> Result<ListFilter> {
 /// The method page tokens of ListDeposits are signed for.
 const LIST_DEPOSITS: &str = "ListDeposits";
 
-fn filter_fingerprint(filter: &ListFilter) -> String {
+pub(crate) fn filter_fingerprint(filter: &ListFilter) -> String {
     let text = format!(
         "{:?}|{:?}|{:?}|{:?}",
         filter.account_number,

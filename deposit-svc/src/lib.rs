@@ -13,6 +13,7 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod transfer;
+pub mod withdrawal;
 
 use std::{
     collections::HashSet,
@@ -22,10 +23,14 @@ use std::{
 };
 
 use invest_proto::{
-    auth::{SCOPE_DEPOSITS_WRITE, SCOPE_INGEST_WRITE, SCOPE_LEDGER_WRITE, ServiceToken},
+    auth::{
+        SCOPE_DEPOSITS_WRITE, SCOPE_INGEST_WRITE, SCOPE_LEDGER_WRITE, SCOPE_WITHDRAWALS_WRITE,
+        ServiceToken,
+    },
     deposit::v1::{
         deposit_service_server::DepositServiceServer,
         directory_ingest_server::DirectoryIngestServer,
+        withdrawal_service_server::WithdrawalServiceServer,
     },
     portfolio::v1::portfolio_ledger_client::PortfolioLedgerClient,
     time,
@@ -43,6 +48,7 @@ use crate::{
     delivery::{Delivery, DeliveryConfig},
     grpc::{AppState, DepositApi, DirectoryApi},
     transfer::Rules,
+    withdrawal::WithdrawalApi,
 };
 
 /// Configuration: every flag has its environment variable (the contract's operating
@@ -152,6 +158,7 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
         services: &[
             <DepositServiceServer<DepositApi> as tonic::server::NamedService>::NAME,
             <DirectoryIngestServer<DirectoryApi> as tonic::server::NamedService>::NAME,
+            <WithdrawalServiceServer<WithdrawalApi> as tonic::server::NamedService>::NAME,
         ],
         streaming_methods: HashSet::from(["/invest.deposit.v1.DirectoryIngest/LoadDirectory"]),
         migrations: store::MIGRATIONS,
@@ -195,6 +202,10 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
                     .add_service(DepositServiceServer::with_interceptor(
                         DepositApi::new(state.clone()),
                         RequireScope::new(keys.clone(), verified.clone(), SCOPE_DEPOSITS_WRITE),
+                    ))
+                    .add_service(WithdrawalServiceServer::with_interceptor(
+                        WithdrawalApi::new(state.clone()),
+                        RequireScope::new(keys.clone(), verified.clone(), SCOPE_WITHDRAWALS_WRITE),
                     ))
                     .add_service(DirectoryIngestServer::with_interceptor(
                         DirectoryApi::new(state.clone()),
@@ -246,6 +257,17 @@ impl Janitor {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "pending transfers expired"),
                 Err(e) => tracing::warn!(error = %e, "cannot expire pending transfers"),
+            }
+            match db
+                .run(move |c| store::withdrawals::expire(c, now, None))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    expired = n,
+                    "pending withdrawals expired; their holds are being released"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot expire pending withdrawals"),
             }
             match db.run(store::outbox::backlog).await {
                 Ok((count, oldest)) => {

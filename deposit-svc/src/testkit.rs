@@ -6,10 +6,13 @@ use std::{sync::Arc, time::Duration};
 
 use clap::Parser as _;
 use invest_proto::{
-    auth::{JwtKeys, SCOPE_DEPOSITS_WRITE, SCOPE_INGEST_WRITE, ServiceToken},
+    auth::{
+        JwtKeys, SCOPE_DEPOSITS_WRITE, SCOPE_INGEST_WRITE, SCOPE_WITHDRAWALS_WRITE, ServiceToken,
+    },
     deposit::v1::{
         self as pb, deposit_service_client::DepositServiceClient,
         directory_ingest_client::DirectoryIngestClient, directory_part::Part,
+        withdrawal_service_client::WithdrawalServiceClient,
     },
     digest::{RecordDigest, RecordKind},
 };
@@ -107,6 +110,11 @@ impl TestDeposit {
         deposits_client(&self.url(), &self.keys, customer).await
     }
 
+    /// A withdrawals client speaking for `customer`.
+    pub async fn withdrawals(&self, customer: &str) -> WithdrawalServiceClient<Authed> {
+        withdrawals_client(&self.url(), &self.keys, customer).await
+    }
+
     /// A directory client with the loader's scope.
     pub async fn directory(&self) -> DirectoryIngestClient<Authed> {
         DirectoryIngestClient::with_interceptor(
@@ -134,6 +142,18 @@ pub async fn deposits_client(
     DepositServiceClient::with_interceptor(
         connect(url).await,
         ServiceToken::new(keys.clone(), customer, &[SCOPE_DEPOSITS_WRITE]),
+    )
+}
+
+/// A withdrawals client of the server at `url`, speaking for `customer`.
+pub async fn withdrawals_client(
+    url: &str,
+    keys: &Arc<JwtKeys>,
+    customer: &str,
+) -> WithdrawalServiceClient<Authed> {
+    WithdrawalServiceClient::with_interceptor(
+        connect(url).await,
+        ServiceToken::new(keys.clone(), customer, &[SCOPE_WITHDRAWALS_WRITE]),
     )
 }
 

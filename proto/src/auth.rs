@@ -24,10 +24,12 @@ pub const AUDIENCE: &str = "invest";
 pub const SCOPE_ACCOUNTS_READ: &str = "accounts:read";
 /// Scope of `PortfolioIngest` and `DirectoryIngest`: replace the daily data.
 pub const SCOPE_INGEST_WRITE: &str = "ingest:write";
-/// Scope of `PortfolioLedger`: credit confirmed deposits.
+/// Scope of `PortfolioLedger`: credit confirmed deposits, hold, take and release withdrawals.
 pub const SCOPE_LEDGER_WRITE: &str = "ledger:write";
 /// Scope of `DepositService`: deposit into the caller's own accounts.
 pub const SCOPE_DEPOSITS_WRITE: &str = "deposits:write";
+/// Scope of `WithdrawalService`: withdraw from the caller's own accounts.
+pub const SCOPE_WITHDRAWALS_WRITE: &str = "withdrawals:write";
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 30;

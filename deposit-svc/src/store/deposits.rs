@@ -260,6 +260,7 @@ pub fn confirm(
                 account_number: &row.account_number,
                 amount: row.amount,
                 confirmed_at: now,
+                kind: outbox::kind::DEPOSIT,
             };
             let outbox = outbox::enqueue(conn, &credit, lease_now, lease)?;
             return Ok(Confirmation::Confirmed(row, outbox));

@@ -5,6 +5,7 @@ pub mod deposits;
 pub mod directory;
 pub mod outbox;
 pub mod schema;
+pub mod withdrawals;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use invest_runtime::{

@@ -1,11 +1,12 @@
-//! The outbox of confirmed deposits still to credit in portfolio-svc. A row is claimed with a
+//! The outbox of what portfolio-svc has still to be told: confirmed deposits to credit, and
+//! withdrawals whose hold is to be taken or released. A row is claimed with a
 //! lease (a conditional update, atomic on both databases), so that several replicas never
 //! deliver the same row at once; it is deleted in the transaction that records the credit.
 
 use diesel::prelude::*;
 use invest_runtime::db::{DbConnection, write_transaction};
 
-use super::schema::{deposits, outbox};
+use super::schema::{deposits, outbox, withdrawals};
 use crate::error::Result;
 
 /// A pending delivery.
@@ -30,6 +31,18 @@ pub struct OutboxRow {
     pub lease_owner: Option<String>,
     /// Why the last delivery failed.
     pub last_error: Option<String>,
+    /// What the delivery does (see [`kind`]).
+    pub kind: String,
+}
+
+/// What a delivery does, as stored in `outbox.kind`.
+pub mod kind {
+    /// Credit a confirmed deposit (ApplyDeposit).
+    pub const DEPOSIT: &str = "deposit";
+    /// Take a confirmed withdrawal's hold (TakeHold).
+    pub const TAKE: &str = "take";
+    /// Release a closed withdrawal's hold (ReleaseHold).
+    pub const RELEASE: &str = "release";
 }
 
 /// Who delivers, and for how long a claim holds.
@@ -50,8 +63,10 @@ pub struct PendingCredit<'a> {
     pub account_number: &'a str,
     /// Won.
     pub amount: i64,
-    /// When it was confirmed.
+    /// When it was confirmed (a release: when the withdrawal closed).
     pub confirmed_at: i64,
+    /// What the delivery does (see [`kind`]).
+    pub kind: &'static str,
 }
 
 /// Queues the delivery of a deposit confirmed in the current transaction, leased to the
@@ -72,6 +87,7 @@ pub fn enqueue(
         lease_until: now + lease.micros,
         lease_owner: Some(lease.owner.clone()),
         last_error: None,
+        kind: credit.kind.to_owned(),
     };
     diesel::insert_into(outbox::table)
         .values(&row)
@@ -118,7 +134,34 @@ pub fn claim_due(
     Ok(claimed)
 }
 
-/// Records a credit: the outbox row goes and the deposit is marked applied, together.
+/// Claims the row of one transfer if its lease has lapsed (a release queued for any
+/// replica, which the replica that closed the withdrawal delivers at once).
+pub fn claim_one(
+    conn: &mut DbConnection,
+    transfer_id: &str,
+    now: i64,
+    lease: &Lease,
+) -> Result<Option<OutboxRow>> {
+    let won = diesel::update(outbox::table)
+        .filter(outbox::transfer_id.eq(transfer_id))
+        .filter(outbox::lease_until.lt(now))
+        .set((
+            outbox::lease_until.eq(now + lease.micros),
+            outbox::lease_owner.eq(Some(&lease.owner)),
+        ))
+        .execute(conn)?;
+    if won == 0 {
+        return Ok(None);
+    }
+    Ok(outbox::table
+        .filter(outbox::transfer_id.eq(transfer_id))
+        .select(OutboxRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Records a delivery: the outbox row goes and the deposit or withdrawal is marked applied,
+/// together.
 ///
 /// On PostgreSQL this commit does not wait for the write-ahead log to reach the disk: if a
 /// crash loses it, the outbox row is still there, the delivery is repeated, and portfolio-svc
@@ -136,6 +179,11 @@ pub fn delivered(conn: &mut DbConnection, transfer_id: &str, now: i64) -> Result
             .filter(deposits::transfer_id.eq(transfer_id))
             .filter(deposits::applied_at.is_null())
             .set(deposits::applied_at.eq(Some(now)))
+            .execute(conn)?;
+        diesel::update(withdrawals::table)
+            .filter(withdrawals::transfer_id.eq(transfer_id))
+            .filter(withdrawals::applied_at.is_null())
+            .set(withdrawals::applied_at.eq(Some(now)))
             .execute(conn)?;
         Ok(())
     })

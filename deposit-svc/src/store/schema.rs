@@ -49,6 +49,27 @@ diesel::table! {
         lease_until -> BigInt,
         lease_owner -> Nullable<Text>,
         last_error -> Nullable<Text>,
+        /// `deposit` (ApplyDeposit), `take` (TakeHold) or `release` (ReleaseHold).
+        kind -> Text,
+    }
+}
+
+diesel::table! {
+    withdrawals (transfer_id) {
+        transfer_id -> Text,
+        owner -> Text,
+        account_number -> Text,
+        customer_name -> Text,
+        amount -> BigInt,
+        request_id -> Nullable<Text>,
+        status -> Text,
+        /// portfolio-svc answered the hold.
+        held -> Bool,
+        failed_attempts -> BigInt,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        confirmed_at -> Nullable<BigInt>,
+        applied_at -> Nullable<BigInt>,
     }
 }
 
@@ -56,6 +77,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     directories,
     directory_entries,
     deposits,
+    withdrawals,
     outbox,
     current_directory
 );

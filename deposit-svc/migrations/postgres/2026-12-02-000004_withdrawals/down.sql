@@ -1,0 +1,3 @@
+DELETE FROM outbox WHERE kind <> 'deposit';
+ALTER TABLE outbox DROP COLUMN kind;
+DROP TABLE withdrawals;
