@@ -68,8 +68,9 @@ say "loading the day"
 
 # A customer of the generated day, to query as (plain CSV: customer,brokerage,account,...).
 IFS=, read -r customer _ account _ < <(sed -n 2p "$work/day/account_asset_info_set.csv")
-token=$("$bin/loader" token --sub "$customer" --scope "accounts:read deposits:write" --ttl 12h)
+token=$("$bin/loader" token --sub "$customer" --scope "accounts:read deposits:write withdrawals:write" --ttl 12h)
 signature=$("$bin/loader" sign --account "$account" --name "$customer" --amount 10000)
+withdrawal_signature=$("$bin/loader" sign --account "$account" --name "$customer" --amount 5000)
 
 cat <<MSG
 
@@ -89,7 +90,16 @@ Deposit 10000 won in two phases (the signature is BLAKE3 of account + name + amo
   grpcurl -plaintext -H "authorization: Bearer \$TOKEN" -d '{"transfer_id": "<transfer_id from above>", "signature": "$signature"}' 127.0.0.1:50052 invest.deposit.v1.DepositService/ConfirmDeposit
   grpcurl -plaintext -H "authorization: Bearer \$TOKEN" 127.0.0.1:50052 invest.deposit.v1.DepositService/ListDeposits
 
-Another customer's token:  INVEST_JWT_SECRET_FILE=$work/jwt-secret $bin/loader token --sub NAME --scope "accounts:read deposits:write"
+Withdraw 5000 won the same way: phase 1 holds it out of the account's available cash
+(GetAccount's available_cash falls at once; more than is available is FAILED_PRECONDITION
+INSUFFICIENT_FUNDS), phase 2 takes it; CancelWithdrawal releases a pending one:
+
+  grpcurl -plaintext -H "authorization: Bearer \$TOKEN" -d '{"account_number": "$account", "customer_name": "$customer", "amount": 5000}' 127.0.0.1:50052 invest.deposit.v1.WithdrawalService/RegisterWithdrawal
+  grpcurl -plaintext -H "authorization: Bearer \$TOKEN" -d '{"transfer_id": "<transfer_id from above>", "signature": "$withdrawal_signature"}' 127.0.0.1:50052 invest.deposit.v1.WithdrawalService/ConfirmWithdrawal
+  grpcurl -plaintext -H "authorization: Bearer \$TOKEN" -d '{"transfer_id": "<transfer_id>"}' 127.0.0.1:50052 invest.deposit.v1.WithdrawalService/CancelWithdrawal
+  grpcurl -plaintext -H "authorization: Bearer \$TOKEN" 127.0.0.1:50052 invest.deposit.v1.WithdrawalService/ListWithdrawals
+
+Another customer's token:  INVEST_JWT_SECRET_FILE=$work/jwt-secret $bin/loader token --sub NAME --scope "accounts:read deposits:write withdrawals:write"
 Press Ctrl-C to stop.
 MSG
 wait

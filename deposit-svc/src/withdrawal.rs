@@ -107,11 +107,14 @@ impl WithdrawalApi {
             }
             Err(status) => {
                 tracing::warn!(transfer_id = %row.transfer_id, code = ?status.code(), error = %status.message(), "portfolio-svc did not answer a hold");
-                Err(invest_runtime::error::Error::Unavailable(format!(
-                    "portfolio-svc could not hold the cash ({:?}); nothing is withdrawn, and a \
-                     retry with the same request_id asks again",
-                    status.code()
-                ))
+                Err(invest_runtime::error::Error::DependencyUnavailable {
+                    reason: "PORTFOLIO_UNAVAILABLE",
+                    message: format!(
+                        "portfolio-svc could not hold the cash ({:?}); nothing is withdrawn, and a \
+                         retry with the same request_id asks again",
+                        status.code()
+                    ),
+                }
                 .into())
             }
         }

@@ -199,7 +199,8 @@ pub struct TokenArgs {
     /// The `sub` claim: a customer name (e.g. 류영길) or a service name.
     #[arg(long)]
     pub sub: String,
-    /// Space-separated scopes, e.g. "accounts:read deposits:write".
+    /// Space-separated scopes: accounts:read, deposits:write, withdrawals:write (a customer's),
+    /// ingest:write, ledger:write (the services'); e.g. "accounts:read deposits:write".
     #[arg(long)]
     pub scope: String,
     /// Lifetime, e.g. 1h, 30m.

@@ -42,6 +42,14 @@ pub enum Error {
     /// Not ready yet (still migrating) or shutting down.
     #[error("{0}")]
     Unavailable(String),
+    /// A service this call needs did not answer; retrying later may succeed.
+    #[error("{message}")]
+    DependencyUnavailable {
+        /// `ErrorInfo.reason`.
+        reason: &'static str,
+        /// For a person.
+        message: String,
+    },
 }
 
 impl Error {
@@ -97,6 +105,9 @@ impl From<Error> for Status {
                 error_status(Code::AlreadyExists, reason, message)
             }
             Error::Unavailable(message) => error_status(Code::Unavailable, "NOT_READY", message),
+            Error::DependencyUnavailable { reason, message } => {
+                error_status(Code::Unavailable, reason, message)
+            }
             Error::Db(DbError::Busy(wait)) => error_status(
                 Code::Unavailable,
                 "DATABASE_BUSY",
