@@ -1,6 +1,6 @@
 //! Two portfolio-svc replicas on one PostgreSQL database, changes made through one and reads
 //! through the other: the freshness promise of the read cache (`portfolio_svc::cache`). A
-//! deposit or a new snapshot committed through replica A is in every read of replica B that
+//! deposit, a withdrawal's hold or a new snapshot committed through replica A is in every read of replica B that
 //! starts `--read-staleness` after it, whether B answers from memory or, having lost its
 //! listening connection, from the database; and B answers from memory again once it listens
 //! again.
@@ -120,6 +120,29 @@ async fn a_replica_sees_the_changes_of_another_within_the_bound() {
     principal += 10;
     let delay = seen_within_the_bound(&b, Instant::now(), |d| d.principal == principal).await;
     eprintln!("deposit seen on the other replica after {delay:?}");
+
+    // A withdrawal's hold through A, then its release: B's available cash follows each
+    // within the bound (the held cash is kept in memory too).
+    until_served_from_memory(&b).await;
+    let available = detail(&b).await.available_cash;
+    let hold = pb::HoldCashRequest {
+        transfer_id: format!("{:032x}", 1_000),
+        account_number: ACCOUNT.into(),
+        amount: 40,
+    };
+    a.ledger().await.hold_cash(hold.clone()).await.unwrap();
+    seen_within_the_bound(&b, Instant::now(), |d| d.available_cash == available - 40).await;
+    until_served_from_memory(&b).await;
+    a.ledger()
+        .await
+        .release_hold(pb::ReleaseHoldRequest {
+            transfer_id: hold.transfer_id,
+            account_number: hold.account_number,
+            amount: hold.amount,
+        })
+        .await
+        .unwrap();
+    seen_within_the_bound(&b, Instant::now(), |d| d.available_cash == available).await;
 
     // B loses its listening connection (A too): B must not answer from what it remembers.
     let mut admin = diesel::PgConnection::establish(a.db.url()).unwrap();

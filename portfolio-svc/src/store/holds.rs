@@ -190,17 +190,6 @@ fn lock_account(conn: &mut DbConnection, account_number: &str) -> QueryResult<()
     Ok(())
 }
 
-/// Every replica forgets what it keeps of the account's cash (PostgreSQL: delivered at
-/// commit, in commit order; see `cache.rs`).
-fn announce(conn: &mut DbConnection, account_number: &str) -> QueryResult<()> {
-    if let DbConnection::Pg(c) = conn {
-        diesel::sql_query("SELECT pg_notify('invest_portfolio', 'd' || $1)")
-            .bind::<Text, _>(account_number)
-            .execute(c)?;
-    }
-    Ok(())
-}
-
 fn find(conn: &mut DbConnection, transfer_id: &TransferId) -> QueryResult<Option<HoldRow>> {
     ledger_holds::table
         .filter(ledger_holds::transfer_id.eq(transfer_id.as_str()))
@@ -296,8 +285,8 @@ pub fn hold(
                 closed_at: None,
             })
             .execute(conn)?;
+        // The change of `held` notifies every replica (a trigger; see the migration).
         add_held(conn, account, amount)?;
-        announce(conn, account)?;
         Ok((Outcome::New, before - amount))
     })
 }
@@ -396,7 +385,6 @@ pub fn release(conn: &mut DbConnection, hold: &Hold, now: i64) -> Result<Outcome
             ))
             .execute(conn)?;
         sub_held(conn, account, hold.amount.get())?;
-        announce(conn, account)?;
         Ok(Outcome::New)
     })
 }

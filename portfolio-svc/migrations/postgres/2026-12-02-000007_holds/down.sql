@@ -1,3 +1,6 @@
+DROP TRIGGER ledger_accounts_held_inserted ON ledger_accounts;
+DROP TRIGGER ledger_accounts_held_changed ON ledger_accounts;
+DROP FUNCTION ledger_accounts_held_notify();
 ALTER TABLE ledger_accounts DROP COLUMN held;
 DROP TABLE ledger_holds;
 -- Taken withdrawals go, and the running sums are those of the deposits alone again.

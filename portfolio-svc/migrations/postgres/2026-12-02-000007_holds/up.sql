@@ -22,3 +22,19 @@ CREATE TABLE ledger_holds (
 -- hold, take or release that changes it (under the account's lock), so that the read path
 -- gets it in the statement that reads the account.
 ALTER TABLE ledger_accounts ADD COLUMN held BIGINT NOT NULL DEFAULT 0 CHECK (held >= 0);
+
+-- Every replica forgets what it keeps of an account's cash when its held cash changes (a
+-- trigger, like the deposits', so that the notification exists exactly when the change
+-- commits, whoever wrote it; see portfolio-svc/src/cache.rs).
+CREATE FUNCTION ledger_accounts_held_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('invest_portfolio', 'd' || NEW.account_number);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER ledger_accounts_held_changed AFTER UPDATE OF held ON ledger_accounts
+    FOR EACH ROW WHEN (OLD.held IS DISTINCT FROM NEW.held)
+    EXECUTE FUNCTION ledger_accounts_held_notify();
+CREATE TRIGGER ledger_accounts_held_inserted AFTER INSERT ON ledger_accounts
+    FOR EACH ROW WHEN (NEW.held <> 0)
+    EXECUTE FUNCTION ledger_accounts_held_notify();
