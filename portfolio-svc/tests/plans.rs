@@ -21,7 +21,7 @@ use invest_runtime::{
 };
 use portfolio_svc::{
     error::Result,
-    store::{MIGRATIONS, SNAPSHOTS, ledger, read},
+    store::{MIGRATIONS, SNAPSHOTS, holds, ledger, read},
 };
 
 #[derive(QueryableByName)]
@@ -150,10 +150,12 @@ async fn read_queries_use_indexes(backend: Backend) {
         ledger::overlay_each(c, &["111111111111", "222222222222"], 0)?;
         ledger::overlay_since(c, "111111111111", 0)?;
         ledger::cash_line(c, 1, account)?;
+        // What GetAccount's available cash and a withdrawal's hold read (one statement).
+        holds::cash(c, read::SnapshotRef { id: 1, as_of: 0 }, "111111111111")?;
         c.set_instrumentation(|_: diesel::connection::InstrumentationEvent<'_>| {});
         let statements = statements.lock().unwrap().clone();
         // With a current snapshot, current_with_cash also reads its cash instrument.
-        assert_eq!(statements.len(), 17, "{statements:#?}");
+        assert_eq!(statements.len(), 18, "{statements:#?}");
         for statement in statements {
             let plan = plan(c, &statement);
             if std::env::var_os("SHOW_PLANS").is_some() {
