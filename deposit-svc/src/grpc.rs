@@ -194,22 +194,13 @@ impl DepositService for DepositApi {
         let limit = page_size(request.page_size, PAGE_DEFAULT, PAGE_MAX)?;
         let fingerprint = filter_fingerprint(&filter);
         let tokens = &self.state.tokens;
-        let cursor = match tokens.decode::<3>(LIST_DEPOSITS, &owner, &request.page_token)? {
-            None => None,
-            Some([created_at, transfer_id, issued_for]) => {
-                if issued_for != fingerprint {
-                    return Err(token_mismatch("other filters").into());
-                }
-                let created_at = created_at.parse::<i64>().map_err(|_| {
-                    Error::invalid(
-                        "INVALID_PAGE_TOKEN",
-                        "page_token",
-                        "not a token this server issued",
-                    )
-                })?;
-                Some((created_at, transfer_id))
-            }
-        };
+        let cursor = history_cursor(
+            tokens,
+            LIST_DEPOSITS,
+            &owner,
+            &request.page_token,
+            &fingerprint,
+        )?;
         let now = self.state.clock.now();
         let db = self.state.db()?;
         let listed_for = owner.clone();
@@ -225,25 +216,15 @@ impl DepositService for DepositApi {
                 )?)
             })
             .await?;
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let next_page_token = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last()
-                .map(|last| {
-                    tokens.encode(
-                        LIST_DEPOSITS,
-                        &owner,
-                        &[
-                            &last.created_at.to_string(),
-                            &last.transfer_id,
-                            &fingerprint,
-                        ],
-                    )
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = history_next_page(
+            tokens,
+            LIST_DEPOSITS,
+            &owner,
+            &fingerprint,
+            &mut rows,
+            limit,
+            |r| (r.created_at, &r.transfer_id),
+        );
         Ok(Response::new(pb::ListDepositsResponse {
             deposits: rows.iter().map(|r| to_wire(r, now)).collect(),
             next_page_token,
@@ -258,6 +239,62 @@ fn list_filter(request: &pb::ListDepositsRequest) -> Result<ListFilter> {
         &request.start_time,
         &request.end_time,
     )
+}
+
+/// Where a history listing (ListDeposits, ListWithdrawals) continues: `(created_at,
+/// transfer_id)` of the previous page's last transfer, from a token signed for the method,
+/// the caller and the filters (`fingerprint`).
+pub(crate) fn history_cursor(
+    tokens: &PageTokens,
+    method: &str,
+    owner: &str,
+    page_token: &str,
+    fingerprint: &str,
+) -> Result<Option<(i64, String)>> {
+    let Some([created_at, transfer_id, issued_for]) =
+        tokens.decode::<3>(method, owner, page_token)?
+    else {
+        return Ok(None);
+    };
+    if issued_for != fingerprint {
+        return Err(token_mismatch("other filters").into());
+    }
+    let created_at = created_at.parse::<i64>().map_err(|_| {
+        Error::invalid(
+            "INVALID_PAGE_TOKEN",
+            "page_token",
+            "not a token this server issued",
+        )
+    })?;
+    Ok(Some((created_at, transfer_id)))
+}
+
+/// Given up to `limit + 1` rows of a history listing, trims to `limit` and returns the token
+/// of the next page (empty on the last page).
+pub(crate) fn history_next_page<T>(
+    tokens: &PageTokens,
+    method: &str,
+    owner: &str,
+    fingerprint: &str,
+    rows: &mut Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> (i64, &str),
+) -> String {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if rows.len() <= limit {
+        return String::new();
+    }
+    rows.truncate(limit);
+    rows.last()
+        .map(|last| {
+            let (created_at, transfer_id) = key(last);
+            tokens.encode(
+                method,
+                owner,
+                &[&created_at.to_string(), transfer_id, fingerprint],
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// The filters of a history listing (deposits or withdrawals), checked.

@@ -22,7 +22,7 @@ use invest_proto::{
     signature::Signature,
     time,
 };
-use invest_runtime::{auth::caller, paging::page_size, paging::token_mismatch};
+use invest_runtime::{auth::caller, paging::page_size};
 use tonic::{Code, Request, Response, Status};
 
 use crate::{
@@ -31,7 +31,7 @@ use crate::{
         parse_transfer_id,
     },
     error::{Error, Result},
-    grpc::{AppState, filter_fingerprint, history_filter},
+    grpc::{AppState, filter_fingerprint, history_cursor, history_filter, history_next_page},
     store::{
         directory,
         withdrawals::{self, Confirmation, NewWithdrawal, WithdrawalRow},
@@ -321,22 +321,13 @@ impl pb::withdrawal_service_server::WithdrawalService for WithdrawalApi {
         let limit = page_size(request.page_size, PAGE_DEFAULT, PAGE_MAX)?;
         let fingerprint = filter_fingerprint(&filter);
         let tokens = &self.state.tokens;
-        let cursor = match tokens.decode::<3>(LIST_WITHDRAWALS, &owner, &request.page_token)? {
-            None => None,
-            Some([created_at, transfer_id, issued_for]) => {
-                if issued_for != fingerprint {
-                    return Err(token_mismatch("other filters").into());
-                }
-                let created_at = created_at.parse::<i64>().map_err(|_| {
-                    Error::invalid(
-                        "INVALID_PAGE_TOKEN",
-                        "page_token",
-                        "not a token this server issued",
-                    )
-                })?;
-                Some((created_at, transfer_id))
-            }
-        };
+        let cursor = history_cursor(
+            tokens,
+            LIST_WITHDRAWALS,
+            &owner,
+            &request.page_token,
+            &fingerprint,
+        )?;
         let now = self.state.clock.now();
         let db = self.state.db()?;
         let listed_for = owner.clone();
@@ -352,25 +343,15 @@ impl pb::withdrawal_service_server::WithdrawalService for WithdrawalApi {
                 )?)
             })
             .await?;
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let next_page_token = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last()
-                .map(|last| {
-                    tokens.encode(
-                        LIST_WITHDRAWALS,
-                        &owner,
-                        &[
-                            &last.created_at.to_string(),
-                            &last.transfer_id,
-                            &fingerprint,
-                        ],
-                    )
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = history_next_page(
+            tokens,
+            LIST_WITHDRAWALS,
+            &owner,
+            &fingerprint,
+            &mut rows,
+            limit,
+            |r| (r.created_at, &r.transfer_id),
+        );
         Ok(Response::new(pb::ListWithdrawalsResponse {
             withdrawals: rows.iter().map(|r| to_wire(r, now)).collect(),
             next_page_token,
