@@ -912,6 +912,7 @@ async fn measure(
 fn responses_of(mix: &Mix) -> impl Iterator<Item = &'static str> + '_ {
     mix.operations().flat_map(|op| match op {
         Operation::Deposit => vec!["RegisterDeposit", "ConfirmDeposit"],
+        Operation::Withdrawal => vec!["RegisterWithdrawal", "ConfirmWithdrawal"],
         other => vec![other.report_name()],
     })
 }

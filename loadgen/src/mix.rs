@@ -15,15 +15,19 @@ pub enum Operation {
     ListAccounts,
     /// `DepositService.RegisterDeposit` then `ConfirmDeposit`, as one operation.
     Deposit,
+    /// `WithdrawalService.RegisterWithdrawal` then `ConfirmWithdrawal` of 1 won, as one
+    /// operation.
+    Withdrawal,
 }
 
 impl Operation {
     /// Every operation, in report order.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::GetAccount,
         Self::ListHoldings,
         Self::ListAccounts,
         Self::Deposit,
+        Self::Withdrawal,
     ];
 
     /// The name in `--mix`.
@@ -33,6 +37,7 @@ impl Operation {
             Self::ListHoldings => "list_holdings",
             Self::ListAccounts => "list_accounts",
             Self::Deposit => "deposit",
+            Self::Withdrawal => "withdrawal",
         }
     }
 
@@ -43,6 +48,7 @@ impl Operation {
             Self::ListHoldings => "ListHoldings",
             Self::ListAccounts => "ListAccounts",
             Self::Deposit => "Deposit",
+            Self::Withdrawal => "Withdrawal",
         }
     }
 
@@ -53,7 +59,12 @@ impl Operation {
 
     /// Whether the operation goes to portfolio-svc (else to deposit-svc).
     pub fn is_portfolio(self) -> bool {
-        self != Self::Deposit
+        !self.is_two_phase()
+    }
+
+    /// Whether the operation is both phases of a transfer (to deposit-svc).
+    pub fn is_two_phase(self) -> bool {
+        matches!(self, Self::Deposit | Self::Withdrawal)
     }
 }
 
@@ -63,7 +74,7 @@ const MAX_WEIGHT: u32 = 1_000_000;
 /// Relative weights of the operations; an operation left out of `--mix` has weight 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mix {
-    weights: [u32; 4],
+    weights: [u32; 5],
     total: u32,
 }
 
@@ -75,7 +86,7 @@ pub enum MixError {
     NotAPair(String),
     /// The name is none of the operations.
     #[error(
-        "unknown operation {0:?}: expected get_account, list_holdings, list_accounts or deposit"
+        "unknown operation {0:?}: expected get_account, list_holdings, list_accounts, deposit or withdrawal"
     )]
     UnknownOperation(String),
     /// The weight is not a whole number within range.
@@ -112,9 +123,9 @@ impl Mix {
         self.operations().any(Operation::is_portfolio)
     }
 
-    /// Whether deposits are part of the workload.
+    /// Whether deposits or withdrawals (deposit-svc) are part of the workload.
     pub fn uses_deposit(&self) -> bool {
-        self.weight(Operation::Deposit) > 0
+        self.operations().any(Operation::is_two_phase)
     }
 
     /// Draws an operation with probability weight / total.
@@ -136,7 +147,7 @@ impl Default for Mix {
     /// The three reads, equally; no deposits.
     fn default() -> Self {
         Self {
-            weights: [1, 1, 1, 0],
+            weights: [1, 1, 1, 0, 0],
             total: 3,
         }
     }
@@ -146,7 +157,7 @@ impl FromStr for Mix {
     type Err = MixError;
 
     fn from_str(text: &str) -> Result<Self, MixError> {
-        let mut weights = [None; 4];
+        let mut weights = [None; 5];
         for entry in text.split(',').map(str::trim) {
             let (name, weight) = entry
                 .split_once('=')
@@ -224,7 +235,7 @@ mod tests {
         assert!(!mix.uses_portfolio());
         assert_eq!(
             mix.to_string(),
-            "get_account=0,list_holdings=0,list_accounts=0,deposit=3"
+            "get_account=0,list_holdings=0,list_accounts=0,deposit=3,withdrawal=0"
         );
     }
 
@@ -256,7 +267,7 @@ mod tests {
     fn picks_by_weight_and_never_a_zero_weight() {
         let mix: Mix = "get_account=3,list_holdings=1,deposit=0".parse().unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let mut counts = [0u32; 4];
+        let mut counts = [0u32; 5];
         for _ in 0..40_000 {
             counts[mix.pick(&mut rng).index()] += 1;
         }

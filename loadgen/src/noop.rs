@@ -6,9 +6,14 @@ use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use invest_proto::{
     deposit::v1::{
-        ConfirmDepositRequest, ConfirmDepositResponse, Deposit, DepositStatus, GetDepositRequest,
-        ListDepositsRequest, ListDepositsResponse, RegisterDepositRequest, RegisterDepositResponse,
+        CancelWithdrawalRequest, ConfirmDepositRequest, ConfirmDepositResponse,
+        ConfirmWithdrawalRequest, ConfirmWithdrawalResponse, Deposit, DepositStatus,
+        GetDepositRequest, GetWithdrawalRequest, ListDepositsRequest, ListDepositsResponse,
+        ListWithdrawalsRequest, ListWithdrawalsResponse, RegisterDepositRequest,
+        RegisterDepositResponse, RegisterWithdrawalRequest, RegisterWithdrawalResponse, Withdrawal,
+        WithdrawalStatus,
         deposit_service_server::{DepositService, DepositServiceServer},
+        withdrawal_service_server::{WithdrawalService, WithdrawalServiceServer},
     },
     portfolio::v1::{
         AccountDetail, AccountSummary, GetAccountRequest, Holding, ListAccountsRequest,
@@ -35,6 +40,10 @@ pub struct CannedResponses {
     pub registered: RegisterDepositResponse,
     /// `ConfirmDeposit` (its deposit also answers `GetDeposit` and `ListDeposits`).
     pub confirmed: ConfirmDepositResponse,
+    /// `RegisterWithdrawal`.
+    pub withdrawal_registered: RegisterWithdrawalResponse,
+    /// `ConfirmWithdrawal` (its withdrawal also answers the other withdrawal RPCs).
+    pub withdrawal_confirmed: ConfirmWithdrawalResponse,
 }
 
 /// A typical deposit amount of the workload (1..=1000 won), for the synthetic deposit.
@@ -101,6 +110,22 @@ impl CannedResponses {
                 transfer_id: transfer_id.clone(),
                 expires_at,
             },
+            withdrawal_registered: RegisterWithdrawalResponse {
+                transfer_id: transfer_id.clone(),
+                expires_at,
+            },
+            withdrawal_confirmed: ConfirmWithdrawalResponse {
+                withdrawal: Some(Withdrawal {
+                    transfer_id: transfer_id.clone(),
+                    account_number: account.account_number.clone(),
+                    amount: 1,
+                    status: WithdrawalStatus::Confirmed.into(),
+                    created_at: Some(at(now)),
+                    expires_at,
+                    confirmed_at: Some(at(now)),
+                    applied: true,
+                }),
+            },
             confirmed: ConfirmDepositResponse {
                 deposit: Some(Deposit {
                     transfer_id,
@@ -124,6 +149,11 @@ impl CannedResponses {
             ("ListAccounts", self.accounts.encoded_len()),
             ("RegisterDeposit", self.registered.encoded_len()),
             ("ConfirmDeposit", self.confirmed.encoded_len()),
+            (
+                "RegisterWithdrawal",
+                self.withdrawal_registered.encoded_len(),
+            ),
+            ("ConfirmWithdrawal", self.withdrawal_confirmed.encoded_len()),
         ]
         .into_iter()
         .map(|(rpc, bytes)| (rpc.to_owned(), bytes))
@@ -196,6 +226,57 @@ impl DepositService for Noop {
     }
 }
 
+#[tonic::async_trait]
+impl WithdrawalService for Noop {
+    async fn register_withdrawal(
+        &self,
+        _: Request<RegisterWithdrawalRequest>,
+    ) -> Result<Response<RegisterWithdrawalResponse>, Status> {
+        Ok(Response::new(self.canned.withdrawal_registered.clone()))
+    }
+
+    async fn confirm_withdrawal(
+        &self,
+        _: Request<ConfirmWithdrawalRequest>,
+    ) -> Result<Response<ConfirmWithdrawalResponse>, Status> {
+        Ok(Response::new(self.canned.withdrawal_confirmed.clone()))
+    }
+
+    async fn cancel_withdrawal(
+        &self,
+        _: Request<CancelWithdrawalRequest>,
+    ) -> Result<Response<Withdrawal>, Status> {
+        Ok(Response::new(self.withdrawal()))
+    }
+
+    async fn get_withdrawal(
+        &self,
+        _: Request<GetWithdrawalRequest>,
+    ) -> Result<Response<Withdrawal>, Status> {
+        Ok(Response::new(self.withdrawal()))
+    }
+
+    async fn list_withdrawals(
+        &self,
+        _: Request<ListWithdrawalsRequest>,
+    ) -> Result<Response<ListWithdrawalsResponse>, Status> {
+        Ok(Response::new(ListWithdrawalsResponse {
+            withdrawals: vec![self.withdrawal()],
+            next_page_token: String::new(),
+        }))
+    }
+}
+
+impl Noop {
+    fn withdrawal(&self) -> Withdrawal {
+        self.canned
+            .withdrawal_confirmed
+            .withdrawal
+            .clone()
+            .unwrap_or_default()
+    }
+}
+
 /// A running no-op server.
 #[derive(Debug)]
 pub struct NoopServer {
@@ -216,7 +297,8 @@ impl NoopServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let serve = tonic::transport::Server::builder()
             .add_service(PortfolioServiceServer::new(noop.clone()))
-            .add_service(DepositServiceServer::new(noop))
+            .add_service(DepositServiceServer::new(noop.clone()))
+            .add_service(WithdrawalServiceServer::new(noop))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             });

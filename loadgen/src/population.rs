@@ -4,7 +4,9 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use invest_proto::auth::{JwtKeys, SCOPE_ACCOUNTS_READ, SCOPE_DEPOSITS_WRITE};
+use invest_proto::auth::{
+    JwtKeys, SCOPE_ACCOUNTS_READ, SCOPE_DEPOSITS_WRITE, SCOPE_WITHDRAWALS_WRITE,
+};
 use rand::Rng;
 use tonic::metadata::AsciiMetadataValue;
 
@@ -27,7 +29,7 @@ pub struct SampledAccount {
 pub struct Customer {
     /// The customer name: the token's `sub` and the deposit's `customer_name`.
     pub name: String,
-    /// `Bearer <JWT>` with `accounts:read deposits:write`.
+    /// `Bearer <JWT>` with `accounts:read deposits:write withdrawals:write`.
     pub authorization: AsciiMetadataValue,
 }
 
@@ -138,7 +140,11 @@ impl Population {
                 None => {
                     let token = keys.mint(
                         &name,
-                        &[SCOPE_ACCOUNTS_READ, SCOPE_DEPOSITS_WRITE],
+                        &[
+                            SCOPE_ACCOUNTS_READ,
+                            SCOPE_DEPOSITS_WRITE,
+                            SCOPE_WITHDRAWALS_WRITE,
+                        ],
                         TOKEN_TTL,
                     );
                     let authorization = format!("Bearer {token}")

@@ -134,7 +134,7 @@ impl TargetReport {
                 let stats = &recorder.operations[op.index()];
                 (
                     op.report_name().to_owned(),
-                    stats.report(seconds, op == Operation::Deposit),
+                    stats.report(seconds, op.is_two_phase()),
                 )
             })
             .collect();

@@ -119,7 +119,7 @@ pub struct Unmeasured {
 #[derive(Debug, Clone, Default)]
 pub struct Recorder {
     /// By [`Operation::index`].
-    pub operations: [OperationStats; 4],
+    pub operations: [OperationStats; Operation::ALL.len()],
     /// Outside the measured window.
     pub unmeasured: Unmeasured,
     /// The first message seen per (method, code), to show what went wrong.

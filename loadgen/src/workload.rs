@@ -12,7 +12,9 @@ use std::{
 
 use invest_proto::{
     deposit::v1::{
-        ConfirmDepositRequest, RegisterDepositRequest, deposit_service_client::DepositServiceClient,
+        ConfirmDepositRequest, ConfirmWithdrawalRequest, RegisterDepositRequest,
+        RegisterWithdrawalRequest, deposit_service_client::DepositServiceClient,
+        withdrawal_service_client::WithdrawalServiceClient,
     },
     portfolio::v1::{
         GetAccountRequest, ListAccountsRequest, ListHoldingsRequest,
@@ -99,6 +101,7 @@ impl Target {
         Clients {
             portfolio: pick(&self.portfolio, id).map(PortfolioServiceClient::new),
             deposit: pick(&self.deposit, id).map(DepositServiceClient::new),
+            withdrawal: pick(&self.deposit, id).map(WithdrawalServiceClient::new),
         }
     }
 }
@@ -116,6 +119,7 @@ async fn connect(url: &str) -> Result<Channel, ConnectError> {
 pub(crate) struct Clients {
     portfolio: Option<PortfolioServiceClient<Channel>>,
     deposit: Option<DepositServiceClient<Channel>>,
+    withdrawal: Option<WithdrawalServiceClient<Channel>>,
 }
 
 /// A failed RPC.
@@ -194,7 +198,7 @@ impl<'a> Call<'a> {
         customer: &'a Customer,
         amount: i64,
     ) -> Self {
-        let signature = if operation == Operation::Deposit {
+        let signature = if operation.is_two_phase() {
             Signature::of(&account.account_number, &customer.name, amount).to_hex()
         } else {
             String::new()
@@ -263,9 +267,56 @@ pub(crate) async fn send(
         Operation::Deposit => {
             deposit(clients, call, timeout).await?;
         }
+        Operation::Withdrawal => {
+            withdrawal(clients, call, timeout).await?;
+        }
     }
     Ok(())
 }
+
+/// Both phases of a withdrawal; returns the two responses.
+async fn withdrawal(
+    clients: &mut Clients,
+    call: &Call<'_>,
+    timeout: Duration,
+) -> Result<CannedWithdrawal, Failure> {
+    let client = clients
+        .withdrawal
+        .as_mut()
+        .ok_or_else(|| not_connected("RegisterWithdrawal"))?;
+    let request = RegisterWithdrawalRequest {
+        account_number: call.account.account_number.clone(),
+        customer_name: call.customer.name.clone(),
+        amount: call.amount,
+        request_id: String::new(),
+    };
+    let registered = within(
+        "RegisterWithdrawal",
+        timeout,
+        client.register_withdrawal(authorized(request, call.customer)),
+    )
+    .await?;
+    let request = ConfirmWithdrawalRequest {
+        transfer_id: registered.transfer_id.clone(),
+        signature: call.signature.clone(),
+    };
+    let confirmed = within(
+        "ConfirmWithdrawal",
+        timeout,
+        client.confirm_withdrawal(authorized(request, call.customer)),
+    )
+    .await?;
+    Ok((registered, confirmed))
+}
+
+type CannedWithdrawal = (
+    invest_proto::deposit::v1::RegisterWithdrawalResponse,
+    invest_proto::deposit::v1::ConfirmWithdrawalResponse,
+);
+
+/// A withdrawal of the workload takes 1 won: every generated account holds 10,000 won or more
+/// of cash, so no run exhausts one.
+pub const WITHDRAWAL_WON: i64 = 1;
 
 /// Both phases of a deposit; returns the two responses.
 async fn deposit(
@@ -442,6 +493,11 @@ async fn worker(id: usize, plan: Arc<Plan>, mut clients: Clients) -> Recorder {
         let account = &population.accounts[plan.picker.pick(&mut rng)];
         let customer = population.owner(account);
         let amount = rng.random_range(1..=MAX_DEPOSIT_WON);
+        let amount = if operation == Operation::Withdrawal {
+            WITHDRAWAL_WON
+        } else {
+            amount
+        };
         // The client knows the signature before phase 1: not part of the measured time.
         let call = Call::new(operation, account, customer, amount);
 
@@ -555,8 +611,13 @@ pub async fn capture(
             .await?;
         }
     }
-    if mix.uses_deposit() {
+    if mix.weight(Operation::Deposit) > 0 {
         (canned.registered, canned.confirmed) = deposit(&mut clients, &call, timeout).await?;
+    }
+    if mix.weight(Operation::Withdrawal) > 0 {
+        let call = Call::new(Operation::Withdrawal, account, customer, WITHDRAWAL_WON);
+        (canned.withdrawal_registered, canned.withdrawal_confirmed) =
+            withdrawal(&mut clients, &call, timeout).await?;
     }
     Ok(canned)
 }

@@ -13,8 +13,9 @@ import platform
 import subprocess
 import sys
 
-RPCS = ["GetAccount", "ListHoldings", "ListAccounts", "Deposit"]
-RUNS = {"get_account": "GetAccount", "list_holdings": "ListHoldings", "list_accounts": "ListAccounts", "deposit": "Deposit"}
+RPCS = ["GetAccount", "ListHoldings", "ListAccounts", "Deposit", "Withdrawal"]
+RUNS = {"get_account": "GetAccount", "list_holdings": "ListHoldings", "list_accounts": "ListAccounts", "deposit": "Deposit",
+        "withdrawal": "Withdrawal"}
 
 
 def load(path):
@@ -254,6 +255,12 @@ def main():
                     lines.append(f"- {r['accounts']:,} accounts: {real['throughput_rps']:,.0f} deposits/s "
                                  f"(phase 1 + phase 2) = {real['throughput_rps'] / tps:.2f} of {which} "
                                  f"({tps:,.0f} TPS)")
+                path = out / f"rpc-postgres-{r['accounts']}-withdrawal.json"
+                withdrawals = rpc_stats(load(path), "real") if path.exists() else None
+                if withdrawals:
+                    lines.append(f"- {r['accounts']:,} accounts: {withdrawals['throughput_rps']:,.0f} withdrawals/s "
+                                 f"(phase 1 with its hold + phase 2 with its take) = "
+                                 f"{withdrawals['throughput_rps'] / tps:.2f} of {which} ({tps:,.0f} TPS)")
 
     lines += read_cache(out, loads, problems)
 

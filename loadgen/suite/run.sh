@@ -4,8 +4,8 @@
 #   - the loader's rows/s into SQLite and PostgreSQL next to the database's own bulk path
 #     (PostgreSQL COPY, SQLite one-transaction prepared inserts) on the same rows,
 #   - peak memory of the loader and of the servers,
-#   - deposits (phase 1 + phase 2) next to pgbench's tpcb-like TPS at the same clients, run
-#     right before each deposit run,
+#   - deposits and withdrawals (phase 1 + phase 2) next to pgbench's tpcb-like TPS at the
+#     same clients, run right before each deposit run,
 #   - PostgreSQL's own read ceiling (pgbench select-only, prepared),
 # for days of 50, 10,000 and 1,000,000 accounts, and writes the results as JSON under
 # $BENCH_OUT, then results.md and chart.svg there (report.py, beside this script).
@@ -279,6 +279,7 @@ for size in $sizes; do
       echo "{\"clients\": $concurrency, \"tps\": $(pgbench_tps -b tpcb-like)}" >"$out/pgbench-$size.json"
     fi
     loadgen deposit "$backend" "$size" --mix deposit=1
+    loadgen withdrawal "$backend" "$size" --mix withdrawal=1
     loadgen mixed "$backend" "$size" --mix get_account=4,list_holdings=4,list_accounts=1,deposit=1
     # The screens as real traffic reads them: uniform over the sampled customers, then skewed
     # (a few hot customers).
