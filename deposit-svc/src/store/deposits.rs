@@ -59,7 +59,7 @@ impl DepositRow {
         }
     }
 
-    fn same_request(&self, other: &DepositRow) -> bool {
+    fn same_request(&self, other: &Self) -> bool {
         (&self.account_number, &self.customer_name, self.amount)
             == (&other.account_number, &other.customer_name, other.amount)
     }
@@ -126,33 +126,57 @@ pub fn register(conn: &mut DbConnection, new: &NewDeposit) -> Result<DepositRow>
         confirmed_at: None,
         applied_at: None,
     };
-    let new = &new;
-    let replay = |conn: &mut DbConnection, request_id: &str| -> Result<Option<DepositRow>> {
-        match by_request(conn, &new.owner, request_id)? {
-            Some(first) if first.same_request(new) => Ok(Some(first)),
-            Some(_) => Err(request_reused(request_id)),
-            None => Ok(None),
-        }
-    };
-    let inserted = write_transaction(conn, |conn| -> Result<DepositRow> {
-        if let Some(request_id) = &new.request_id
-            && let Some(first) = replay(conn, request_id)?
+    register_once(
+        conn,
+        &new,
+        new.request_id.as_deref().map(|id| (new.owner.as_str(), id)),
+        by_request,
+        DepositRow::same_request,
+        |conn, row| {
+            diesel::insert_into(deposits::table)
+                .values(row)
+                .execute(conn)
+        },
+    )
+}
+
+/// Inserts a new transfer (a deposit or a withdrawal), idempotent on the caller's request id
+/// (AIP-155): with `request` = (owner, request id), a retry with the same fields (`same`)
+/// returns the first registration, found by `find`, and other fields are ALREADY_EXISTS. Of
+/// two concurrent retries the unique index lets one insert; the other answers with its row.
+pub(crate) fn register_once<R: Clone>(
+    conn: &mut DbConnection,
+    new: &R,
+    request: Option<(&str, &str)>,
+    find: impl Fn(&mut DbConnection, &str, &str) -> QueryResult<Option<R>>,
+    same: impl Fn(&R, &R) -> bool,
+    insert: impl Fn(&mut DbConnection, &R) -> QueryResult<usize>,
+) -> Result<R> {
+    let replay =
+        |conn: &mut DbConnection, (owner, request_id): (&str, &str)| -> Result<Option<R>> {
+            match find(conn, owner, request_id)? {
+                Some(first) if same(&first, new) => Ok(Some(first)),
+                Some(_) => Err(request_reused(request_id)),
+                None => Ok(None),
+            }
+        };
+    let inserted = write_transaction(conn, |conn| -> Result<R> {
+        if let Some(request) = request
+            && let Some(first) = replay(conn, request)?
         {
             return Ok(first);
         }
-        diesel::insert_into(deposits::table)
-            .values(new)
-            .execute(conn)?;
+        insert(conn, new)?;
         Ok(new.clone())
     });
-    match (inserted, &new.request_id) {
+    match (inserted, request) {
         // A concurrent retry with the same request id won the race: answer with its transfer.
         (
             Err(Error::Runtime(RuntimeError::Db(DbError::Query(
                 diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
             )))),
-            Some(request_id),
-        ) => replay(conn, request_id)?.ok_or_else(|| request_reused(request_id)),
+            Some(request),
+        ) => replay(conn, request)?.ok_or_else(|| request_reused(request.1)),
         (result, _) => result,
     }
 }

@@ -3,23 +3,19 @@
 //! outbox row that tells portfolio-svc to take or release the hold, so that every closed
 //! withdrawal is taken or released exactly once.
 
-use diesel::{prelude::*, result::DatabaseErrorKind};
+use diesel::prelude::*;
 use invest_proto::ids::{AccountNumber, TransferId, Won};
 use invest_runtime::{
-    db::{DbConnection, DbError, write_transaction},
-    error::Error as RuntimeError,
+    db::{DbConnection, write_transaction},
     with_backend,
 };
 
 use super::{
-    deposits::ListFilter,
+    deposits::{ListFilter, register_once},
     outbox::{self, Lease, OutboxRow, PendingCredit},
     schema::{outbox as outbox_table, withdrawals},
 };
-use crate::{
-    domain::Status,
-    error::{Error, Result},
-};
+use crate::{domain::Status, error::Result};
 
 /// A withdrawal as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -118,10 +114,6 @@ fn by_request(
         .map(one)
 }
 
-fn request_reused(request_id: &str) -> Error {
-    Error::RequestIdReused(request_id.to_owned())
-}
-
 /// Registers a withdrawal, not yet held; with a request id, a retry with the same fields
 /// returns the first registration (held or not) and other fields are ALREADY_EXISTS.
 pub fn register(conn: &mut DbConnection, new: &NewWithdrawal) -> Result<WithdrawalRow> {
@@ -140,35 +132,18 @@ pub fn register(conn: &mut DbConnection, new: &NewWithdrawal) -> Result<Withdraw
         confirmed_at: None,
         applied_at: None,
     };
-    let new = &new;
-    let replay = |conn: &mut DbConnection, request_id: &str| -> Result<Option<WithdrawalRow>> {
-        match by_request(conn, &new.owner, request_id)? {
-            Some(first) if first.same_request(new) => Ok(Some(first)),
-            Some(_) => Err(request_reused(request_id)),
-            None => Ok(None),
-        }
-    };
-    let inserted = write_transaction(conn, |conn| -> Result<WithdrawalRow> {
-        if let Some(request_id) = &new.request_id
-            && let Some(first) = replay(conn, request_id)?
-        {
-            return Ok(first);
-        }
-        diesel::insert_into(withdrawals::table)
-            .values(new)
-            .execute(conn)?;
-        Ok(new.clone())
-    });
-    match (inserted, &new.request_id) {
-        // A concurrent retry with the same request id won the race: answer with its transfer.
-        (
-            Err(Error::Runtime(RuntimeError::Db(DbError::Query(
-                diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
-            )))),
-            Some(request_id),
-        ) => replay(conn, request_id)?.ok_or_else(|| request_reused(request_id)),
-        (result, _) => result,
-    }
+    register_once(
+        conn,
+        &new,
+        new.request_id.as_deref().map(|id| (new.owner.as_str(), id)),
+        by_request,
+        WithdrawalRow::same_request,
+        |conn, row| {
+            diesel::insert_into(withdrawals::table)
+                .values(row)
+                .execute(conn)
+        },
+    )
 }
 
 /// portfolio-svc holds the amount: the withdrawal can be confirmed.
