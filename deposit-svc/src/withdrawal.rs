@@ -94,7 +94,12 @@ impl WithdrawalApi {
                 db.run(move |c| -> Result<()> { Ok(withdrawals::mark_held(c, &id)?) })
                     .await
             }
-            Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
+            // Refused, nothing held: the registration goes.
+            Err(status)
+                if status.code() == Code::NotFound
+                    || invest_proto::status::reason(&status).as_deref()
+                        == Some("INSUFFICIENT_FUNDS") =>
+            {
                 db.run(move |c| -> Result<()> { Ok(withdrawals::forget(c, &id)?) })
                     .await?;
                 Err(match status.code() {
@@ -145,7 +150,7 @@ impl pb::withdrawal_service_server::WithdrawalService for WithdrawalApi {
             created_at: now,
             expires_at: now.saturating_add(self.state.rules.transfer_ttl),
         };
-        let (id, account) = (new.transfer_id.clone(), new.account_number.clone());
+        let account = new.account_number.clone();
         let db = self.state.db()?;
         let row = db
             .run(move |c| -> Result<WithdrawalRow> {
@@ -160,14 +165,11 @@ impl pb::withdrawal_service_server::WithdrawalService for WithdrawalApi {
                 }
             })
             .await?;
-        match row.effective_status(now) {
-            State::Pending if !row.held => self.hold(&row, account).await?,
-            State::Pending => {}
-            // A retry of a request whose withdrawal has closed since: it is what it is.
-            _ => {
-                let id = parse_transfer_id(&row.transfer_id).unwrap_or(id);
-                return Err(closed(id, &row, now).into());
-            }
+        // A retry of an earlier registration (same request id) answers with it, as the first
+        // call did, whatever became of it since; only one whose hold was never answered asks
+        // for the hold again.
+        if row.effective_status(now) == State::Pending && !row.held {
+            self.hold(&row, account).await?;
         }
         metrics::counter!("withdrawals_registered_total").increment(1);
         Ok(Response::new(pb::RegisterWithdrawalResponse {

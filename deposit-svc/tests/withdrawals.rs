@@ -225,6 +225,13 @@ async fn two_phases_take_the_cash_once(backend: Backend) {
     assert_eq!(pending.status, WithdrawalStatus::Pending as i32);
 
     let done = w.confirm_on(1, &id, 300).await.unwrap();
+    // Phase 1 retried with its request id after phase 2: the same transfer, nothing held.
+    let first = w.register_on(0, 100, "retry-after-confirm").await.unwrap();
+    w.confirm_on(0, &first, 100).await.unwrap();
+    assert_eq!(
+        w.register_on(1, 100, "retry-after-confirm").await.unwrap(),
+        first
+    );
     assert_eq!(
         (done.status, done.applied),
         (WithdrawalStatus::Confirmed as i32, true)
@@ -237,12 +244,12 @@ async fn two_phases_take_the_cash_once(backend: Backend) {
             after.total_profit,
             after.available_cash
         ),
-        (700, 800, 100, 200)
+        (600, 700, 100, 100)
     );
     // Again: the same answer, nothing taken twice.
     let again = w.confirm_on(0, &id, 300).await.unwrap();
     assert_eq!(again.transfer_id, id);
-    assert_eq!(w.detail(RYU, ACCOUNT).await.principal, 700);
+    assert_eq!(w.detail(RYU, ACCOUNT).await.principal, 600);
     let status = w
         .deposit
         .withdrawals(RYU)
