@@ -57,6 +57,16 @@ impl Status {
         }
     }
 
+    /// The status a reader sees of a transfer stored as `self` with deadline `expires_at`:
+    /// a pending one past its deadline is expired, whether or not the sweep has written it
+    /// down yet.
+    pub fn effective(self, expires_at: i64, now: i64) -> Self {
+        match self {
+            Self::Pending if now >= expires_at => Self::Expired,
+            status => status,
+        }
+    }
+
     /// On the wire, for a deposit (which is never cancelled).
     pub fn to_wire(self) -> DepositStatus {
         match self {

@@ -53,10 +53,7 @@ impl DepositRow {
     /// The status a reader sees: a pending transfer past its deadline is expired, whether or
     /// not the sweep has written it down yet.
     pub fn effective_status(&self, now: i64) -> Status {
-        match self.status {
-            Status::Pending if now >= self.expires_at => Status::Expired,
-            status => status,
-        }
+        self.status.effective(self.expires_at, now)
     }
 
     fn same_request(&self, other: &Self) -> bool {

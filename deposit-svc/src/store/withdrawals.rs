@@ -53,10 +53,7 @@ impl WithdrawalRow {
     /// The status a reader sees: a pending withdrawal past its deadline is expired, whether or
     /// not the sweep has written it down (and queued its release) yet.
     pub fn effective_status(&self, now: i64) -> Status {
-        match self.status {
-            Status::Pending if now >= self.expires_at => Status::Expired,
-            status => status,
-        }
+        self.status.effective(self.expires_at, now)
     }
 
     fn same_request(&self, other: &WithdrawalRow) -> bool {
