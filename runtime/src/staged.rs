@@ -29,10 +29,10 @@
 //!
 //! **PostgreSQL: a partition per version.** Each row table is partitioned by version
 //! (`PARTITION BY LIST`). A load writes into `{table}_v{id}`, a partition of
-//! `{table}_loading` (a parent without indexes that no reader reads), so rows go in without
-//! index upkeep; at the end of the stream it moves to `{table}` by `ATTACH PARTITION`, which
-//! builds its indexes and takes only a `SHARE UPDATE EXCLUSIVE` lock on the parent (reads and
-//! writes go on). Collecting a version is `DETACH PARTITION … CONCURRENTLY` (readers are
+//! `{table}_loading` (a parent no reader reads, with the same indexes as `{table}`), so its
+//! rows are indexed as they arrive; at the end of the stream it moves to `{table}` by
+//! `ATTACH PARTITION`, which attaches the partition's indexes instead of building them and
+//! takes only a `SHARE UPDATE EXCLUSIVE` lock on the parent (reads and writes go on). Collecting a version is `DETACH PARTITION … CONCURRENTLY` (readers are
 //! never blocked; a detach a crash interrupted is finished with `FINALIZE`) and `DROP TABLE`:
 //! constant time, no dead rows, no vacuum debt, no write-ahead log per row.
 //!
@@ -344,8 +344,8 @@ impl StagedTables {
     ) -> Result<Finish> {
         if matches!(conn, DbConnection::Pg(_)) {
             // Readers never see a loading version, so its rows may join the parent before the
-            // flip; `ATTACH` builds the partition's indexes and does not block reads or
-            // writes of the parent.
+            // flip; `ATTACH` attaches the partition's indexes (built as the rows arrived) and
+            // does not block reads or writes of the parent.
             write_transaction(conn, |conn| {
                 self.heartbeat(conn, id, now)?;
                 for table in self.rows {

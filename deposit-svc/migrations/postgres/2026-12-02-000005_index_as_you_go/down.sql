@@ -1,0 +1,1 @@
+ALTER TABLE directory_entries_loading DROP CONSTRAINT directory_entries_loading_pkey;
