@@ -7,7 +7,8 @@ use std::{path::PathBuf, time::Duration};
 
 use invest_proto::auth::JwtKeys;
 use tonic::transport::Channel;
-use tracing_subscriber::EnvFilter;
+
+pub mod trace;
 
 /// Where the shared secret comes from: the same flags and variables for all three binaries.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -77,18 +78,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`). Safe to call twice
-/// (the second call does nothing), so tests can start several servers.
-pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+/// Installs the global subscriber: logs in `format` (`RUST_LOG` filters; default `info`), and
+/// spans exported as `service` when an OpenTelemetry collector is configured (see [`trace`]).
+/// Call it inside the Tokio runtime and keep the guard until the process ends. Safe to call
+/// twice (the second call installs nothing), so tests can start several servers.
+pub fn init_tracing(format: LogFormat, service: &'static str) -> trace::TracingGuard {
+    trace::init(format, service)
 }
 
 /// Why a service cannot be reached.

@@ -17,11 +17,18 @@ use invest_proto::{
     },
     time,
 };
-use invest_runtime::db::Database;
+use invest_runtime::{db::Database, telemetry::trace};
 use rand::Rng as _;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
+use tracing::Instrument as _;
 
 use crate::store::outbox::{self, Lease, OutboxRow, kind};
+
+/// How deposit-svc calls `PortfolioLedger`: with its service token and the trace context.
+pub type LedgerClient = PortfolioLedgerClient<InterceptedService<Channel, trace::Propagate<ServiceToken>>>;
+
+/// `rpc.service` of the calls to portfolio-svc.
+const LEDGER: &str = "invest.portfolio.v1.PortfolioLedger";
 
 /// Rows claimed per round of the background loop.
 const CLAIM_BATCH: i64 = 64;
@@ -44,7 +51,7 @@ pub struct DeliveryConfig {
 #[derive(Debug)]
 pub struct Delivery {
     db: Database,
-    ledger: PortfolioLedgerClient<InterceptedService<Channel, ServiceToken>>,
+    ledger: LedgerClient,
     lease: Lease,
     config: DeliveryConfig,
 }
@@ -57,7 +64,7 @@ impl Delivery {
     /// A deliverer for this process; `lease_owner` must be unique per process start.
     pub fn new(
         db: Database,
-        ledger: PortfolioLedgerClient<InterceptedService<Channel, ServiceToken>>,
+        ledger: LedgerClient,
         lease_owner: String,
         config: DeliveryConfig,
     ) -> Self {
@@ -78,11 +85,33 @@ impl Delivery {
     }
 
     /// Delivers one row this process holds the lease of. True when portfolio-svc has the
-    /// credit and it is recorded here.
+    /// credit and it is recorded here. Traced as one delivery attempt (a child of the current
+    /// span: the confirmation, or the background loop's redelivery).
     pub async fn deliver(&self, row: &OutboxRow) -> bool {
+        let span = if trace::enabled() {
+            tracing::info_span!(
+                "delivery",
+                otel.name = format!("deliver {}", row.kind),
+                transfer_id = %row.transfer_id,
+                kind = %row.kind,
+                attempt = row.attempts + 1,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        self.attempt(row).instrument(span).await
+    }
+
+    async fn attempt(&self, row: &OutboxRow) -> bool {
         let mut ledger = self.ledger.clone();
         let confirmed_at = Some(time::from_micros(row.confirmed_at));
         let (transfer_id, account_number) = (row.transfer_id.clone(), row.account_number.clone());
+        let method = match row.kind.as_str() {
+            kind::TAKE => "TakeHold",
+            kind::RELEASE => "ReleaseHold",
+            _ => "ApplyDeposit",
+        };
+        let span = trace::client_span(LEDGER, method);
         let call = async move {
             // `Ok(true)`: it had been done before.
             match row.kind.as_str() {
@@ -114,6 +143,7 @@ impl Delivery {
                     .map(|r| r.into_inner().already_applied),
             }
         };
+        let call = traced_call(span, call);
         let outcome = tokio::time::timeout(self.config.timeout, call).await;
         let error = match outcome {
             Ok(Ok(already)) => {
@@ -171,7 +201,10 @@ impl Delivery {
             account_number: account_number.to_owned(),
             amount,
         };
-        match tokio::time::timeout(self.config.timeout, ledger.hold_cash(request)).await {
+        let call = traced_call(trace::client_span(LEDGER, "HoldCash"), async move {
+            ledger.hold_cash(request).await
+        });
+        match tokio::time::timeout(self.config.timeout, call).await {
             Ok(answer) => answer.map(|_| ()),
             Err(_) => Err(tonic::Status::deadline_exceeded(format!(
                 "no answer within {:?}",
@@ -203,7 +236,14 @@ impl Delivery {
             {
                 Ok(rows) => {
                     for row in &rows {
-                        self.deliver(row).await;
+                        // A trace of its own, linked to the confirmation's.
+                        let span = if trace::enabled() {
+                            tracing::info_span!(parent: None, "redelivery", transfer_id = %row.transfer_id)
+                        } else {
+                            tracing::Span::none()
+                        };
+                        trace::link(&span, row.traceparent.as_deref());
+                        self.deliver(row).instrument(span).await;
                     }
                     if rows.len() as i64 == CLAIM_BATCH {
                         continue;
@@ -214,4 +254,18 @@ impl Delivery {
             tokio::time::sleep(self.config.poll).await;
         }
     }
+}
+
+/// Runs a call to portfolio-svc inside its client span and records its outcome there.
+async fn traced_call<T>(
+    span: tracing::Span,
+    call: impl Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    let outcome = call.instrument(span.clone()).await;
+    let code = match &outcome {
+        Ok(_) => 0,
+        Err(status) => status.code() as i32,
+    };
+    trace::record_status(&span, code, false);
+    outcome
 }

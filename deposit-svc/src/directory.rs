@@ -41,6 +41,7 @@ pub struct DirectoryIngest {
     digest: RecordDigest,
     last: Option<AccountNumber>,
     count: i64,
+    rejected_rows: i64,
 }
 
 impl Ingest for DirectoryIngest {
@@ -63,8 +64,20 @@ impl Ingest for DirectoryIngest {
                 "a directory without accounts would refuse every deposit; refusing it",
             ));
         }
+        if header.rejected_rows < 0 {
+            return Err(Error::invalid(
+                "INVALID_COUNT",
+                "header.rejected_rows",
+                "must not be negative",
+            ));
+        }
+        self.rejected_rows = header.rejected_rows;
         self.announced = Some((header.entry_count, digest.clone()));
         Ok((as_of, digest))
+    }
+
+    fn rejected_rows(&self) -> i64 {
+        self.rejected_rows
     }
 
     fn accept(&mut self, part: pb::DirectoryPart, number: u64) -> Result<Vec<Entry>> {

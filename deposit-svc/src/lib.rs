@@ -167,7 +167,11 @@ pub async fn start(config: Config) -> Result<DepositServer, StartError> {
     let verified = launch.verified_tokens();
     let ledger = PortfolioLedgerClient::with_interceptor(
         portfolio.connect_lazy(),
-        ServiceToken::new(keys.clone(), SERVER_NAME, &[SCOPE_LEDGER_WRITE]),
+        telemetry::trace::Propagate(ServiceToken::new(
+            keys.clone(),
+            SERVER_NAME,
+            &[SCOPE_LEDGER_WRITE],
+        )),
     );
     let db = Arc::new(OnceLock::new());
     let state = Arc::new(AppState {
@@ -277,6 +281,13 @@ impl Janitor {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read the outbox backlog"),
             }
+            match db
+                .run(|c| -> error::Result<i64> { Ok(store::withdrawals::pending_count(c)?) })
+                .await
+            {
+                Ok(n) => metrics::gauge!("withdrawals_pending").set(n as f64),
+                Err(e) => tracing::warn!(error = %e, "cannot count pending withdrawals"),
+            }
             // Retired directories serve nothing: keep none.
             let stale_before = time::now_micros() - micros(self.stale_after);
             staged::prune(&db, &store::DIRECTORIES, 0, stale_before).await;
@@ -284,7 +295,8 @@ impl Janitor {
     }
 }
 
-/// Installs logging as configured (the binary calls it; tests use `TEST_LOG`).
-pub fn init_tracing(config: &Config) {
-    telemetry::init_tracing(config.server.log_format);
+/// Installs logging and, when a collector is configured, traces (the binary calls it and
+/// keeps the guard; tests use `TEST_LOG`).
+pub fn init_tracing(config: &Config) -> telemetry::TracingGuard {
+    telemetry::init_tracing(config.server.log_format, SERVER_NAME)
 }

@@ -6,7 +6,7 @@ use invest_runtime::launch::serve_until_stopped;
 async fn main() -> std::process::ExitCode {
     let mut config = Config::parse();
     config.server.handle_signals = true;
-    init_tracing(&config);
+    let _tracing = init_tracing(&config);
     serve_until_stopped(SERVER_NAME, start(config)).await
 }
 

@@ -80,7 +80,10 @@ impl TestDeposit {
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
-            invest_runtime::telemetry::init_tracing(invest_runtime::telemetry::LogFormat::Text);
+            let _ = invest_runtime::telemetry::init_tracing(
+                invest_runtime::telemetry::LogFormat::Text,
+                "test",
+            );
         }
         let mut config = test_config(db.url(), portfolio_url);
         tweak(&mut config);
@@ -186,6 +189,7 @@ impl Directory {
                 as_of: Some(invest_proto::time::from_micros(self.as_of)),
                 digest: digest.finish(),
                 entry_count: self.entries.len() as i64,
+                rejected_rows: 0,
             })),
         }];
         for chunk in self.entries.chunks(batch.max(1)) {

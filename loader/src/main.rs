@@ -6,7 +6,7 @@ use loader::cli::{Cli, run};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    invest_cli::init_tracing(cli.log_format);
+    let _tracing = invest_cli::init_tracing(cli.log_format, "loader");
     run(cli).await.into()
 }
 

@@ -320,7 +320,20 @@ pub struct CleanedDay {
     pub account_count: u64,
     /// Holdings over all accounts.
     pub holding_count: u64,
+    /// Rows rejected while cleaning, by file and rule: what the loader tells the services.
+    pub rejects: Vec<RejectCount>,
     spool: Spool,
+}
+
+/// Rows of one file rejected by one rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectCount {
+    /// The file's name, e.g. `holdings.csv`.
+    pub file: &'static str,
+    /// The rule's name as the report prints it.
+    pub rule: &'static str,
+    /// Rows.
+    pub rows: u64,
 }
 
 impl CleanedDay {
@@ -460,12 +473,28 @@ pub fn clean_day(
     let report = tally.finish(sort_report)?;
     debug_assert!(report.check_accounting().is_ok(), "{report:?}");
     emit(Progress::Phase(Phase::Done));
+    let rejects = FileKind::ALL
+        .into_iter()
+        .flat_map(|kind| {
+            report
+                .file(kind)
+                .rejected_by_rule
+                .iter()
+                .filter(|(_, rows)| **rows > 0)
+                .map(move |(rule, rows)| RejectCount {
+                    file: kind.file_name(),
+                    rule: rule.as_str(),
+                    rows: *rows,
+                })
+        })
+        .collect();
     let day = CleanedDay {
         instruments,
         digest: digest.finish(),
         directory_digest: directory_digest.finish(),
         account_count,
         holding_count,
+        rejects,
         spool,
     };
     Ok((day, report))

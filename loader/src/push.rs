@@ -34,6 +34,9 @@ use tonic::{
     transport::Channel,
 };
 
+use invest_cli::trace::{self, Propagate};
+use tracing::Instrument as _;
+
 use crate::pipeline::{CleanedDay, directory_entry};
 
 /// Subject of the loader's own tokens.
@@ -371,9 +374,14 @@ where
 {
     let mut grpc = Grpc::new(InterceptedService::new(
         channel,
-        ServiceToken::new(keys, LOADER_SUBJECT, &[SCOPE_INGEST_WRITE]),
+        Propagate(ServiceToken::new(keys, LOADER_SUBJECT, &[SCOPE_INGEST_WRITE])),
     ))
     .max_encoding_message_size(MAX_MESSAGE);
+    let (rpc_service, rpc_method) = method
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((method, ""));
+    let span = trace::client_span(rpc_service, rpc_method);
     grpc.ready().await.map_err(|e| PushError::Unreachable {
         url: service.to_owned(),
         reason: e.to_string(),
@@ -385,8 +393,13 @@ where
         sent_all: false,
         aborted: false,
     });
-    grpc.client_streaming(request, PathAndQuery::from_static(method), GateCodec::new())
-        .await
+    let answer = grpc
+        .client_streaming(request, PathAndQuery::from_static(method), GateCodec::new())
+        .instrument(span.clone())
+        .await;
+    let code = answer.as_ref().map_or_else(|s| s.code() as i32, |_| 0);
+    trace::record_status(&span, code, false);
+    answer
         .map(tonic::Response::into_inner)
         .map_err(|status| refused(service, status))
 }
@@ -465,10 +478,10 @@ async fn join(producer: JoinHandle<std::io::Result<()>>) -> Result<(), PushError
 fn snapshot_client(
     channel: Channel,
     keys: Arc<JwtKeys>,
-) -> PortfolioIngestClient<InterceptedService<Channel, ServiceToken>> {
+) -> PortfolioIngestClient<InterceptedService<Channel, Propagate<ServiceToken>>> {
     PortfolioIngestClient::with_interceptor(
         channel,
-        ServiceToken::new(keys, LOADER_SUBJECT, &[SCOPE_INGEST_WRITE]),
+        Propagate(ServiceToken::new(keys, LOADER_SUBJECT, &[SCOPE_INGEST_WRITE])),
     )
     .max_encoding_message_size(MAX_MESSAGE)
 }
@@ -515,6 +528,15 @@ async fn load_snapshot(
                 instrument_count: day.instruments.len() as i64,
                 account_count: day.account_count as i64,
                 holding_count: day.holding_count as i64,
+                rejects: day
+                    .rejects
+                    .iter()
+                    .map(|r| pb::RejectCount {
+                        file: r.file.to_owned(),
+                        rule: r.rule.to_owned(),
+                        rows: i64::try_from(r.rows).unwrap_or(i64::MAX),
+                    })
+                    .collect(),
             })),
         },
         pb::SnapshotPart {
@@ -582,6 +604,10 @@ async fn load_directory(
             as_of: Some(as_of),
             digest: day.directory_digest.clone(),
             entry_count: day.account_count as i64,
+            rejected_rows: day
+                .rejects
+                .iter()
+                .fold(0i64, |sum, r| sum.saturating_add(i64::try_from(r.rows).unwrap_or(i64::MAX))),
         })),
     }];
     let (parts, producer) = produce(
@@ -726,6 +752,13 @@ pub async fn push_day(
     let (portfolio_gate, mut portfolio_control) = gate();
     let (deposit_gate, mut deposit_control) = gate();
     let lockstep = Arc::new(Lockstep::default());
+    // One trace for the day: both streams are its children.
+    let day_span = if trace::enabled() {
+        let as_of = invest_proto::time::to_micros(&as_of).map(invest_proto::time::rfc3339);
+        tracing::info_span!("push day", as_of = as_of.as_deref().unwrap_or("?"))
+    } else {
+        tracing::Span::none()
+    };
     let portfolio = {
         let (keys, day, lead) = (keys.clone(), day.clone(), Step::Lead(lockstep.clone()));
         // However the snapshot's side ends (even before its producer starts, or dropped),
@@ -746,6 +779,7 @@ pub async fn push_day(
             )
             .await
         }
+        .instrument(day_span.clone())
     };
     let deposit = {
         let follow = Step::Follow(lockstep.clone());
@@ -753,6 +787,7 @@ pub async fn push_day(
             let channel = connect(&targets.deposit_url, 3).await?;
             load_directory(channel, keys, day, as_of, batch, deposit_gate, follow).await
         }
+        .instrument(day_span)
     };
     tokio::pin!(portfolio, deposit);
     let mut portfolio_sent = portfolio_control.sent_all.take();

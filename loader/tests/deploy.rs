@@ -63,8 +63,9 @@ fn env_names(command: &clap::Command) -> BTreeSet<String> {
     for sub in command.get_subcommands() {
         names.extend(env_names(sub));
     }
-    // Read by the log filter rather than by the command line.
+    // Read by the log filter and by OpenTelemetry rather than by the command line.
     names.insert("RUST_LOG".to_owned());
+    names.extend(invest_cli::trace::ENVIRONMENT.iter().map(|n| (*n).to_owned()));
     names
 }
 

@@ -8,7 +8,7 @@ use loadgen::cli::{Cli, run};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    invest_cli::init_tracing(invest_cli::LogFormat::Text);
+    let _tracing = invest_cli::init_tracing(invest_cli::LogFormat::Text, "loadgen");
     run(cli).await.into()
 }
 

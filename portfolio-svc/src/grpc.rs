@@ -955,6 +955,7 @@ impl PortfolioLedger for LedgerApi {
         if applied == Applied::New {
             metrics::counter!("portfolio_deposits_applied_total").increment(1);
         }
+        tracing::info!(transfer_id = %request.transfer_id, already_applied = applied == Applied::Already, "deposit applied");
         Ok(Response::new(pb::ApplyDepositResponse {
             already_applied: applied == Applied::Already,
         }))

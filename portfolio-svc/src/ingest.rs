@@ -38,9 +38,21 @@ pub struct SnapshotHeader {
     pub account_count: i64,
     /// Announced number of holdings.
     pub holding_count: i64,
+    /// The loader's rejected rows: (file, rule, rows).
+    pub rejects: Vec<(String, String, i64)>,
 }
 
+/// Most entries of `header.rejects` (files × rules of a delivery are far fewer).
+const MAX_REJECT_ENTRIES: usize = 256;
+
 impl SnapshotHeader {
+    /// Rows rejected over all files and rules.
+    pub fn rejected_rows(&self) -> i64 {
+        self.rejects
+            .iter()
+            .fold(0i64, |sum, (_, _, rows)| sum.saturating_add(*rows))
+    }
+
     fn parse(header: pb::SnapshotHeader) -> Result<Self> {
         let (as_of, digest) = staged::check_header(header.as_of.as_ref(), &header.digest)?;
         for (field, count) in [
@@ -63,12 +75,32 @@ impl SnapshotHeader {
                 "a snapshot without accounts would empty every screen; refusing it",
             ));
         }
+        if header.rejects.len() > MAX_REJECT_ENTRIES {
+            return Err(Error::invalid(
+                "INVALID_REJECTS",
+                "header.rejects",
+                format!("at most {MAX_REJECT_ENTRIES} entries"),
+            ));
+        }
+        let mut rejects = Vec::with_capacity(header.rejects.len());
+        for (i, reject) in header.rejects.into_iter().enumerate() {
+            let plain = |s: &str| (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_graphic());
+            if !plain(&reject.file) || !plain(&reject.rule) || reject.rows <= 0 {
+                return Err(Error::invalid(
+                    "INVALID_REJECTS",
+                    format!("header.rejects[{i}]"),
+                    "file and rule must be 1 to 64 printable ASCII bytes and rows positive",
+                ));
+            }
+            rejects.push((reject.file, reject.rule, reject.rows));
+        }
         Ok(Self {
             as_of,
             digest,
             instrument_count: header.instrument_count,
             account_count: header.account_count,
             holding_count: header.holding_count,
+            rejects,
         })
     }
 }
@@ -228,6 +260,10 @@ impl Ingest for SnapshotIngest {
         let as_of_digest = (header.as_of, header.digest.clone());
         self.header = Some(header);
         Ok(as_of_digest)
+    }
+
+    fn rejected_rows(&self) -> i64 {
+        self.header.as_ref().map_or(0, SnapshotHeader::rejected_rows)
     }
 
     fn accept(&mut self, part: pb::SnapshotPart, number: u64) -> Result<SnapshotBatch> {

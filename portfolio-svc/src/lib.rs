@@ -255,6 +255,13 @@ impl Janitor {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read the current snapshot for metrics"),
         }
+        match db
+            .run(|c| -> error::Result<i64> { Ok(store::holds::open_count(c)?) })
+            .await
+        {
+            Ok(n) => metrics::gauge!("portfolio_holds_open").set(n as f64),
+            Err(e) => tracing::warn!(error = %e, "cannot count open holds"),
+        }
     }
 
     async fn prune(&self, db: &Database) {
@@ -264,7 +271,8 @@ impl Janitor {
     }
 }
 
-/// Installs logging as configured (the binary calls it; tests use `TEST_LOG`).
-pub fn init_tracing(config: &Config) {
-    telemetry::init_tracing(config.server.log_format);
+/// Installs logging and, when a collector is configured, traces (the binary calls it and
+/// keeps the guard; tests use `TEST_LOG`).
+pub fn init_tracing(config: &Config) -> telemetry::TracingGuard {
+    telemetry::init_tracing(config.server.log_format, SERVER_NAME)
 }

@@ -6,7 +6,7 @@ use portfolio_svc::{Config, SERVER_NAME, init_tracing, start};
 async fn main() -> std::process::ExitCode {
     let mut config = Config::parse();
     config.server.handle_signals = true;
-    init_tracing(&config);
+    let _tracing = init_tracing(&config);
     serve_until_stopped(SERVER_NAME, start(config)).await
 }
 

@@ -38,7 +38,10 @@ pub struct TestPortfolio {
 /// Installs logging for tests when `TEST_LOG` is set; silent otherwise.
 pub fn init_test_log() {
     if std::env::var_os("TEST_LOG").is_some() {
-        invest_runtime::telemetry::init_tracing(invest_runtime::telemetry::LogFormat::Text);
+        let _ = invest_runtime::telemetry::init_tracing(
+                invest_runtime::telemetry::LogFormat::Text,
+                "test",
+            );
     }
 }
 
@@ -182,6 +185,7 @@ impl Snapshot {
             instrument_count: self.instruments.len() as i64,
             account_count: self.accounts.len() as i64,
             holding_count: self.accounts.iter().map(|a| a.holdings.len() as i64).sum(),
+            rejects: Vec::new(),
         }
     }
 

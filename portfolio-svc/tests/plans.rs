@@ -188,8 +188,12 @@ async fn read_queries_use_indexes(backend: Backend) {
                     .iter()
                     .filter(|line| !line.contains("never executed"))
                     .filter_map(|line| {
-                        let at = line.find(&format!(" on {table}_v"))?;
-                        line[at + 4..].split_whitespace().next()
+                        // `… on holdings_v3 …` or `… on holdings_v3_pkey` (an index of it):
+                        // the partition is the version number.
+                        let prefix = format!(" on {table}_v");
+                        let at = line.find(&prefix)? + prefix.len();
+                        let digits = line[at..].find(|c: char| !c.is_ascii_digit())?;
+                        Some(&line[at..at + digits])
                     })
                     .collect();
                 assert!(

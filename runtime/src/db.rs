@@ -83,6 +83,28 @@ impl DatabaseUrl {
         Ok(Self::Sqlite(PathBuf::from(path)))
     }
 
+    /// The `db.system.name` and `db.namespace` of its spans (the database's name; SQLite:
+    /// the file's name).
+    fn span_names(&self) -> SpanNames {
+        match self {
+            Self::Postgres(url) => {
+                let path = url.split_once("://").map_or("", |(_, rest)| rest);
+                let path = path.split_once('/').map_or("", |(_, db)| db);
+                let name = path.split(['?', '#']).next().unwrap_or_default();
+                SpanNames {
+                    system: "postgresql",
+                    namespace: if name.is_empty() { "postgres" } else { name }.to_owned(),
+                }
+            }
+            Self::Sqlite(path) => SpanNames {
+                system: "sqlite",
+                namespace: path
+                    .file_name()
+                    .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            },
+        }
+    }
+
     /// Which backend, for logs and metrics.
     pub fn backend(&self) -> &'static str {
         match self {
@@ -233,6 +255,39 @@ pub struct Database {
     work: Arc<WorkQueue>,
     acquire_timeout: Duration,
     url: Arc<DatabaseUrl>,
+    spans: Arc<SpanNames>,
+}
+
+/// What the spans of database work are called (OpenTelemetry database conventions).
+#[derive(Debug)]
+struct SpanNames {
+    system: &'static str,
+    namespace: String,
+}
+
+impl SpanNames {
+    /// The span of one database task (usually one transaction) done for the span `parent`
+    /// (captured where the work was asked for, since it runs on another thread); none when
+    /// traces are off.
+    fn span(&self, parent: Option<&tracing::Span>) -> tracing::Span {
+        match parent {
+            Some(parent) if !parent.is_none() => tracing::info_span!(
+                target: "invest_db",
+                parent: parent,
+                "db",
+                otel.name = %self.namespace,
+                otel.kind = "client",
+                db.system.name = self.system,
+                db.namespace = %self.namespace,
+            ),
+            _ => tracing::Span::none(),
+        }
+    }
+}
+
+/// The current span, when traces are on (the parent of database work asked for now).
+fn traced_parent() -> Option<tracing::Span> {
+    crate::telemetry::trace::enabled().then(tracing::Span::current)
 }
 
 /// One call's work, type-erased; it answers through its own channel. It gets the connection,
@@ -243,6 +298,8 @@ struct Queued {
     job: Job,
     /// Past this moment the caller has been answered Busy: skip the work.
     deadline: std::time::Instant,
+    /// When it was asked for (the wait for a connection is measured from here).
+    queued_at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -254,6 +311,31 @@ struct WorkState {
 struct WorkQueue {
     state: std::sync::Mutex<WorkState>,
     max_drainers: usize,
+    metrics: PoolMetrics,
+}
+
+/// What an operator watches of the request pool (`db_pool_*`): tasks holding a connection,
+/// tasks waiting for one, and how long they waited.
+struct PoolMetrics {
+    in_use: metrics::Gauge,
+    waiting: metrics::Gauge,
+    wait: metrics::Histogram,
+}
+
+impl PoolMetrics {
+    fn new(size: u32) -> Self {
+        metrics::gauge!("db_pool_connections_max").set(f64::from(size));
+        Self {
+            in_use: metrics::gauge!("db_pool_connections_in_use"),
+            waiting: metrics::gauge!("db_pool_waiting"),
+            wait: metrics::histogram!("db_pool_wait_seconds"),
+        }
+    }
+
+    fn observe(&self, state: &WorkState) {
+        self.in_use.set(state.drainers as f64);
+        self.waiting.set(state.queue.len() as f64);
+    }
 }
 
 impl fmt::Debug for Database {
@@ -294,17 +376,30 @@ impl Database {
                 .build_unchecked(manager.clone())
         };
         let writes = matches!(config.url, DatabaseUrl::Sqlite(_)).then(Arc::default);
+        let spans = Arc::new(config.url.span_names());
         Ok(Self {
             pool,
-            maintenance: Arc::new(Lane::new("db-maintenance", lane_pool(), writes.clone())),
-            bulk: Arc::new(Lane::new("db-bulk", lane_pool(), writes.clone())),
+            maintenance: Arc::new(Lane::new(
+                "db-maintenance",
+                lane_pool(),
+                writes.clone(),
+                spans.clone(),
+            )),
+            bulk: Arc::new(Lane::new(
+                "db-bulk",
+                lane_pool(),
+                writes.clone(),
+                spans.clone(),
+            )),
             writes,
             work: Arc::new(WorkQueue {
                 state: std::sync::Mutex::new(WorkState::default()),
                 max_drainers: pool_size as usize,
+                metrics: PoolMetrics::new(pool_size),
             }),
             acquire_timeout: config.acquire_timeout,
             url: Arc::new(config.url.clone()),
+            spans,
         })
     }
 
@@ -325,15 +420,22 @@ impl Database {
     {
         type Outcome<T, E> = std::thread::Result<Result<T, E>>;
         let (tx, rx) = tokio::sync::oneshot::channel::<Outcome<T, E>>();
+        let (parent, spans) = (traced_parent(), self.spans.clone());
         let job: Job = Box::new(move |conn| {
+            let _span = spans.span(parent.as_ref()).entered();
             let outcome = match conn {
                 Ok(conn) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn))),
                 Err(reason) => Ok(Err(E::from(DbError::Unavailable(reason.to_owned())))),
             };
             let _ = tx.send(outcome);
         });
-        let deadline = std::time::Instant::now() + self.acquire_timeout;
-        self.enqueue(Queued { job, deadline });
+        let queued_at = std::time::Instant::now();
+        let deadline = queued_at + self.acquire_timeout;
+        self.enqueue(Queued {
+            job,
+            deadline,
+            queued_at,
+        });
         match rx.await {
             Ok(Ok(result)) => result,
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
@@ -373,6 +475,7 @@ impl Database {
             if spawn {
                 state.drainers += 1;
             }
+            self.work.metrics.observe(&state);
             spawn
         };
         if spawn {
@@ -396,15 +499,22 @@ struct Lane {
     pool: r2d2::Pool<Manager>,
     jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<LaneJob>>>,
     writes: Option<Arc<WriteQueue>>,
+    spans: Arc<SpanNames>,
 }
 
 impl Lane {
-    fn new(name: &'static str, pool: r2d2::Pool<Manager>, writes: Option<Arc<WriteQueue>>) -> Self {
+    fn new(
+        name: &'static str,
+        pool: r2d2::Pool<Manager>,
+        writes: Option<Arc<WriteQueue>>,
+        spans: Arc<SpanNames>,
+    ) -> Self {
         Self {
             name,
             pool,
             jobs: std::sync::Mutex::new(None),
             writes,
+            spans,
         }
     }
 
@@ -418,7 +528,9 @@ impl Lane {
         type Outcome<T, E> = std::thread::Result<Result<T, E>>;
         let (tx, rx) = tokio::sync::oneshot::channel::<Outcome<T, E>>();
         let pool = self.pool.clone();
+        let (parent, spans) = (traced_parent(), self.spans.clone());
         let job: LaneJob = Box::new(move || {
+            let _span = spans.span(parent.as_ref()).entered();
             let outcome =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool.get() {
                     Ok(mut conn) => work(&mut conn),
@@ -497,14 +609,17 @@ fn drain(pool: &r2d2::Pool<Manager>, work: &WorkQueue) {
     loop {
         let next = {
             let mut state = work.state.lock().unwrap_or_else(|p| p.into_inner());
-            match state.queue.pop_front() {
+            let next = state.queue.pop_front();
+            if next.is_none() {
+                state.drainers -= 1;
+            }
+            work.metrics.observe(&state);
+            match next {
                 Some(next) => next,
-                None => {
-                    state.drainers -= 1;
-                    return;
-                }
+                None => return,
             }
         };
+        work.metrics.wait.record(next.queued_at.elapsed().as_secs_f64());
         if std::time::Instant::now() > next.deadline {
             // Dropping the job drops its sender: the caller sees Busy.
             drop(next);

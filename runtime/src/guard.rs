@@ -39,9 +39,11 @@ use hyper::body::{Bytes, Incoming};
 use tokio::{sync::Semaphore, time::Sleep};
 use tonic::{Code, Status, body::Body};
 use tower::Service;
+use tracing::Instrument as _;
 
 use crate::{
     auth::Authenticator,
+    telemetry::trace,
     listener::{Connection, ConnectionService, StreamGuard},
 };
 use invest_proto::{auth::Caller, status::error_status};
@@ -331,13 +333,20 @@ where
             }
             _ => None,
         };
+        // The call's span (when traces are exported), child of the caller's trace context.
+        let span = match &metrics {
+            Some(m) => trace::server_span(&m.service, &m.method, &parts.headers),
+            None => tracing::Span::none(),
+        };
         let permit = match budget.try_acquire(key) {
             Ok(permit) => permit,
             Err(refusal) => {
                 let status = refused(config, kind, refusal, budget);
                 let response = status.into_http();
                 if let Some(metrics) = &metrics {
-                    metrics.record(response_code(&response), started.elapsed());
+                    let code = response_code(&response);
+                    metrics.record(code, started.elapsed());
+                    trace::record_status(&span, code, true);
                 }
                 return Box::pin(async move {
                     drop(stream);
@@ -370,9 +379,10 @@ where
         let lifetime = (kind == Kind::InfraStream).then_some(INFRA_STREAM_MAX_AGE);
         let server = config.server;
         Box::pin(async move {
+            let call = inner.call(request).instrument(span.clone());
             let response = match call_timeout {
-                None => inner.call(request).await?,
-                Some(timeout) => match tokio::time::timeout(timeout, inner.call(request)).await {
+                None => call.await?,
+                Some(timeout) => match tokio::time::timeout(timeout, call).await {
                     Ok(response) => response?,
                     Err(_) => error_status(
                         Code::DeadlineExceeded,
@@ -385,7 +395,9 @@ where
                 },
             };
             if let Some(metrics) = &metrics {
-                metrics.record(response_code(&response), started.elapsed());
+                let code = response_code(&response);
+                metrics.record(code, started.elapsed());
+                trace::record_status(&span, code, true);
             }
             Ok(response.map(|body| {
                 Body::new(ResponseBody {
@@ -673,6 +685,9 @@ fn labels(path: &str) -> (String, String) {
 /// allocation and no registry lookup.
 #[derive(Debug)]
 struct MethodMetrics {
+    /// `rpc.service` and `rpc.method` of the call's span.
+    service: String,
+    method: String,
     latency: metrics::Histogram,
     /// One counter per gRPC code (17 codes).
     handled: Vec<metrics::Counter>,
@@ -697,7 +712,12 @@ impl MethodMetrics {
                 )
             })
             .collect();
-        Self { latency, handled }
+        Self {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            latency,
+            handled,
+        }
     }
 
     fn record(&self, code: i32, elapsed: Duration) {

@@ -671,6 +671,12 @@ pub trait Ingest: Send + 'static {
     /// After the last part: the stream matches its header (counts, digest); the counts to
     /// record (`(column, value)`).
     fn complete(&self) -> Result<Vec<(&'static str, i64)>>;
+
+    /// Rows the loader rejected while cleaning the delivery, as its header says (0 when it
+    /// does not say); reported in the metrics of the load.
+    fn rejected_rows(&self) -> i64 {
+        0
+    }
 }
 
 /// How a staged load ended.
@@ -682,13 +688,66 @@ pub struct Loaded {
     pub current: i64,
 }
 
-/// Runs one ingest stream to its end under the protocol of this module.
+/// Runs one ingest stream to its end under the protocol of this module, and reports it in
+/// the metrics an operator pages on (`ingest_*{what}`: see the README's metrics).
 pub async fn load<I, S>(
+    db: Database,
+    tables: &'static StagedTables,
+    flip_lock_key: i64,
+    ingest: I,
+    parts: S,
+) -> Result<Loaded, Status>
+where
+    I: Ingest,
+    S: Stream<Item = Result<I::Part, Status>> + Unpin,
+{
+    let started = Instant::now();
+    let mut report = LoadReport::default();
+    let outcome = run_load(db, tables, flip_lock_key, ingest, parts, &mut report).await;
+    let result = match &outcome {
+        Ok(Loaded {
+            unchanged: true, ..
+        }) => "unchanged",
+        Ok(_) => "current",
+        Err(_) => "failed",
+    };
+    let what = tables.what;
+    metrics::counter!("ingest_loads_total", "what" => what, "result" => result).increment(1);
+    // A stream that did not get past its header is no load (a probe, a refused day).
+    if report.started || result != "failed" {
+        let now = invest_proto::time::now_micros() as f64 / 1e6;
+        metrics::gauge!("ingest_last_load_success", "what" => what)
+            .set(if result == "failed" { 0.0 } else { 1.0 });
+        metrics::gauge!("ingest_last_load_timestamp_seconds", "what" => what).set(now);
+        metrics::gauge!("ingest_last_load_duration_seconds", "what" => what)
+            .set(started.elapsed().as_secs_f64());
+        metrics::gauge!("ingest_last_load_rejected_rows", "what" => what)
+            .set(report.rejected_rows as f64);
+        for (column, value) in &report.counts {
+            let table = column.strip_suffix("_count").unwrap_or(column);
+            metrics::gauge!("ingest_last_load_rows", "what" => what, "table" => table)
+                .set(*value as f64);
+        }
+    }
+    outcome
+}
+
+/// What [`load`] reports of a load besides its outcome.
+#[derive(Debug, Default)]
+struct LoadReport {
+    /// The header was accepted and a version opened (or found current).
+    started: bool,
+    rejected_rows: i64,
+    counts: Vec<(&'static str, i64)>,
+}
+
+async fn run_load<I, S>(
     db: Database,
     tables: &'static StagedTables,
     flip_lock_key: i64,
     mut ingest: I,
     mut parts: S,
+    report: &mut LoadReport,
 ) -> Result<Loaded, Status>
 where
     I: Ingest,
@@ -706,6 +765,7 @@ where
         }
     };
     let (as_of, digest) = ingest.header(first)?;
+    report.rejected_rows = ingest.rejected_rows();
     let begin = {
         let digest = digest.clone();
         db.run(move |c| tables.begin(c, as_of, &digest, invest_proto::time::now_micros()))
@@ -721,6 +781,7 @@ where
         }
         Begin::Started(id) => id,
     };
+    report.started = true;
     let mut guard = discard_unless_finished(db.clone(), tables, id);
     tracing::info!(what = tables.what, id, as_of = %invest_proto::time::rfc3339(as_of), "loading");
 
@@ -750,6 +811,7 @@ where
     }
     writer.wait().await?;
     let counts = ingest.complete()?;
+    report.counts.clone_from(&counts);
     let finish = db
         .run(move |c| {
             tables.finish(

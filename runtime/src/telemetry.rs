@@ -1,4 +1,4 @@
-//! Prometheus metrics served on their own port (logs: `invest_cli::init_tracing`).
+//! Prometheus metrics served on their own port (logs and traces: `invest_cli::trace`).
 
 use std::{net::SocketAddr, sync::OnceLock};
 
@@ -8,7 +8,10 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-pub use invest_cli::{LogFormat, init_tracing};
+pub use invest_cli::{
+    LogFormat, init_tracing,
+    trace::{self, TracingGuard},
+};
 
 /// Latency buckets (seconds) for every `*_seconds` histogram.
 const LATENCY_BUCKETS: &[f64] = &[

@@ -217,6 +217,8 @@ pub struct ServerProcess {
     pub child: tokio::process::Child,
     /// The gRPC address it logged.
     pub addr: std::net::SocketAddr,
+    /// Every line it has written to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl fmt::Debug for ServerProcess {
@@ -232,13 +234,31 @@ impl ServerProcess {
     /// secret in the environment, and waits until it has logged its address (`listening on`)
     /// and reports SERVING. The log keeps being drained (and echoed when `TEST_LOG` is set).
     pub async fn start(binary: &str, args: &[&str], jwt_secret: &str) -> Self {
+        Self::start_with_env(binary, args, jwt_secret, &[]).await
+    }
+
+    /// [`ServerProcess::start`] with more environment variables (they win over its defaults:
+    /// text logs at `info`, no OpenTelemetry export).
+    pub async fn start_with_env(
+        binary: &str,
+        args: &[&str],
+        jwt_secret: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         use tokio::io::AsyncBufReadExt as _;
-        let mut child = tokio::process::Command::new(binary)
+        let mut command = tokio::process::Command::new(binary);
+        command
             .args(args)
             .env("INVEST_JWT_SECRET", jwt_secret)
             .env_remove("INVEST_JWT_SECRET_FILE")
             .env("INVEST_LOG_FORMAT", "text")
             .env("RUST_LOG", "info")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -247,6 +267,12 @@ impl ServerProcess {
         let stderr = child.stderr.take().expect("stderr is piped");
         let mut lines = tokio::io::BufReader::new(stderr).lines();
         let echo = std::env::var_os("TEST_LOG").is_some();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = |line: &str| {
+            log.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(line.to_owned());
+        };
         let addr = loop {
             let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
                 .await
@@ -256,21 +282,28 @@ impl ServerProcess {
             if echo {
                 eprintln!("{line}");
             }
+            keep(&line);
             if let Some(rest) = line.split("listening on ").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap_or_default();
+                // Text (`… listening on ADDR server=…`) or JSON (`"listening on ADDR",`).
+                let addr = rest
+                    .split(|c: char| c.is_whitespace() || c == '"')
+                    .next()
+                    .unwrap_or_default();
                 break addr
                     .parse()
                     .unwrap_or_else(|e| panic!("address {addr:?}: {e}"));
             }
         };
+        let kept = log.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 if echo {
                     eprintln!("{line}");
                 }
+                kept.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
         });
-        let process = Self { child, addr };
+        let process = Self { child, addr, log };
         process.until_serving().await;
         process
     }

@@ -33,6 +33,9 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
     /// What the delivery does (see [`kind`]).
     pub kind: String,
+    /// The trace context of the call that queued it (when traces are on): a redelivery
+    /// links to it.
+    pub traceparent: Option<String>,
 }
 
 /// What a delivery does, as stored in `outbox.kind`.
@@ -88,6 +91,7 @@ pub fn enqueue(
         lease_owner: Some(lease.owner.clone()),
         last_error: None,
         kind: credit.kind.to_owned(),
+        traceparent: invest_runtime::telemetry::trace::current_traceparent(),
     };
     diesel::insert_into(outbox::table)
         .values(&row)

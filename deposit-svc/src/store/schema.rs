@@ -51,6 +51,8 @@ diesel::table! {
         last_error -> Nullable<Text>,
         /// `deposit` (ApplyDeposit), `take` (TakeHold) or `release` (ReleaseHold).
         kind -> Text,
+        /// W3C trace context of the call that queued it (traces on), for the redelivery's link.
+        traceparent -> Nullable<Text>,
     }
 }
 

@@ -394,3 +394,12 @@ pub fn list(
         .limit(limit)
         .load(conn)
 }
+
+/// Withdrawals waiting for phase 2 (the metric `withdrawals_pending`): a range of the status
+/// index.
+pub fn pending_count(conn: &mut DbConnection) -> QueryResult<i64> {
+    withdrawals::table
+        .filter(withdrawals::status.eq(Status::Pending.as_str()))
+        .count()
+        .get_result(conn)
+}

@@ -388,3 +388,12 @@ pub fn release(conn: &mut DbConnection, hold: &Hold, now: i64) -> Result<Outcome
         Ok(Outcome::New)
     })
 }
+
+/// Holds not yet taken or released (the metric `portfolio_holds_open`): a scan of the partial
+/// index of open holds.
+pub fn open_count(conn: &mut DbConnection) -> QueryResult<i64> {
+    ledger_holds::table
+        .filter(ledger_holds::state.eq(state::HELD))
+        .count()
+        .get_result(conn)
+}
