@@ -17,7 +17,7 @@
 
 use std::{
     collections::HashMap,
-    fmt::{self, Write as _},
+    fmt,
     sync::atomic::{AtomicBool, Ordering},
 };
 
@@ -152,9 +152,7 @@ pub fn init(format: LogFormat, service: &'static str) -> TracingGuard {
             .flatten_event(true)
             .with_writer(std::io::stderr)
             .event_format(WithTraceIds(
-                tracing_subscriber::fmt::format()
-                    .json()
-                    .flatten_event(true),
+                tracing_subscriber::fmt::format().json().flatten_event(true),
             ))
             .boxed(),
     };
@@ -189,9 +187,15 @@ fn build_provider(service: &'static str) -> Result<SdkTracerProvider, String> {
 
 /// Targets of our crates (their spans and events are exported; a library's are not).
 fn is_ours(target: &str) -> bool {
-    ["invest_", "portfolio_svc", "deposit_svc", "loader", "loadgen"]
-        .iter()
-        .any(|prefix| target.starts_with(prefix))
+    [
+        "invest_",
+        "portfolio_svc",
+        "deposit_svc",
+        "loader",
+        "loadgen",
+    ]
+    .iter()
+    .any(|prefix| target.starts_with(prefix))
 }
 
 /// The JSON log formatter with `trace_id` and `span_id` added to every line written inside a
@@ -271,23 +275,12 @@ impl Injector for Metadata<'_> {
 /// The span of a call this server answers (`service`, `method` as the metrics label them),
 /// child of the caller's trace when the headers carry one; [`Span::none`] when tracing is off.
 pub fn server_span(service: &str, method: &str, headers: &http::HeaderMap) -> Span {
-    if !enabled() {
-        return Span::none();
-    }
-    let span = tracing::info_span!(
-        target: "invest_rpc",
-        "rpc",
-        otel.name = format!("{service}/{method}"),
-        otel.kind = "server",
-        rpc.system = "grpc",
-        rpc.service = service,
-        rpc.method = method,
-        rpc.grpc.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    let parent = TraceContextPropagator::new().extract(&Headers(headers));
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+    let span = rpc_span("server", service, method);
+    if !span.is_none() {
+        let parent = TraceContextPropagator::new().extract(&Headers(headers));
+        if parent.span().span_context().is_valid() {
+            let _ = span.set_parent(parent);
+        }
     }
     span
 }
@@ -295,6 +288,10 @@ pub fn server_span(service: &str, method: &str, headers: &http::HeaderMap) -> Sp
 /// The span of a call this process makes to `service`/`method`; record its outcome with
 /// [`record_status`]. [`Span::none`] when tracing is off.
 pub fn client_span(service: &str, method: &str) -> Span {
+    rpc_span("client", service, method)
+}
+
+fn rpc_span(kind: &'static str, service: &str, method: &str) -> Span {
     if !enabled() {
         return Span::none();
     }
@@ -302,7 +299,7 @@ pub fn client_span(service: &str, method: &str) -> Span {
         target: "invest_rpc",
         "rpc",
         otel.name = format!("{service}/{method}"),
-        otel.kind = "client",
+        otel.kind = kind,
         rpc.system = "grpc",
         rpc.service = service,
         rpc.method = method,

@@ -25,7 +25,8 @@ use tracing::Instrument as _;
 use crate::store::outbox::{self, Lease, OutboxRow, kind};
 
 /// How deposit-svc calls `PortfolioLedger`: with its service token and the trace context.
-pub type LedgerClient = PortfolioLedgerClient<InterceptedService<Channel, trace::Propagate<ServiceToken>>>;
+pub type LedgerClient =
+    PortfolioLedgerClient<InterceptedService<Channel, trace::Propagate<ServiceToken>>>;
 
 /// `rpc.service` of the calls to portfolio-svc.
 const LEDGER: &str = "invest.portfolio.v1.PortfolioLedger";

@@ -155,29 +155,7 @@ async fn the_bank_balances_through_kills(backend: Backend) {
         return;
     };
     let as_of = invest_proto::time::now_micros() - 86_400_000_000;
-    let day = Snapshot {
-        as_of,
-        instruments: vec![portfolio::Instrument {
-            isin: "CASH".into(),
-            name: "현금".into(),
-            asset_group: "채권 / 현금".into(),
-        }],
-        accounts: ACCOUNTS
-            .iter()
-            .map(|number| portfolio::SnapshotAccount {
-                account_number: (*number).into(),
-                customer_name: OWNER.into(),
-                brokerage: "디셈버증권".into(),
-                account_name: "계좌".into(),
-                principal: START_CASH,
-                holdings: vec![portfolio::SnapshotHolding {
-                    isin: "CASH".into(),
-                    quantity: 1,
-                    current_price: START_CASH,
-                }],
-            })
-            .collect(),
-    };
+    let day = Snapshot::cash(as_of, &ACCOUNTS, OWNER, START_CASH);
     portfolio.load(&day).await;
     let keys = portfolio.keys.clone();
     let replicas = match backend {

@@ -69,26 +69,7 @@ async fn setup(backend: Backend) -> Option<(TestPortfolio, TestDatabase, i64)> {
     let portfolio = TestPortfolio::spawn(backend).await?;
     let db = TestDatabase::create(backend, "deposit")?;
     let as_of = invest_proto::time::now_micros() - 86_400_000_000;
-    let day = Snapshot {
-        as_of,
-        instruments: vec![portfolio::Instrument {
-            isin: "CASH".into(),
-            name: "현금".into(),
-            asset_group: "채권 / 현금".into(),
-        }],
-        accounts: vec![portfolio::SnapshotAccount {
-            account_number: ACCOUNT.into(),
-            customer_name: OWNER.into(),
-            brokerage: "디셈버증권".into(),
-            account_name: "계좌1".into(),
-            principal: 1_000,
-            holdings: vec![portfolio::SnapshotHolding {
-                isin: "CASH".into(),
-                quantity: 1,
-                current_price: 1_000,
-            }],
-        }],
-    };
+    let day = Snapshot::cash(as_of, &[ACCOUNT], OWNER, 1_000);
     portfolio.load(&day).await;
     Some((portfolio, db, as_of))
 }

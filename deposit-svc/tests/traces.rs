@@ -17,7 +17,7 @@ use deposit_svc::testkit::{Directory, TEST_SECRET, deposits_client, sign};
 use invest_proto::{
     auth::{JwtKeys, SCOPE_INGEST_WRITE, ServiceToken},
     deposit::v1::{self as pb, directory_ingest_client::DirectoryIngestClient},
-    portfolio::v1::{self as portfolio, portfolio_ingest_client::PortfolioIngestClient},
+    portfolio::v1::portfolio_ingest_client::PortfolioIngestClient,
 };
 use invest_runtime::{
     backend_tests,
@@ -114,11 +114,7 @@ impl Collector {
     }
 
     /// Waits (up to 30 s) until `done` holds for the spans of `trace_id`.
-    async fn wait_for(
-        &self,
-        trace_id: &[u8],
-        done: impl Fn(&[Received]) -> bool,
-    ) -> Vec<Received> {
+    async fn wait_for(&self, trace_id: &[u8], done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
         let wait = async {
             loop {
                 let arrived = self.arrived.notified();
@@ -250,26 +246,7 @@ async fn one_trace_across_both_services(backend: Backend) {
     )
     .await;
     let as_of = invest_proto::time::now_micros() - 86_400_000_000;
-    let day = Snapshot {
-        as_of,
-        instruments: vec![portfolio::Instrument {
-            isin: "CASH".into(),
-            name: "현금".into(),
-            asset_group: "채권 / 현금".into(),
-        }],
-        accounts: vec![portfolio::SnapshotAccount {
-            account_number: ACCOUNT.into(),
-            customer_name: OWNER.into(),
-            brokerage: "디셈버증권".into(),
-            account_name: "계좌1".into(),
-            principal: 1_000,
-            holdings: vec![portfolio::SnapshotHolding {
-                isin: "CASH".into(),
-                quantity: 1,
-                current_price: 1_000,
-            }],
-        }],
-    };
+    let day = Snapshot::cash(as_of, &[ACCOUNT], OWNER, 1_000);
     PortfolioIngestClient::with_interceptor(
         deposit_svc::testkit::connect(&portfolio.url()).await,
         ServiceToken::new(keys.clone(), "loader", &[SCOPE_INGEST_WRITE]),
@@ -345,7 +322,10 @@ async fn one_trace_across_both_services(backend: Backend) {
         CALLER_SPAN,
         "ConfirmDeposit is a child of the caller's span: {all:#?}"
     );
-    assert_eq!(attribute(confirm, "rpc.system"), Some(&Value::StringValue("grpc".into())));
+    assert_eq!(
+        attribute(confirm, "rpc.system"),
+        Some(&Value::StringValue("grpc".into()))
+    );
     assert_eq!(
         attribute(confirm, "rpc.method"),
         Some(&Value::StringValue("ConfirmDeposit".into()))
@@ -378,9 +358,9 @@ async fn one_trace_across_both_services(backend: Backend) {
     }
     let mut at = call;
     while at.span_id != confirm.span_id {
-        at = by_id
-            .get(at.parent_span_id.as_slice())
-            .unwrap_or_else(|| panic!("the call to ApplyDeposit descends from ConfirmDeposit: {all:#?}"));
+        at = by_id.get(at.parent_span_id.as_slice()).unwrap_or_else(|| {
+            panic!("the call to ApplyDeposit descends from ConfirmDeposit: {all:#?}")
+        });
     }
     for service in ["deposit-svc", "portfolio-svc"] {
         let db = spans

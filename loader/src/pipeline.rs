@@ -992,7 +992,25 @@ mod tests {
                 .filter(|reject| reject["file"] == kind.file_name())
                 .count();
             assert_eq!(report.file(kind).rejected, in_file as u64, "{kind}");
+            // What the loader sends the services: the same counts by file and rule.
+            for (rule, rows) in report
+                .file(kind)
+                .rejected_by_rule
+                .iter()
+                .filter(|(_, n)| **n > 0)
+            {
+                let sent = cleaned
+                    .day
+                    .rejects
+                    .iter()
+                    .find(|r| r.file == kind.file_name() && r.rule == rule.as_str());
+                assert_eq!(sent.map(|r| r.rows), Some(*rows), "{kind} {rule:?}");
+            }
         }
+        assert_eq!(
+            cleaned.day.rejects.iter().map(|r| r.rows).sum::<u64>(),
+            report.totals.rejected
+        );
         assert_eq!(
             report.file(FileKind::Instruments).loaded,
             cleaned.day.instruments.len() as u64

@@ -374,7 +374,11 @@ where
 {
     let mut grpc = Grpc::new(InterceptedService::new(
         channel,
-        Propagate(ServiceToken::new(keys, LOADER_SUBJECT, &[SCOPE_INGEST_WRITE])),
+        Propagate(ServiceToken::new(
+            keys,
+            LOADER_SUBJECT,
+            &[SCOPE_INGEST_WRITE],
+        )),
     ))
     .max_encoding_message_size(MAX_MESSAGE);
     let (rpc_service, rpc_method) = method
@@ -481,7 +485,11 @@ fn snapshot_client(
 ) -> PortfolioIngestClient<InterceptedService<Channel, Propagate<ServiceToken>>> {
     PortfolioIngestClient::with_interceptor(
         channel,
-        Propagate(ServiceToken::new(keys, LOADER_SUBJECT, &[SCOPE_INGEST_WRITE])),
+        Propagate(ServiceToken::new(
+            keys,
+            LOADER_SUBJECT,
+            &[SCOPE_INGEST_WRITE],
+        )),
     )
     .max_encoding_message_size(MAX_MESSAGE)
 }
@@ -604,10 +612,9 @@ async fn load_directory(
             as_of: Some(as_of),
             digest: day.directory_digest.clone(),
             entry_count: day.account_count as i64,
-            rejected_rows: day
-                .rejects
-                .iter()
-                .fold(0i64, |sum, r| sum.saturating_add(i64::try_from(r.rows).unwrap_or(i64::MAX))),
+            rejected_rows: day.rejects.iter().fold(0i64, |sum, r| {
+                sum.saturating_add(i64::try_from(r.rows).unwrap_or(i64::MAX))
+            }),
         })),
     }];
     let (parts, producer) = produce(

@@ -65,7 +65,11 @@ fn env_names(command: &clap::Command) -> BTreeSet<String> {
     }
     // Read by the log filter and by OpenTelemetry rather than by the command line.
     names.insert("RUST_LOG".to_owned());
-    names.extend(invest_cli::trace::ENVIRONMENT.iter().map(|n| (*n).to_owned()));
+    names.extend(
+        invest_cli::trace::ENVIRONMENT
+            .iter()
+            .map(|n| (*n).to_owned()),
+    );
     names
 }
 

@@ -84,7 +84,8 @@ impl SnapshotHeader {
         }
         let mut rejects = Vec::with_capacity(header.rejects.len());
         for (i, reject) in header.rejects.into_iter().enumerate() {
-            let plain = |s: &str| (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_graphic());
+            let plain =
+                |s: &str| (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_graphic());
             if !plain(&reject.file) || !plain(&reject.rule) || reject.rows <= 0 {
                 return Err(Error::invalid(
                     "INVALID_REJECTS",
@@ -263,7 +264,9 @@ impl Ingest for SnapshotIngest {
     }
 
     fn rejected_rows(&self) -> i64 {
-        self.header.as_ref().map_or(0, SnapshotHeader::rejected_rows)
+        self.header
+            .as_ref()
+            .map_or(0, SnapshotHeader::rejected_rows)
     }
 
     fn accept(&mut self, part: pb::SnapshotPart, number: u64) -> Result<SnapshotBatch> {

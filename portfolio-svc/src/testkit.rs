@@ -39,9 +39,9 @@ pub struct TestPortfolio {
 pub fn init_test_log() {
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = invest_runtime::telemetry::init_tracing(
-                invest_runtime::telemetry::LogFormat::Text,
-                "test",
-            );
+            invest_runtime::telemetry::LogFormat::Text,
+            "test",
+        );
     }
 }
 
@@ -165,6 +165,34 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A day of accounts (ascending numbers) of `owner`, each holding `won` in `CASH` with a
+    /// principal of as much: the fixture of the deposit and withdrawal tests.
+    pub fn cash(as_of: i64, accounts: &[&str], owner: &str, won: i64) -> Self {
+        Self {
+            as_of,
+            instruments: vec![pb::Instrument {
+                isin: "CASH".into(),
+                name: "현금".into(),
+                asset_group: "채권 / 현금".into(),
+            }],
+            accounts: accounts
+                .iter()
+                .map(|number| pb::SnapshotAccount {
+                    account_number: (*number).into(),
+                    customer_name: owner.into(),
+                    brokerage: "디셈버증권".into(),
+                    account_name: "계좌".into(),
+                    principal: won,
+                    holdings: vec![pb::SnapshotHolding {
+                        isin: "CASH".into(),
+                        quantity: 1,
+                        current_price: won,
+                    }],
+                })
+                .collect(),
+        }
+    }
+
     /// The digest the header must carry.
     pub fn digest(&self) -> String {
         let mut digest = RecordDigest::new();

@@ -941,6 +941,41 @@ async fn only_a_header_first_and_instruments_before_accounts(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    // The loader's reject summary: malformed entries are refused, named by their path.
+    for bad in [
+        pb::RejectCount {
+            file: String::new(),
+            rule: "invalid_isin".into(),
+            rows: 1,
+        },
+        pb::RejectCount {
+            file: "holdings.csv".into(),
+            rule: "invalid_isin".into(),
+            rows: 0,
+        },
+        pb::RejectCount {
+            file: "holdings.csv".into(),
+            rule: "x".repeat(65),
+            rows: 1,
+        },
+    ] {
+        let mut parts = day.parts(3);
+        if let Some(pb::snapshot_part::Part::Header(header)) = &mut parts[0].part {
+            header.rejects = vec![bad.clone()];
+        }
+        let status = app
+            .ingest()
+            .await
+            .load_snapshot(tokio_stream::iter(parts))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (status.code(), reason(&status).as_deref()),
+            (Code::InvalidArgument, Some("INVALID_REJECTS")),
+            "{bad:?}"
+        );
+        assert_eq!(bad_fields(&status), ["header.rejects[0]"]);
+    }
     // Nothing was ever loaded: the screens are empty, not broken.
     let empty = app
         .screens("이정희")
@@ -956,7 +991,28 @@ async fn health_reflection_and_metrics(backend: Backend) {
         return;
     };
     let app = TestPortfolio::spawn_on(db, |c| c.server.drain_delay = Duration::from_secs(30)).await;
-    load(&app, &fixture(AS_OF)).await.unwrap();
+    // A day with the loader's reject summary in its header: accepted, and its total reported.
+    let day = fixture(AS_OF);
+    let mut parts = day.parts(3);
+    if let Some(pb::snapshot_part::Part::Header(header)) = &mut parts[0].part {
+        header.rejects = vec![
+            pb::RejectCount {
+                file: "holdings.csv".into(),
+                rule: "invalid_isin".into(),
+                rows: 2,
+            },
+            pb::RejectCount {
+                file: "principal.csv".into(),
+                rule: "duplicate_account".into(),
+                rows: 1,
+            },
+        ];
+    }
+    app.ingest()
+        .await
+        .load_snapshot(tokio_stream::iter(parts))
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
     for service in [
         "",
@@ -1038,6 +1094,25 @@ async fn health_reflection_and_metrics(backend: Backend) {
         metrics.contains("grpc_server_handling_seconds_bucket"),
         "{metrics}"
     );
+    // What an operator pages on (the tests of this binary share one recorder, so only the
+    // series are checked here, not values other tests may have moved).
+    for series in [
+        "ingest_loads_total{what=\"snapshot\",result=\"current\"}",
+        "ingest_last_load_success{what=\"snapshot\"}",
+        "ingest_last_load_timestamp_seconds{what=\"snapshot\"}",
+        "ingest_last_load_duration_seconds{what=\"snapshot\"}",
+        "ingest_last_load_rejected_rows{what=\"snapshot\"}",
+        "ingest_last_load_rows{what=\"snapshot\",table=\"holding\"}",
+        "db_pool_connections_in_use",
+        "db_pool_connections_max",
+        "db_pool_waiting",
+        "db_pool_wait_seconds_bucket",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(series)),
+            "{series} in:\n{metrics}"
+        );
+    }
 
     // Draining: NOT_SERVING while the listener still answers.
     let mut watch = health

@@ -98,9 +98,10 @@ impl DatabaseUrl {
             }
             Self::Sqlite(path) => SpanNames {
                 system: "sqlite",
-                namespace: path
-                    .file_name()
-                    .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+                namespace: path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                ),
             },
         }
     }
@@ -619,7 +620,9 @@ fn drain(pool: &r2d2::Pool<Manager>, work: &WorkQueue) {
                 None => return,
             }
         };
-        work.metrics.wait.record(next.queued_at.elapsed().as_secs_f64());
+        work.metrics
+            .wait
+            .record(next.queued_at.elapsed().as_secs_f64());
         if std::time::Instant::now() > next.deadline {
             // Dropping the job drops its sender: the caller sees Busy.
             drop(next);
@@ -952,11 +955,12 @@ mod tests {
         let manager = Manager {
             url: DatabaseUrl::Sqlite(dir.path().join("maintenance.db")),
         };
+        let spans = Arc::new(manager.url.span_names());
         let pool = r2d2::Pool::builder()
             .max_size(1)
             .min_idle(Some(0))
             .build_unchecked(manager);
-        let maintenance = Lane::new("db-maintenance", pool, None);
+        let maintenance = Lane::new("db-maintenance", pool, None, spans);
         let nice = || {
             // SAFETY: reads the calling thread's nice value.
             unsafe {

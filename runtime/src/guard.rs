@@ -43,8 +43,8 @@ use tracing::Instrument as _;
 
 use crate::{
     auth::Authenticator,
-    telemetry::trace,
     listener::{Connection, ConnectionService, StreamGuard},
+    telemetry::trace,
 };
 use invest_proto::{auth::Caller, status::error_status};
 

@@ -716,8 +716,11 @@ where
     // A stream that did not get past its header is no load (a probe, a refused day).
     if report.started || result != "failed" {
         let now = invest_proto::time::now_micros() as f64 / 1e6;
-        metrics::gauge!("ingest_last_load_success", "what" => what)
-            .set(if result == "failed" { 0.0 } else { 1.0 });
+        metrics::gauge!("ingest_last_load_success", "what" => what).set(if result == "failed" {
+            0.0
+        } else {
+            1.0
+        });
         metrics::gauge!("ingest_last_load_timestamp_seconds", "what" => what).set(now);
         metrics::gauge!("ingest_last_load_duration_seconds", "what" => what)
             .set(started.elapsed().as_secs_f64());
