@@ -2,7 +2,8 @@
 //! (the collector's trace service, from the published opentelemetry-proto definitions) gets,
 //! for one ConfirmDeposit sent with a W3C `traceparent`, the spans of deposit-svc and of
 //! portfolio-svc under that trace id with every parent link intact; and the JSON logs of both
-//! processes carry the trace id.
+//! processes carry the trace id. A credit delivered later by the background loop is a trace
+//! of its own, linked to the confirmation's.
 //!
 //! portfolio-svc runs from its binary beside deposit-svc's (`cargo test --workspace` builds
 //! every binary of the workspace before it runs a test).
@@ -13,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use deposit_svc::testkit::{Directory, TEST_SECRET, deposits_client, sign};
+use deposit_svc::testkit::{Directory, Proxy, ProxyMode, TEST_SECRET, deposits_client, sign};
 use invest_proto::{
     auth::{JwtKeys, SCOPE_INGEST_WRITE, ServiceToken},
     deposit::v1::{self as pb, directory_ingest_client::DirectoryIngestClient},
@@ -39,6 +40,8 @@ const OWNER: &str = "류영길";
 /// The caller's trace and span, as a gateway in front of deposit-svc would send them.
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
+/// The trace of a confirmation whose credit is delivered later.
+const LATER_TRACE_ID: &str = "5c0a1e3f9d2b4c6e8a0b1c2d3e4f5a6b";
 
 /// A span as received, with the name of the service that sent it.
 #[derive(Debug, Clone)]
@@ -111,6 +114,27 @@ impl Collector {
             .filter(|r| r.span.trace_id == trace_id)
             .cloned()
             .collect()
+    }
+
+    /// Waits (up to 30 s) until `done` holds for every span received.
+    async fn wait_for_any(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let wait = async {
+            loop {
+                let arrived = self.arrived.notified();
+                let spans = self.spans.lock().unwrap().clone();
+                if done(&spans) {
+                    return spans;
+                }
+                arrived.await;
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(30), wait).await {
+            Ok(spans) => spans,
+            Err(_) => panic!(
+                "the spans did not arrive within 30 s; received: {:#?}",
+                summary(&self.spans.lock().unwrap())
+            ),
+        }
     }
 
     /// Waits (up to 30 s) until `done` holds for the spans of `trace_id`.
@@ -255,6 +279,8 @@ async fn one_trace_across_both_services(backend: Backend) {
     .await
     .unwrap();
 
+    // deposit-svc reaches portfolio-svc through a proxy the test can take down.
+    let proxy = Proxy::start(portfolio.addr, ProxyMode::Up).await;
     let deposit = start(
         env!("CARGO_BIN_EXE_deposit-svc"),
         &[
@@ -265,7 +291,11 @@ async fn one_trace_across_both_services(backend: Backend) {
             "--database-url",
             deposit_db.url(),
             "--portfolio-url",
-            &portfolio.url(),
+            &proxy.url(),
+            "--delivery-max-backoff",
+            "200ms",
+            "--delivery-poll",
+            "50ms",
         ],
         &endpoint,
     )
@@ -377,6 +407,69 @@ async fn one_trace_across_both_services(backend: Backend) {
             "{service}: {all:#?}"
         );
     }
+
+    // A deposit confirmed while portfolio-svc cannot be reached is delivered later by the
+    // background loop: in a trace of its own that links to the confirmation's, and
+    // portfolio-svc's ApplyDeposit is part of that trace.
+    proxy.set(ProxyMode::Down);
+    let transfer_id = client
+        .register_deposit(pb::RegisterDepositRequest {
+            account_number: ACCOUNT.into(),
+            customer_name: OWNER.into(),
+            amount: 300,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .transfer_id;
+    let mut confirm = tonic::Request::new(pb::ConfirmDepositRequest {
+        transfer_id,
+        signature: sign(ACCOUNT, OWNER, 300),
+    });
+    confirm.metadata_mut().insert(
+        "traceparent",
+        format!("00-{LATER_TRACE_ID}-{CALLER_SPAN}-01")
+            .parse()
+            .unwrap(),
+    );
+    let confirmed = client.confirm_deposit(confirm).await.unwrap().into_inner();
+    assert!(
+        confirmed.deposit.is_some_and(|d| !d.applied),
+        "portfolio-svc is unreachable: the credit waits in the outbox"
+    );
+    let later = unhex(LATER_TRACE_ID);
+    collector
+        .wait_for(&later, |spans| {
+            find(spans, "deposit-svc", CONFIRM, SpanKind::Server).is_some()
+        })
+        .await;
+    proxy.set(ProxyMode::Up);
+    let redelivered = collector
+        .wait_for_any(|spans| {
+            spans.iter().any(|r| {
+                r.span.name == "redelivery" && r.span.links.iter().any(|l| l.trace_id == later)
+            })
+        })
+        .await;
+    let redelivery = redelivered
+        .iter()
+        .find(|r| r.span.name == "redelivery" && r.span.links.iter().any(|l| l.trace_id == later))
+        .unwrap();
+    assert_eq!(redelivery.service, "deposit-svc");
+    assert!(
+        redelivery.span.parent_span_id.is_empty(),
+        "a redelivery starts a trace of its own"
+    );
+    let its_trace = redelivery.span.trace_id.clone();
+    let spans = collector
+        .wait_for(&its_trace, |spans| {
+            find(spans, "portfolio-svc", APPLY, SpanKind::Server).is_some()
+        })
+        .await;
+    let call = find(&spans, "deposit-svc", APPLY, SpanKind::Client).unwrap();
+    let apply = find(&spans, "portfolio-svc", APPLY, SpanKind::Server).unwrap();
+    assert_eq!(apply.parent_span_id, call.span_id);
 
     // Both processes' JSON logs carry the trace id on the lines written inside the call.
     for (service, process) in [("deposit-svc", &deposit), ("portfolio-svc", &portfolio)] {
