@@ -97,15 +97,6 @@ impl fmt::Debug for TracingGuard {
     }
 }
 
-impl TracingGuard {
-    /// Sends the spans not yet sent (tests call it before they look at the collector).
-    pub fn flush(&self) {
-        if let Some(provider) = &self.provider {
-            let _ = provider.force_flush();
-        }
-    }
-}
-
 impl Drop for TracingGuard {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take()
@@ -133,13 +124,16 @@ pub fn init(format: LogFormat, service: &'static str) -> TracingGuard {
     } else {
         None
     };
-    // Only our own spans: the exporter's tonic client must not trace itself.
+    // Only our own spans and events at `info` and above, whatever `RUST_LOG` says of the logs
+    // (the exporter's tonic client must not trace itself).
     let otel = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(service))
             .with_location(false)
             .with_threads(false)
-            .with_filter(filter_fn(|meta| is_ours(meta.target())))
+            .with_filter(filter_fn(|meta| {
+                is_ours(meta.target()) && *meta.level() <= tracing::Level::INFO
+            }))
     });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = match format {
@@ -157,8 +151,7 @@ pub fn init(format: LogFormat, service: &'static str) -> TracingGuard {
             .boxed(),
     };
     let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(logs)
+        .with(logs.with_filter(filter))
         .with(otel)
         .try_init()
         .is_ok();
@@ -214,19 +207,12 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
-        let ids = if enabled() {
-            // The span's extensions must not be borrowed while its context is read.
-            let id = ctx.lookup_current().map(|span| span.id());
-            id.and_then(|id| {
-                tracing::dispatcher::get_default(|dispatch| {
-                    tracing_opentelemetry::get_otel_context(&id, dispatch)
-                })
-            })
-            .map(|cx| cx.span().span_context().clone())
-            .filter(SpanContext::is_valid)
-        } else {
-            None
-        };
+        // The current span whatever the log filter shows of it (a `warn` line inside a call
+        // carries the call's ids when `RUST_LOG=warn`), read before the inner formatter
+        // borrows any span's extensions.
+        let ids = enabled()
+            .then(|| Span::current().context().span().span_context().clone())
+            .filter(SpanContext::is_valid);
         let Some(ids) = ids else {
             return self.0.format_event(ctx, writer, event);
         };
